@@ -1,0 +1,71 @@
+"""Output for humans: logging with secret redaction, tables, progress bars."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+
+LOG = logging.getLogger("dify_airgap")
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Never print ``value``: every log record that contains it shows ``***`` instead."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = ()
+        return True
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr, INFO by default, DEBUG with ``verbose``; idempotent."""
+    LOG.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not any(getattr(h, "_dify_airgap", False) for h in LOG.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(_RedactingFilter())
+        handler._dify_airgap = True  # type: ignore[attr-defined]
+        LOG.addHandler(handler)
+    LOG.propagate = False
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Render a plain-text table with left-aligned columns."""
+    rows = [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], max((len(x) for x in cell.splitlines()), default=0))
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def human_size(num: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(num) < 1024 or unit == "TiB":
+            return f"{num:.0f} {unit}" if unit == "B" else f"{num:.1f} {unit}"
+        num /= 1024
+    return f"{num:.1f} TiB"
+
+
+def progress(total: int | None, desc: str, unit: str = "B"):
+    """A tqdm progress bar on stderr (quiet when stderr is not a terminal, except the final line)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, disable=None, mininterval=1.0, leave=True)

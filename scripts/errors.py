@@ -1,0 +1,54 @@
+"""The few exception types every module raises; tasks turn them into ``invoke.Exit``."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+
+class AirgapError(Exception):
+    """A failure the user can act on. The message says what went wrong and what to do next."""
+
+
+class EngineError(AirgapError):
+    """A container-engine command failed. Carries the command, its exit code and stderr."""
+
+    def __init__(self, message: str, argv: Sequence[str] = (), returncode: int | None = None,
+                 stderr: str = "") -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        detail = []
+        if self.argv:
+            detail.append(f"command: {shlex.join(self.argv)}")
+        if returncode is not None:
+            detail.append(f"exit code: {returncode}")
+        if stderr.strip():
+            detail.append("stderr: " + _tail(stderr))
+        super().__init__(message + ("\n  " + "\n  ".join(detail) if detail else ""))
+        self.summary = message
+
+
+class EngineMissing(EngineError):
+    """The engine client is not installed, or its daemon/service does not answer."""
+
+
+class ComposeMissing(EngineError):
+    """No usable Compose v2 provider was found for the runtime."""
+
+
+class ImageMissing(EngineError):
+    """An image is not present locally (docker: "No such image", podman: "image not known")."""
+
+    def __init__(self, message: str, image: str = "", **kwargs) -> None:
+        self.image = image
+        super().__init__(message, **kwargs)
+
+
+class CommandFailed(EngineError):
+    """Any other non-zero exit of an engine or compose command."""
+
+
+def _tail(text: str, lines: int = 12) -> str:
+    kept = text.strip().splitlines()[-lines:]
+    return "\n    ".join(kept)

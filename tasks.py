@@ -1,0 +1,64 @@
+"""dify-airgap tasks. Each task parses its options, calls one function in scripts/, and prints.
+
+Run `invoke --list` for the tasks and `invoke --help TASK` for a task's options.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import wraps
+
+from invoke import Exit, task
+
+from scripts import __version__
+from scripts.console import setup_logging
+from scripts.engine import Engine, resolve_runtime
+from scripts.errors import AirgapError
+
+RUNTIME_HELP = "docker or podman (default: invoke.yaml airgap.runtime, then $DIFY_AIRGAP_RUNTIME, then auto-detect)"
+
+
+def _fails_cleanly(func):
+    """Turn our errors into `invoke.Exit` with the message, never a bare traceback."""
+
+    @wraps(func)
+    def wrapper(c, *args, **kwargs):
+        setup_logging(verbose=bool(c.config.get("airgap", {}).get("verbose")))
+        try:
+            return func(c, *args, **kwargs)
+        except AirgapError as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted; nothing half-written was kept", code=130) from None
+
+    return wrapper
+
+
+def engine_for(c, runtime: str | None, dry_run: bool = False) -> Engine:
+    """The engine chosen by --runtime > invoke.yaml > $DIFY_AIRGAP_RUNTIME > auto-detection."""
+    config = c.config.get("airgap", {}) or {}
+    name, source = resolve_runtime(runtime, config.get("runtime"))
+    compose = config.get("compose")
+    engine = Engine(name, dry_run=dry_run, compose_argv=tuple(compose.split()) if compose else None)
+    print(f"runtime: {name} ({source})", file=sys.stderr)
+    return engine
+
+
+@task(help={"json": "print the report as JSON", "runtime": "check only this runtime (docker or podman)"})
+@_fails_cleanly
+def doctor(c, json_=False, runtime=None):
+    """Report engines, compose providers, versions, SELinux, disk, and what is missing."""
+    from scripts import doctor as doc
+
+    runtimes = (runtime,) if runtime else ("docker", "podman")
+    report = doc.diagnose(runtimes)
+    print(json.dumps(report, indent=2) if json_ else doc.render(report))
+    if not report["usable"]:
+        raise Exit("no container engine answers; install one with the fix shown above", code=1)
+
+
+@task
+def version(c):
+    """Print the toolkit version."""
+    print(f"dify-airgap {__version__}")
