@@ -500,4 +500,5 @@ def pipe(producer: Sequence[str], consumer: Sequence[str], env: dict | None = No
         prod.wait(timeout=60)
     if prod.returncode or cons.returncode:
         raise AirgapError(f"pipe failed: {' '.join(producer)} (exit {prod.returncode}) | "
-                          f"{' '.join(consumer)} (exit {cons.returncode})\n{perr.decode()[-1500:]}{err.decode()[-1500:]}")
+                          f"{' '.join(consumer)} (exit {cons.returncode})\n"
+                          f"{perr.decode()[-1500:]}{err.decode()[-1500:]}")
