@@ -1,0 +1,211 @@
+"""`invoke images`: the exact image set a compose project needs, from the compose provider itself.
+
+Profiles follow Dify's rule: ``COMPOSE_PROFILES`` as the env file defines it
+(``${VECTOR_STORE:-weaviate},${DB_TYPE:-postgresql}``), plus extras the user names. Several vector
+stores can be planned at once so a site can switch ``VECTOR_STORE`` later without a new bundle.
+The provider's ``config`` output (JSON) is the source of truth; we only de-duplicate, drop build-only
+services with a warning, and record which service and profile needs each image.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from dotenv import dotenv_values
+
+from .console import LOG, table
+from .engine import Engine
+from .errors import AirgapError
+from .project import COMPOSE_FILE
+
+ALL = "*"
+
+
+@dataclass
+class PlannedImage:
+    ref: str
+    services: list[str] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)  # empty: needed whatever the profiles
+
+
+@dataclass
+class ImagePlan:
+    project_dir: str
+    env_file: str
+    profiles: list[str]
+    vector_stores: list[str]
+    images: list[PlannedImage]
+    warnings: list[str] = field(default_factory=list)
+    dropped_services: list[str] = field(default_factory=list)
+
+    @property
+    def refs(self) -> list[str]:
+        return [img.ref for img in self.images]
+
+    def services_for(self, ref: str) -> list[str]:
+        return next((img.services for img in self.images if img.ref == ref), [])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def render(self) -> str:
+        rows = [[img.ref, ", ".join(img.services), ", ".join(img.profiles) or "(always)"]
+                for img in self.images]
+        lines = [f"project: {self.project_dir}", f"env file: {self.env_file}",
+                 f"profiles: {', '.join(self.profiles) or '(none)'}", "",
+                 table(["image", "services", "profiles"], rows), "",
+                 f"{len(self.images)} distinct images"]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def declared_profiles(project_dir: Path, files: Sequence[str] = (COMPOSE_FILE,)) -> list[str]:
+    """Every profile any service declares, read from the compose file(s) as YAML."""
+    found: list[str] = []
+    for name in files:
+        data = yaml.safe_load((project_dir / name).read_text()) or {}
+        for service in (data.get("services") or {}).values():
+            for profile in (service or {}).get("profiles") or []:
+                if profile not in found:
+                    found.append(profile)
+    return found
+
+
+def env_profiles(env_file: Path, overrides: dict[str, str] | None = None) -> list[str]:
+    """``COMPOSE_PROFILES`` as compose computes it from the env file (with ``${VAR:-default}``)."""
+    values = dict(dotenv_values(env_file, interpolate=False))
+    values.update(overrides or {})
+    raw = values.get("COMPOSE_PROFILES") or ""
+    resolved = _interpolate(raw, values)
+    return [p.strip() for p in resolved.split(",") if p.strip()]
+
+
+def _interpolate(value: str, env: dict[str, str | None]) -> str:
+    """Compose-style ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}`` (enough for COMPOSE_PROFILES)."""
+    import re
+
+    def repl(match: re.Match) -> str:
+        name, op, default = match.group(1), match.group(2), match.group(3) or ""
+        current = env.get(name)
+        if op == ":-":
+            return current if current else default
+        if op == "-":
+            return current if current is not None else default
+        return current or ""
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}", repl, value)
+
+
+def choose_profiles(env_file: Path, declared: Sequence[str], *, profiles: Iterable[str] = (),
+                    vector_stores: Iterable[str] = (), all_profiles: bool = False,
+                    db_type: str | None = None) -> tuple[list[str], list[str], list[str]]:
+    """The profiles to enable, the vector stores covered, and warnings.
+
+    Base: COMPOSE_PROFILES from the env file. ``vector_stores`` adds more vector store profiles to
+    the env file's own; ``profiles`` adds extras (certbot, unstructured...).
+    """
+    warnings: list[str] = []
+    if all_profiles:
+        return list(declared), [], warnings
+    values = dict(dotenv_values(env_file, interpolate=False))
+    overrides: dict[str, str] = {}
+    if db_type:
+        overrides["DB_TYPE"] = db_type
+    env_vs = _interpolate("${VECTOR_STORE:-weaviate}", {**values, **overrides})
+    # The env file's own store stays covered: it is what the far side runs unless told otherwise.
+    stores = list(dict.fromkeys([env_vs, *(v.strip() for v in vector_stores if v.strip())]))
+    chosen: list[str] = []
+    for profile in env_profiles(env_file, overrides):
+        if profile == env_vs:
+            continue  # replaced by the vector store list below
+        chosen.append(profile)
+    for store in stores:
+        if store not in declared:
+            warnings.append(f"vector store {store!r} has no service in the compose file "
+                            f"(an external service?): no image planned for it")
+        chosen.append(store)
+    for extra in profiles:
+        extra = extra.strip()
+        if not extra:
+            continue
+        if extra not in declared:
+            hint = difflib.get_close_matches(extra, declared, n=1)
+            raise AirgapError(f"profile {extra!r} is not declared by any service"
+                              + (f"; did you mean {hint[0]!r}?" if hint else
+                                 f"; declared profiles: {', '.join(declared)}"))
+        chosen.append(extra)
+    unique = list(dict.fromkeys(chosen))
+    return unique, stores, warnings
+
+
+def compose_config(engine: Engine, project_dir: Path, env_file: Path, profiles: Sequence[str],
+                   files: Sequence[str] = ()) -> dict:
+    """The provider's resolved project (``config``), parsed. Read-only: runs even in dry-run.
+
+    ``config`` needs no daemon, so a Compose v2 binary is preferred when present, whatever the
+    runtime: podman-compose 1.x cannot parse Dify's file unaided ("missing networks: default").
+    """
+    if engine.is_podman:
+        docker_side = Engine("docker", runner=engine.runner)
+        if docker_side.find_compose():
+            engine = docker_side
+    provider = engine.compose()
+    args = ["config"] if provider.is_podman_compose else ["config", "--format", "json"]
+    res = engine.compose_run(args, project_dir=str(project_dir), env_file=str(env_file), files=files,
+                             profiles=profiles, mutates=False, timeout=120)
+    return yaml.safe_load(res.stdout) or {}
+
+
+def plan_images(engine: Engine, project_dir: Path, env_file: Path, *, profiles: Iterable[str] = (),
+                vector_stores: Iterable[str] = (), all_profiles: bool = False, db_type: str | None = None,
+                files: Sequence[str] = ()) -> ImagePlan:
+    """The de-duplicated image set with the services and profiles that need each image."""
+    compose_files = list(files) or [COMPOSE_FILE]
+    declared = declared_profiles(project_dir, compose_files)
+    chosen, stores, warnings = choose_profiles(env_file, declared, profiles=profiles,
+                                               vector_stores=vector_stores, all_profiles=all_profiles,
+                                               db_type=db_type)
+    config = compose_config(engine, project_dir, env_file, chosen, files)
+    images: dict[str, PlannedImage] = {}
+    dropped: list[str] = []
+    for name, service in sorted((config.get("services") or {}).items()):
+        ref = service.get("image")
+        if service.get("build") and not _declares_image(project_dir, compose_files, name):
+            dropped.append(name)
+            warnings.append(f"service {name!r} is built locally (build-only, image {ref!r}): "
+                            f"it is not bundled; build it on the far side or drop its profile")
+            continue
+        if not ref:
+            warnings.append(f"service {name!r} has no image: skipped")
+            continue
+        entry = images.setdefault(ref, PlannedImage(ref))
+        entry.services.append(name)
+        for profile in service.get("profiles") or []:
+            if profile in chosen and profile not in entry.profiles:
+                entry.profiles.append(profile)
+    for entry in images.values():
+        if any(not (config["services"][s].get("profiles")) for s in entry.services):
+            entry.profiles = []  # at least one service needs it always
+    for w in warnings:
+        LOG.warning("warning: %s", w)
+    return ImagePlan(project_dir=str(project_dir), env_file=str(env_file), profiles=chosen,
+                     vector_stores=stores, images=sorted(images.values(), key=lambda i: i.ref),
+                     warnings=warnings, dropped_services=dropped)
+
+
+def _declares_image(project_dir: Path, files: Sequence[str], service: str) -> bool:
+    """Does the compose source (not the resolved config) give this service an ``image:``?"""
+    for name in files:
+        data = yaml.safe_load((project_dir / name).read_text()) or {}
+        if ((data.get("services") or {}).get(service) or {}).get("image"):
+            return True
+    return False
+
+
+def images_json(plan: ImagePlan) -> str:
+    return json.dumps(plan.to_dict(), indent=2)
