@@ -62,3 +62,34 @@ def doctor(c, json_=False, runtime=None):
 def version(c):
     """Print the toolkit version."""
     print(f"dify-airgap {__version__}")
+
+
+def _split(value) -> list[str]:
+    """Options that take lists accept "a,b" and repeated flags."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [part.strip() for item in items if item for part in str(item).split(",") if part.strip()]
+
+
+@task(help={
+    "project_dir": "Dify's docker/ directory (default: $DIFY_AIRGAP_PROJECT_DIR, ./dify-VERSION/docker, ./dify/docker)",
+    "env_file": "env file to read COMPOSE_PROFILES from (default: PROJECT_DIR/.env, else .env.example)",
+    "profiles": "extra compose profiles to include, comma-separated (e.g. certbot,unstructured)",
+    "all_profiles": "include every profile the compose file declares",
+    "vector_stores": "also cover these vector stores, comma-separated (e.g. weaviate,qdrant,milvus)",
+    "db_type": "override DB_TYPE (postgresql or mysql) for planning",
+    "version": "Dify version, used to find the project directory (default 1.11.3)",
+    "runtime": RUNTIME_HELP,
+    "json": "print the plan as JSON",
+})
+@_fails_cleanly
+def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, vector_stores="",
+           db_type=None, version="1.11.3", runtime=None, json_=False):
+    """List the exact images the Dify compose project needs, with the services needing each."""
+    from scripts import compose_plan
+    from scripts.project import resolve_env_file, resolve_project_dir
+
+    project = resolve_project_dir(project_dir, version)
+    plan = compose_plan.plan_images(engine_for(c, runtime), project, resolve_env_file(project, env_file),
+                                    profiles=_split(profiles), vector_stores=_split(vector_stores),
+                                    all_profiles=all_profiles, db_type=db_type)
+    print(compose_plan.images_json(plan) if json_ else plan.render())
