@@ -1,0 +1,161 @@
+"""`invoke bundle` / `verify` / `inspect` with real engines on a small compose project."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from scripts import bundle as bundler
+from scripts import compose_plan, lab, manifest
+from scripts.errors import AirgapError, ImageMissing
+
+from ..conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def project(engine, tracker, tmp_path):
+    """Two local images (one shared by two services, one behind a profile) and a compose file."""
+    tag = tracker.name("dalb")
+    refs = [f"localhost/{tag}/a:1", f"localhost/{tag}/b:1"]
+    for ref, char in zip(refs, "ab"):
+        tracker.image(engine, ref)
+        lab.make_busybox_image(engine, ref, files={f"/data/{char}": char * 300_000})
+    proj = tmp_path / "docker"
+    proj.mkdir()
+    (proj / "docker-compose.yaml").write_text(textwrap.dedent(f"""\
+        services:
+          a:
+            image: {refs[0]}
+          a2:
+            image: {refs[0]}
+          b:
+            image: {refs[1]}
+            profiles: ["bee"]
+          c:
+            image: localhost/{tag}/c:1
+            profiles: ["never-enabled"]
+        """))
+    (proj / ".env.example").write_text("COMPOSE_PROFILES=${WHICH:-bee}\n")
+    (proj / ".env").write_text("SECRET_KEY=must-not-be-shipped\n")
+    return engine, proj, refs
+
+
+def build(engine, proj, out, **kwargs):
+    image_plan = compose_plan.plan_images(engine, proj, proj / ".env.example")
+    settings = dict(version="1.11.3", project_dir=proj, output=out, platform=bundler.host_platform(),
+                    compression="zstd", chunk_size=None, pull="never", target_python="3.9")
+    settings.update(kwargs)
+    return bundler.build(engine, bundler.make_plan(image_plan, **settings))
+
+
+def test_bundle_is_complete_and_verifies(project, tmp_path):
+    engine, proj, refs = project
+    bundle = build(engine, proj, tmp_path / "out")
+    data = manifest.load_manifest(bundle)
+    assert sorted(i["ref"] for i in data["images"]) == sorted(refs)
+    assert {i["ref"]: i["services"] for i in data["images"]}[refs[0]] == ["a", "a2"]
+    assert data["runtime"] == engine.runtime and data["platform"] == bundler.host_platform()
+    assert not (bundle / "docker" / ".env").exists(), ".env with secrets must never be bundled"
+    for path in ("docker/docker-compose.yaml", "toolkit/tasks.py", "toolkit/scripts/engine.py", "install.sh"):
+        assert (bundle / path).is_file(), path
+    assert any(w.startswith("invoke-") for w in data["wheels"])
+    assert any(w.startswith("podman_compose-") for w in data["wheels"])
+    res = subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert manifest.verify(bundle).ok
+    index = manifest.archive_index(bundle, data)
+    tags = sorted(t for entry in index for t in entry["RepoTags"])
+    assert [t.replace("localhost/", "") for t in tags] == sorted(r.replace("localhost/", "") for r in refs)
+    assert not list((tmp_path / "out").glob(".*partial")), "no staging directory may remain"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_verify_names_damaged_part(docker_engine, tracker, tmp_path, damage):
+    engine = docker_engine
+    ref = tracker.image(engine, f"localhost/{tracker.name('dalv')}:1")
+    lab.make_busybox_image(engine, ref, files={"/data/x": "payload" * 200_000})
+    proj = tmp_path / "docker"
+    proj.mkdir()
+    (proj / "docker-compose.yaml").write_text(f"services:\n  x:\n    image: {ref}\n")
+    (proj / ".env.example").write_text("A=1\n")
+    bundle = build(engine, proj, tmp_path / "out", chunk_size="1M")
+    parts = manifest.load_manifest(bundle)["image_archive"]["parts"]
+    assert len(parts) >= 2
+    victim = bundle / parts[1]["path"]
+    if damage == "flip":
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+    elif damage == "truncate":
+        with open(victim, "r+b") as fh:
+            fh.truncate(victim.stat().st_size - 10)
+    else:
+        victim.unlink()
+    report = manifest.verify(bundle)
+    assert not report.ok
+    assert [p.path for p in report.problems] == [parts[1]["path"]]
+    assert report.problems[0].kind == {"flip": "corrupted", "truncate": "truncated", "delete": "missing"}[damage]
+    res = subprocess.run([sys.executable, "-m", "invoke", "verify", str(bundle / parts[0]["path"])], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and parts[1]["path"] in res.stdout
+
+
+def test_chunked_and_unchunked_hold_same_images_and_rerun_reuses(project, tmp_path, caplog):
+    engine, proj, refs = project
+    whole = build(engine, proj, tmp_path / "whole")
+    parts = build(engine, proj, tmp_path / "parts", chunk_size="1M")
+    m_whole, m_parts = manifest.load_manifest(whole), manifest.load_manifest(parts)
+    assert len(m_whole["image_archive"]["parts"]) == 1 and len(m_parts["image_archive"]["parts"]) > 1
+    assert m_whole["images"] == m_parts["images"]
+    assert manifest.archive_index(whole, m_whole) == manifest.archive_index(parts, m_parts)
+    before = {p.name: p.stat().st_mtime_ns for p in parts.iterdir()}
+    caplog.set_level("INFO", logger="dify_airgap")
+    assert build(engine, proj, tmp_path / "parts", chunk_size="1M") == parts
+    assert "up to date" in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in parts.iterdir()} == before
+
+
+def test_failure_after_save_leaves_no_bundle(project, tmp_path):
+    engine, proj, _ = project
+    empty = tmp_path / "no-wheels"
+    empty.mkdir()
+    with pytest.raises(AirgapError, match="could not get wheels"):
+        build(engine, proj, tmp_path / "out", wheelhouse=str(empty))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_missing_image_fails_before_saving(project, tmp_path):
+    engine, proj, refs = project
+    engine.remove_images([refs[1]])
+    with pytest.raises(ImageMissing, match=r"b:1 \(services: b\)"):
+        build(engine, proj, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_install_sh_bootstraps_toolkit_without_network(docker_engine, tracker, tmp_path):
+    engine = docker_engine
+    ref = tracker.image(engine, f"localhost/{tracker.name('dali')}:1")
+    lab.make_busybox_image(engine, ref)
+    proj = tmp_path / "docker"
+    proj.mkdir()
+    (proj / "docker-compose.yaml").write_text(f"services:\n  x:\n    image: {ref}\n")
+    (proj / ".env.example").write_text("A=1\n")
+    image = lab.ensure_dind_image(docker_engine)
+    wrong = build(engine, proj, tmp_path / "py39", target_python="3.9")
+    res = docker_engine.run(["run", "--rm", "--network", "none", "-v", f"{wrong}:/bundle:ro", image,
+                             "sh", "/bundle/install.sh"], check=False, timeout=300)
+    assert res.returncode == 1 and "wheels are for Python 3.9 but python3 is 3.11" in res.stderr
+    bundle = build(engine, proj, tmp_path / "out", target_python="3.11")
+    res = docker_engine.run(["run", "--rm", "--network", "none", "-v", f"{bundle}:/bundle:ro",
+                             "-e", "DIFY_AIRGAP_VENV=/opt/venv", image, "sh", "-c",
+                             "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' ';"
+                             " echo; sh /bundle/install.sh && /opt/venv/bin/dify-airgap --list"
+                             " && /opt/venv/bin/dify-airgap verify /bundle"], check=False, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.splitlines()[0].strip() == "lo"
+    assert "bundle" in res.stdout and "verify" in res.stdout and "OK:" in res.stdout
