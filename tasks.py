@@ -93,3 +93,59 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
                                     profiles=_split(profiles), vector_stores=_split(vector_stores),
                                     all_profiles=all_profiles, db_type=db_type)
     print(compose_plan.images_json(plan) if json_ else plan.render())
+
+
+@task(help={
+    "project_dir": "Dify's docker/ directory, holding docker-compose.yaml and .env.example "
+                   "(default: $DIFY_AIRGAP_PROJECT_DIR or a known place)",
+    "out": "file to write (default: PROJECT_DIR/.env, or PROJECT_DIR/middleware.env with --middleware)",
+    "server_ip": "this server's IP address or host name; fills every public URL (CONSOLE_WEB_URL, FILES_URL, ...)",
+    "base_url": "public base URL instead of --server-ip, e.g. https://dify.example.local",
+    "site_file": "your site's KEY=VALUE file; beats env-templates/*.env, loses to --set",
+    "set": "KEY=VALUE, repeatable; beats every other layer",
+    "regenerate_secrets": "make new secrets instead of keeping those of the existing output file "
+                          "(breaks an installed Dify: database passwords are fixed at first start)",
+    "upgrade_from": "your .env of the previous Dify release: three-way merge into this release's .env.example",
+    "old_example": "the .env.example your --upgrade-from file was made from (required with --upgrade-from)",
+    "middleware": "render middleware.env from middleware.env.example (middleware/dev compose mode)",
+    "dry_run": "show which keys would change (never secret values) and write nothing",
+    "json": "print the report as JSON (no secret values)",
+}, iterable=["set_"])
+@_fails_cleanly
+def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=None, set_=None,
+        regenerate_secrets=False, upgrade_from=None, old_example=None, middleware=False, dry_run=False,
+        json_=False):
+    """Write Dify's .env for this site: offline settings, server URLs, strong secrets (mode 0600)."""
+    from pathlib import Path
+
+    from scripts import envfile
+    from scripts.console import redact, table
+    from scripts.project import resolve_project_dir
+
+    project = resolve_project_dir(project_dir)
+    target = Path(out) if out else project / ("middleware.env" if middleware else ".env")
+    report = envfile.render_env_file(
+        project, target, server_ip=server_ip, base_url=base_url,
+        site_file=Path(site_file) if site_file else None, overrides=envfile.parse_overrides(set_ or []),
+        regenerate_secrets=regenerate_secrets, middleware=middleware, dry_run=dry_run,
+        upgrade_from=Path(upgrade_from) if upgrade_from else None,
+        old_example=Path(old_example) if old_example else None)
+    if json_:
+        print(redact(json.dumps(report.to_dict(), indent=2)))
+        return
+    keys = list(dict.fromkeys(list(report.sources) + report.changed))
+    rows = [(k, report.status(k), "changed" if k in report.changed else "same",
+             "(secret)" if envfile.is_secret_key(k) else report.values.get(k, "")) for k in keys]
+    print(redact(table(["KEY", "FROM", "VS CURRENT", "VALUE"], rows)))
+    if report.merge:
+        print("\nupgrade merge:")
+        print(redact("\n".join(f"  {line}" for line in report.merge.lines()) or "  nothing to report"))
+    for warning in report.warnings:
+        print(redact(f"warning: {warning}"), file=sys.stderr)
+    counts = (f"{len(report.changed)} key(s) differ from the "
+              f"{'current file' if target.exists() else 'example'}, {len(report.generated)} secret(s) generated, "
+              f"{len(report.kept)} kept, {len(report.supplied)} supplied")
+    if report.written:
+        print(f"\nwrote {target} (mode 0600): {counts}")
+    else:
+        print(f"\ndry run: nothing written; {target} would get: {counts}")
