@@ -96,6 +96,79 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
 
 
 @task(help={
+    "version": "Dify version to bundle (default 1.11.3)",
+    "project_dir": "Dify's docker/ directory of that version (default: $DIFY_AIRGAP_PROJECT_DIR, "
+                   "./dify-VERSION/docker)",
+    "env_file": "env file whose COMPOSE_PROFILES decides the profiles (default: PROJECT_DIR/.env, else .env.example)",
+    "output": "where the bundle directory is written (default: ./bundles)",
+    "runtime": RUNTIME_HELP,
+    "profiles": "extra compose profiles, comma-separated (e.g. certbot,unstructured)",
+    "vector_stores": "also cover these vector stores, comma-separated (e.g. weaviate,qdrant,milvus)",
+    "all_profiles": "bundle every profile's images (large)",
+    "platform": "image platform, linux/amd64 or linux/arm64 (default: this host's)",
+    "compression": "zstd (default, fast, multi-threaded) or gzip (for sites without zstd)",
+    "chunk_size": "split the image archive into parts of this size for transfer media, e.g. 4G or 700M",
+    "pull": "always, missing (default: reuse images already present) or never",
+    "target_python": "Python version of the AIR-GAPPED host, for the wheels (default 3.9 = Red Hat 9)",
+    "wheelhouse": "take wheels from this directory instead of downloading them from PyPI",
+    "dry_run": "print the plan and the exact commands; change nothing",
+})
+@_fails_cleanly
+def bundle(c, version="1.11.3", project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
+           vector_stores="", all_profiles=False, platform=None, compression="zstd", chunk_size=None,
+           pull="missing", target_python="3.9", wheelhouse=None, dry_run=False):
+    """Make the offline bundle: images, Dify's docker/ dir, toolkit and wheels, with checksums."""
+    from pathlib import Path
+
+    from scripts import bundle as bundler
+    from scripts import compose_plan
+    from scripts.project import resolve_env_file, resolve_project_dir
+
+    engine = engine_for(c, runtime, dry_run=dry_run)
+    project = resolve_project_dir(project_dir, version)
+    image_plan = compose_plan.plan_images(engine, project, resolve_env_file(project, env_file),
+                                          profiles=_split(profiles), vector_stores=_split(vector_stores),
+                                          all_profiles=all_profiles)
+    plan = bundler.make_plan(image_plan, version=version, project_dir=project, output=Path(output),
+                             platform=platform or bundler.host_platform(), compression=compression,
+                             chunk_size=chunk_size, pull=pull, target_python=target_python,
+                             wheelhouse=wheelhouse)
+    print(plan.render(engine))
+    if dry_run:
+        print("\n[dry-run] nothing was pulled, saved or written")
+        return
+    print(f"\nbundle: {bundler.build(engine, plan)}")
+
+
+@task(help={"path": "the bundle directory (or its manifest.json, or any part inside it)",
+            "quick": "compare sizes only, skip sha256 (fast pre-check)",
+            "json": "print the report as JSON"})
+@_fails_cleanly
+def verify(c, path, quick=False, json_=False):
+    """Check every part and file of a bundle against its manifest; name anything missing or damaged."""
+    from dataclasses import asdict
+
+    from scripts import manifest
+
+    report = manifest.verify(path, deep=not quick)
+    print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2) if json_ else report.render())
+    if not report.ok:
+        raise Exit(code=1)
+
+
+@task(help={"path": "the bundle directory (or its manifest.json)", "json": "print the manifest as JSON"})
+@_fails_cleanly
+def inspect(c, path, json_=False):
+    """Show what a bundle holds (images, sizes, platform, profiles, plugins) without unpacking it."""
+    from scripts import manifest
+
+    bundle_dir = manifest.find_bundle_dir(path)
+    data = manifest.load_manifest(bundle_dir)
+    print(json.dumps({k: v for k, v in data.items() if k != "files"}, indent=2) if json_
+          else manifest.inspect_text(data))
+
+
+@task(help={
     "project_dir": "Dify's docker/ directory, holding docker-compose.yaml and .env.example "
                    "(default: $DIFY_AIRGAP_PROJECT_DIR or a known place)",
     "out": "file to write (default: PROJECT_DIR/.env, or PROJECT_DIR/middleware.env with --middleware)",
@@ -149,3 +222,114 @@ def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=
         print(f"\nwrote {target} (mode 0600): {counts}")
     else:
         print(f"\ndry run: nothing written; {target} would get: {counts}")
+
+
+@task(positional=["package"], iterable=["pkg"], auto_shortflags=False, help={
+    "package": "plugin(s) to repackage: a .difypkg file, a marketplace reference author/name:version, or an "
+               "http(s) URL (e.g. a GitHub release asset); several may be given comma-separated",
+    "pkg": "one more plugin (repeatable: --pkg a.difypkg --pkg langgenius/openai:0.2.7)",
+    "out": "directory for the offline packages (default: ./plugins-offline)",
+    "python": "Python version of the plugin daemon (default 3.12, what the daemon image runs)",
+    "arch": "CPU architecture of the air-gapped servers: amd64 or arm64 (default amd64)",
+    "daemon_version": "target plugin daemon version (default: from --project-dir's compose file, else 0.5.2 "
+                      "as in Dify 1.11.3)",
+    "project_dir": "Dify's docker/ directory: the daemon version and size limits are read from it",
+    "sign_key": "sign with this site private key (PKCS#1 PEM from `invoke plugin-keygen`)",
+    "marketplace_url": "marketplace base URL for author/name:version (default: $DIFY_AIRGAP_MARKETPLACE_URL, "
+                       "else https://marketplace.dify.ai)",
+    "cache_dir": "download cache shared by all plugins (default: $DIFY_AIRGAP_CACHE_DIR, ~/.cache/dify-airgap)",
+    "keep_pyproject": "keep pyproject.toml (with an offline [tool.uv] table) for daemons 0.5.3+ instead of the "
+                      "universal requirements.txt-only recipe",
+    "dry_run": "print what would be downloaded, run and written; change nothing",
+    "json": "print the results as JSON",
+})
+@_fails_cleanly
+def repackage(c, package, pkg=None, out="plugins-offline", python="3.12", arch="amd64", daemon_version=None,
+              project_dir=None, sign_key=None, marketplace_url=None, cache_dir=None, keep_pyproject=False,
+              dry_run=False, json_=False):
+    """Make Dify plugins install offline: bundle their wheels, rewrite requirements, optionally sign."""
+    from scripts import plugins
+    from scripts.console import human_size, table
+
+    pkgs = _split(package) + _split(pkg or [])
+    if project_dir and not daemon_version:
+        from scripts.project import COMPOSE_FILE, resolve_project_dir
+
+        daemon_version = plugins.daemon_version_from_compose(resolve_project_dir(project_dir) / COMPOSE_FILE)
+    daemon_version = daemon_version or plugins.DEFAULT_DAEMON_VERSION
+    options = dict(python=python, arch=arch, daemon_version=daemon_version, sign_key=sign_key,
+                   cache_dir=cache_dir, marketplace_url=marketplace_url)
+    if dry_run:
+        rows = plugins.plan(pkgs, out, **options)
+        print(json.dumps(rows, indent=2))
+        print("\ndry run: nothing downloaded or written", file=sys.stderr)
+        return
+    results = plugins.repackage_many(pkgs, out, keep_pyproject=keep_pyproject,
+                                     env=plugins.read_env(project_dir), **options)
+    if json_:
+        print(plugins.results_json(results))
+        return
+    print(table(["PACKAGE", "WHEELS", "SIZE (zip / unpacked)", "SIGNED", "OFFLINE PROOF"],
+                [(r.path, r.wheels, f"{human_size(r.compressed_size)} / {human_size(r.uncompressed_size)}",
+                  "yes" if r.signed else "no", f"{r.proof.mode}, {r.proof.packages} pkgs" if r.proof else "skipped")
+                 for r in results]))
+    for r in results:
+        print(f"\n{r.path.name}\n  identifier: {r.identifier}\n  sha256: {r.sha256}\n  target: {r.target}, "
+              f"daemon {r.daemon_version}")
+        for note in r.notes:
+            print(f"  note: {note}")
+        if r.advice:
+            print("  raise in Dify's .env (then `docker compose up -d`):")
+            print("\n".join(f"    {line}" for line in r.advice))
+    if any(not r.signed for r in results):
+        print("\nunsigned packages install only with FORCE_VERIFYING_SIGNATURE=false; sign them instead with "
+              "--sign-key (see `invoke plugin-keygen`)", file=sys.stderr)
+
+
+@task(help={
+    "out": "directory for the key pair (default: ./plugin-keys)",
+    "name": "file name stem: NAME.private.pem and NAME.public.pem (default dify-plugin-site)",
+    "bits": "RSA key size (default 4096, like the Dify CLI; the daemon rejects < 1024)",
+    "force": "replace an existing key pair",
+    "daemon_version": "target plugin daemon version, to print the matching env (default 0.5.2)",
+})
+@_fails_cleanly
+def plugin_keygen(c, out="plugin-keys", name="dify-plugin-site", bits=4096, force=False, daemon_version=None):
+    """Create the site key pair that signs repackaged plugins, and print the daemon settings."""
+    from scripts import plugin_sign, plugins
+
+    private, public = plugin_sign.write_keypair(out, name=name, bits=int(bits), force=force)
+    env, warnings = plugins.signing_env(daemon_version or plugins.DEFAULT_DAEMON_VERSION,
+                                        f"/app/keys/{public.name}")
+    print(f"private key: {private} (mode 0600; keep it on the build machine, never copy it to the servers)")
+    print(f"public key:  {public}")
+    print("\nOn the Dify server: copy the public key to docker/plugin-keys/, add these lines to docker/.env,")
+    print("and start with -f docker-compose.yaml -f compose-overrides/plugin-signing.yaml:")
+    print("\n".join(f"  {k}={v}" for k, v in env.items()))
+    print(f"  PLUGIN_SIGNING_PUBLIC_KEY_FILE=./plugin-keys/{public.name}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+@task(positional=["package"], iterable=["public_key"], help={
+    "package": "the .difypkg to check",
+    "public_key": "site public key, PKCS#1 PEM (repeatable; any one verifying is enough, as in the daemon)",
+    "json": "print the result as JSON",
+})
+@_fails_cleanly
+def plugin_verify(c, package, public_key=None, json_=False):
+    """Check a plugin package's signature with site public keys, as the plugin daemon would."""
+    from scripts import plugin_sign
+
+    keys = _split(public_key or [])
+    if not keys:
+        raise Exit("error: pass --public-key PEM (the site public key from `invoke plugin-keygen`)", code=2)
+    result = plugin_sign.verify_package(package, keys)
+    if json_:
+        print(json.dumps({k: str(v) if v is not None else None for k, v in result.__dict__.items()}, indent=2))
+    else:
+        print(f"{result.path}: {'VERIFIED' if result.verified else 'NOT VERIFIED'}: {result.reason}")
+        if result.verified:
+            print(f"  signed at {result.signed_at}, category {result.category}, checksum {result.checksum}")
+    if not result.verified:
+        raise Exit(code=1)
