@@ -332,3 +332,16 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         envfile.write_atomic(target, 42)  # type: ignore[arg-type]  # write() refuses an int mid-way
     assert target.read_text() == "OLD=1\n"
     assert [p.name for p in tmp_path.iterdir()] == [".env"]
+
+
+def test_store_warnings_and_malformed_set(fixture_dir, tmp_path):
+    out = tmp_path / ".env"
+    report = render_env_file(fixture_dir, out, server_ip=IP, overrides={"VECTOR_STORE": "lindorm"})
+    assert any("LINDORM_PASSWORD" in w and "placeholder" in w for w in report.warnings)
+    report = render_env_file(fixture_dir, out, server_ip=IP, overrides={"VECTOR_STORE": "vastbase"})
+    assert any("VASTBASE_PASSWORD" in w for w in report.warnings)
+    report = render_env_file(fixture_dir, out)
+    assert any("public URLs are empty" in w for w in report.warnings)
+    with pytest.raises(AirgapError, match="not KEY=VALUE"):
+        envfile.parse_overrides(["VECTOR_STORE"])
+    assert envfile.parse_overrides(["A=b=c", "B="]) == {"A": "b=c", "B": ""}

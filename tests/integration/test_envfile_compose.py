@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from scripts.engine import Engine
-from scripts.envfile import PUBLIC_URL_KEYS, read_env, render_env_file
+from scripts.envfile import PUBLIC_URL_KEYS, read_env, render_env_file, resolve_value
 from tests.conftest import IN_CI
 
 pytestmark = pytest.mark.integration
@@ -79,3 +79,16 @@ def test_appending_instead_of_replacing_would_keep_weaviate(compose_engine, proj
     env_file.write_text((project / ".env.example").read_text() + "VECTOR_STORE=qdrant\n")
     images = _config(compose_engine, project, env_file, "--images").split()
     assert any("weaviate" in image for image in images) and not any("qdrant" in image for image in images)
+
+
+@pytest.mark.parametrize("password", ["pa$s w#rd", "it's $HOME", "plain-Pass_123"])
+def test_supplied_secret_with_special_characters_reaches_the_container_unchanged(compose_engine, project,
+                                                                                 tmp_path, password):
+    site = tmp_path / "site.env"
+    site.write_text("DB_PASSWORD=" + ("'" + password + "'" if "'" not in password else '"' + password + '"') + "\n")
+    env_file = project / ".env"
+    render_env_file(project, env_file, site_file=site)
+    assert resolve_value(read_env(env_file), "DB_PASSWORD") == password
+    config = yaml.safe_load(_config(compose_engine, project, env_file))
+    # `compose config` prints a re-usable compose file: a literal $ comes out escaped as $$
+    assert config["services"]["db_postgres"]["environment"]["POSTGRES_PASSWORD"].replace("$$", "$") == password
