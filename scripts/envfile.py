@@ -610,8 +610,11 @@ def merge_upgrade(old_env: Path, old_example: Path, new_example: Path) -> tuple[
     """Three-way merge for a Dify upgrade: the new example's layout, the user's changes kept, new
     keys with their new defaults, removed keys reported (customised ones kept as comments)."""
     lines = parse_lines(_read_text(Path(new_example)))
-    values, _custom, extras, removed, report = _merge(read_env(old_env), read_env(old_example),
-                                                      env_from_lines(lines))
+    mine, base = read_env(old_env), read_env(old_example)
+    for key, value in mine.items():  # the caller may log the text: hide the user's secrets
+        if is_secret_key(key) and value and value != base.get(key):
+            register_secret(value)
+    values, _custom, extras, removed, report = _merge(mine, base, env_from_lines(lines))
     return render_text(lines, values, extras, removed), report
 
 
