@@ -276,6 +276,8 @@ def repackage(c, package, pkg=None, out="plugins-offline", python="3.12", arch="
     for r in results:
         print(f"\n{r.path.name}\n  identifier: {r.identifier}\n  sha256: {r.sha256}\n  target: {r.target}, "
               f"daemon {r.daemon_version}")
+        if r.proof:
+            print(f"  offline proof: {r.proof.mode} install of {r.proof.packages} packages, {r.proof.isolation}")
         for note in r.notes:
             print(f"  note: {note}")
         if r.advice:
