@@ -307,7 +307,9 @@ def download_wheels(dest: Path, target_python: str, arch: str, wheelhouse: Path 
     cache.mkdir(parents=True, exist_ok=True)
     nodot = target_python.replace(".", "")
     argv = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(cache),
-            "--python-version", target_python, "--implementation", "cp", "--abi", f"cp{nodot}",
+            # X.Y alone means X.Y.0 to pip, which "Requires-Python: !=3.9.0,!=3.9.1" (cryptography)
+            # rejects; air-gapped hosts run a patched X.Y, so check against a late micro version.
+            "--python-version", f"{target_python}.99", "--implementation", "cp", "--abi", f"cp{nodot}",
             "--abi", "abi3", "--abi", "none"]
     for plat in wheel_platforms(arch):
         argv += ["--platform", plat]

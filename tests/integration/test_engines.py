@@ -32,7 +32,8 @@ def free_port() -> int:
 def test_run_container(engine, tracker):
     image = tracker.image(engine, f"localhost/{tracker.name()}:1")
     lab.make_busybox_image(engine, image)
-    res = engine.run(["run", "--rm", image, "sh", "-c", "echo hello-$((6*7))"])
+    # --network none: the sandbox's default docker0 bridge can vanish (shared/LAB.md); nothing here needs it
+    res = engine.run(["run", "--rm", "--network", "none", image, "sh", "-c", "echo hello-$((6*7))"])
     assert res.stdout.strip() == "hello-42"
 
 
