@@ -209,7 +209,7 @@ def _category_json(category: str) -> bytes:
     return json.dumps({"authorized_category": category}, separators=(",", ":")).encode()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
@@ -273,7 +273,7 @@ def write_package(out_path: str | os.PathLike, entries: Iterable[tuple[str, Sour
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return WrittenPackage(path=out_path, checksum=checksum_from_digests(digests), sha256=_file_sha256(out_path),
+    return WrittenPackage(path=out_path, checksum=checksum_from_digests(digests), sha256=file_sha256(out_path),
                           compressed_size=out_path.stat().st_size, uncompressed_size=uncompressed,
                           entries=len(digests), signed=sign_key is not None, signed_at=signed_time)
 

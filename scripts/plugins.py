@@ -656,7 +656,7 @@ def download_wheels(pins: Sequence[Pin], target: Target, cache_dir: Path, source
     paths = []
     for wheel in chosen:
         dest = wheel_dir / wheel.filename
-        if not (dest.is_file() and (not wheel.sha256 or plugin_sign._file_sha256(dest) == wheel.sha256)):
+        if not (dest.is_file() and (not wheel.sha256 or plugin_sign.file_sha256(dest) == wheel.sha256)):
             LOG.info("  wheel %s (%s)", wheel.filename, human_size(wheel.size))
             _download(wheel.url, dest, f"wheel {wheel.filename}", wheel.sha256 or None)
         paths.append(dest)
@@ -915,6 +915,10 @@ def repackage(pkg: str, out_dir: str | os.PathLike, *, python: str = DEFAULT_PYT
     ref = parse_ref(pkg)
     source = fetch(ref, cache, marketplace_url)
     notes: list[str] = []
+    if key is not None:
+        for warning in signing_env(daemon_version, "")[1]:
+            LOG.warning("warning: %s", warning)
+            notes.append(warning)
     with tempfile.TemporaryDirectory(prefix="dal-repack-") as tmp:
         workdir = Path(tmp) / "plugin"
         original = safe_extract(source, workdir)

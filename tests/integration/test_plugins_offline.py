@@ -181,6 +181,15 @@ def test_signed_arm64_with_pyproject_and_lock_removed(tmp_path, wheel_cache, key
     assert any("removed pyproject.toml" in n for n in r.notes)
 
 
+def test_signing_for_a_daemon_without_third_party_keys_warns(tmp_path, wheel_cache, keypair):
+    src = make_difypkg(tmp_path / "p.difypkg")
+    [r] = plugins.repackage_many([str(src)], tmp_path / "out", daemon_version="0.0.6", sign_key=keypair[0],
+                                 cache_dir=wheel_cache, prove=False)
+    assert r.signed and r.proof is None
+    assert any("cannot verify third-party signatures" in n and "FORCE_VERIFYING_SIGNATURE=false" in n
+               for n in r.notes)
+
+
 def test_keep_pyproject_for_daemon_053(tmp_path, wheel_cache):
     src = make_difypkg(tmp_path / "p.difypkg", requirements=None, extra={
         "pyproject.toml": '[project]\nname = "demo"\nversion = "0.0.1"\nrequires-python = ">=3.11"\n'
