@@ -111,12 +111,16 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
     "pull": "always, missing (default: reuse images already present) or never",
     "target_python": "Python version of the AIR-GAPPED host, for the wheels (default 3.9 = Red Hat 9)",
     "wheelhouse": "take wheels from this directory instead of downloading them from PyPI",
+    "plugins": "plugins to repackage offline into the bundle's plugins/ (.difypkg, author/name:version or URL; "
+               "comma-separated or repeated)",
+    "plugin_sign_key": "sign the bundled plugins with this PKCS#1 private key (invoke plugin-keygen)",
     "dry_run": "print the plan and the exact commands; change nothing",
-})
+}, iterable=["plugins"])
 @_fails_cleanly
 def bundle(c, version="1.11.3", project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
            vector_stores="", all_profiles=False, platform=None, compression="zstd", chunk_size=None,
-           pull="missing", target_python="3.9", wheelhouse=None, dry_run=False):
+           pull="missing", target_python="3.9", wheelhouse=None, plugins=None, plugin_sign_key=None,
+           dry_run=False):
     """Make the offline bundle: images, Dify's docker/ dir, toolkit and wheels, with checksums."""
     from pathlib import Path
 
@@ -132,7 +136,8 @@ def bundle(c, version="1.11.3", project_dir=None, env_file=None, output="bundles
     plan = bundler.make_plan(image_plan, version=version, project_dir=project, output=Path(output),
                              platform=platform or bundler.host_platform(), compression=compression,
                              chunk_size=chunk_size, pull=pull, target_python=target_python,
-                             wheelhouse=wheelhouse)
+                             wheelhouse=wheelhouse, plugins=_split(plugins or []),
+                             plugin_sign_key=plugin_sign_key)
     print(plan.render(engine))
     if dry_run:
         print("\n[dry-run] nothing was pulled, saved or written")

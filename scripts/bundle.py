@@ -86,6 +86,7 @@ class BundlePlan:
     image_plan: ImagePlan
     wheelhouse: Path | None = None
     plugins: list[str] = field(default_factory=list)
+    plugin_sign_key: str | None = None
 
     @property
     def final_dir(self) -> Path:
@@ -366,7 +367,8 @@ echo "next: $VENV/bin/dify-airgap --list    (or: . $VENV/bin/activate; cd $HERE/
 
 def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output: Path, platform: str,
               compression: str, chunk_size: str | int | None, pull: str, target_python: str,
-              wheelhouse: str | None = None) -> BundlePlan:
+              wheelhouse: str | None = None, plugins: Sequence[str] = (),
+              plugin_sign_key: str | None = None) -> BundlePlan:
     if compression not in EXTENSIONS:
         raise AirgapError(f"--compression {compression!r}: choose zstd or gzip")
     if pull not in ("always", "missing", "never"):
@@ -375,7 +377,8 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
     return BundlePlan(version=version, project_dir=project_dir, output=output.resolve(),
                       name=bundle_name(version, platform), platform=platform, compression=compression,
                       chunk_size=parse_size(chunk_size), pull=pull, target_python=target_python,
-                      image_plan=image_plan, wheelhouse=Path(wheelhouse).resolve() if wheelhouse else None)
+                      image_plan=image_plan, wheelhouse=Path(wheelhouse).resolve() if wheelhouse else None,
+                      plugins=list(plugins), plugin_sign_key=plugin_sign_key)
 
 
 def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
@@ -390,7 +393,9 @@ def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
     same_images = sorted((i["ref"], i["id"]) for i in old.get("images", [])) == \
         sorted((r["ref"], r["id"]) for r in records)
     archive = old.get("image_archive", {})
-    same_way = (archive.get("compression") == plan.compression and old.get("platform") == plan.platform
+    same_plugins = sorted(p.get("source", "") for p in old.get("plugins", [])) == sorted(plan.plugins)
+    same_way = (same_plugins and archive.get("compression") == plan.compression
+                and old.get("platform") == plan.platform
                 and old.get("chunk_size") == plan.chunk_size
                 and old.get("target_python") == plan.target_python)
     if not (same_images and same_way):
@@ -430,9 +435,10 @@ def build(engine: Engine, plan: BundlePlan) -> Path:
                 copy_tree(TOOLKIT_ROOT / item, staging / item)
         wheels = download_wheels(staging / "wheels", plan.target_python, parse_platform(plan.platform)[1],
                                  plan.wheelhouse)
+        plugins = bundle_plugins(plan, staging / "plugins") if plan.plugins else []
         (staging / "install.sh").write_text(INSTALL_SH.replace("@TARGET_PYTHON@", plan.target_python))
         (staging / "install.sh").chmod(0o755)
-        write_manifest(staging, plan, records, archive, wheels, engine.runtime)
+        write_manifest(staging, plan, records, archive, wheels, engine.runtime, plugins)
         if plan.final_dir.exists():
             old = plan.output / f".{plan.name}.old"
             shutil.rmtree(old, ignore_errors=True)
@@ -448,8 +454,20 @@ def build(engine: Engine, plan: BundlePlan) -> Path:
     return plan.final_dir
 
 
+def bundle_plugins(plan: BundlePlan, dest: Path) -> list[dict]:
+    """Repackage ``--plugins`` for offline install (wheels for the bundle's daemon and arch) into plugins/."""
+    from . import plugins
+
+    daemon = plugins.daemon_version_from_compose(plan.project_dir / "docker-compose.yaml")
+    results = plugins.repackage_many(plan.plugins, dest, arch=parse_platform(plan.platform)[1],
+                                     daemon_version=daemon, sign_key=plan.plugin_sign_key)
+    return [{"path": r.path.relative_to(dest.parent).as_posix(), "identifier": r.identifier,
+             "size": r.compressed_size, "uncompressed_size": r.uncompressed_size, "sha256": r.sha256,
+             "signed": r.signed, "daemon_version": r.daemon_version, "source": r.source} for r in results]
+
+
 def write_manifest(staging: Path, plan: BundlePlan, records: list[dict], archive: dict, wheels: list[str],
-                   runtime: str) -> None:
+                   runtime: str, plugins: list[dict] | None = None) -> None:
     part_hashes = {p["path"]: p for p in archive["parts"]}
     entries = []
     for path in walk_files(staging):
@@ -472,7 +490,7 @@ def write_manifest(staging: Path, plan: BundlePlan, records: list[dict], archive
         "images": records,
         "image_archive": archive,
         "wheels": wheels,
-        "plugins": [],
+        "plugins": plugins or [],
         "files": entries,
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

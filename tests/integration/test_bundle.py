@@ -164,3 +164,27 @@ def test_install_sh_bootstraps_toolkit_without_network(docker_engine, tracker, t
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.splitlines()[0].strip() == "lo"
     assert "bundle" in res.stdout and "verify" in res.stdout and "OK:" in res.stdout
+
+
+def test_bundle_with_plugins_lists_them(docker_engine, tracker, tmp_path):
+    from .test_plugins_offline import make_difypkg
+
+    engine = docker_engine
+    ref = tracker.image(engine, f"localhost/{tracker.name('dalp')}:1")
+    lab.make_busybox_image(engine, ref)
+    proj = tmp_path / "docker"
+    proj.mkdir()
+    # the daemon version (0.5.2) is read from the plugin_daemon image, as in the real Dify file
+    (proj / "docker-compose.yaml").write_text(
+        f"services:\n  x:\n    image: {ref}\n  plugin_daemon:\n"
+        "    image: langgenius/dify-plugin-daemon:0.5.2-local\n    profiles: [never]\n")
+    (proj / ".env.example").write_text("A=1\n")
+    pkg = make_difypkg(tmp_path / "demo.difypkg", requirements="orjson\n")
+    bundle = build(engine, proj, tmp_path / "out", plugins=[str(pkg)])
+    data = manifest.load_manifest(bundle)
+    assert len(data["plugins"]) == 1
+    entry = data["plugins"][0]
+    assert entry["identifier"].startswith("airgaptest/demo_tool:0.0.1@") and entry["daemon_version"] == "0.5.2"
+    assert (bundle / entry["path"]).is_file() and entry["path"].startswith("plugins/")
+    assert manifest.verify(bundle).ok
+    assert "airgaptest/demo_tool" in manifest.inspect_text(data)
