@@ -210,11 +210,9 @@ def _category_json(category: str) -> bytes:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from .manifest import sha256_file
+
+    return sha256_file(path)
 
 
 def write_package(out_path: str | os.PathLike, entries: Iterable[tuple[str, Source]], *, sign_key=None,
