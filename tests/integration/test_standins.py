@@ -1,0 +1,151 @@
+"""Stand-in images on real engines: seeded registry as Docker Hub mirror, the REAL compose file up."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from scripts import lab, standins
+from scripts.engine import Engine
+from scripts.waiting import wait_until
+from tests.conftest import FIXTURES, require_engine
+
+pytestmark = pytest.mark.integration
+
+#: Services of the default profile set (weaviate, postgresql) with a healthcheck in the real file.
+HEALTHCHECKED = {"db_postgres", "redis", "sandbox"}
+ONE_SHOT = {"init_permissions"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def docker_standins():
+    """The stand-ins in the system docker; those this session built are removed at its end."""
+    engine = require_engine("docker")
+    refs = standins.default_images()
+    built = [ref for ref in refs if standins.build_standin(engine, ref)]
+    yield engine, refs
+    standins.remove_standins(engine, built)
+
+
+def _labels(engine: Engine, ref: str) -> dict:
+    res = engine.run(["image", "inspect", "--format", "{{json .Config.Labels}}", ref], mutates=False)
+    return json.loads(res.stdout) or {}
+
+
+def test_standins_are_labelled_and_rebuild_is_skipped(docker_standins):
+    engine, refs = docker_standins
+    for ref in refs:
+        labels = _labels(engine, ref)
+        assert labels.get(standins.LABEL) == "1", ref
+        assert labels.get(standins.DIGEST_LABEL) == standins.recipe_digest(ref)
+    assert standins.build_standins(engine, images=refs) == refs  # up to date: nothing rebuilt
+    assert not any(standins.build_standin(engine, ref) for ref in refs)
+
+
+def test_seeded_registry_serves_docker_hub_names_to_a_mirrored_dockerd(docker_standins):
+    engine, refs = docker_standins
+    addr = f"127.0.0.1:{free_port()}"
+    with lab.registry(addr):
+        pushed = standins.seed_registry(engine, refs, addr)
+        assert pushed["busybox:latest"] == f"{addr}/library/busybox:latest"
+        assert pushed["langgenius/dify-api:1.11.3"] == f"{addr}/langgenius/dify-api:1.11.3"
+        local = engine.run(["images", "--format", "{{.Repository}}:{{.Tag}}"], mutates=False).stdout
+        assert addr not in local, "temporary registry tags were left behind"
+        with lab.Dockerd(extra_args=["--registry-mirror", f"http://{addr}"]) as mirrored:
+            for ref in refs:
+                mirrored.run(["pull", ref], timeout=300)
+                assert _labels(mirrored, ref).get(standins.LABEL) == "1", ref
+
+
+# --- the REAL compose file -----------------------------------------------------------------------
+
+def _project(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    dest = standins.complete_project(tmp_path / "docker", fixture=FIXTURES)
+    ports = {"EXPOSE_NGINX_PORT": free_port(), "EXPOSE_NGINX_SSL_PORT": free_port(),
+             "EXPOSE_PLUGIN_DEBUGGING_PORT": free_port()}
+    lines = []
+    for line in (dest / ".env.example").read_text().splitlines():
+        key = line.split("=", 1)[0]
+        lines.append(f"{key}={ports[key]}" if key in ports else line)
+    (dest / ".env").write_text("\n".join(lines) + "\n")
+    return dest, ports
+
+
+def _ps(engine: Engine, project: Path, name: str) -> dict[str, dict]:
+    res = engine.compose_run(["ps", "-a", "--format", "json"], project_dir=str(project), project_name=name,
+                             mutates=False)
+    text = res.stdout.strip()
+    rows = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
+    return {row["Service"]: row for row in rows}
+
+
+def _all_up(engine: Engine, project: Path, name: str, services: set[str]) -> bool:
+    rows = _ps(engine, project, name)
+    if set(rows) != services:
+        return False
+    for service, row in rows.items():
+        if service in ONE_SHOT:
+            if row["State"] != "exited" or int(row.get("ExitCode", -1)) != 0:
+                return False
+        elif row["State"] != "running" or (service in HEALTHCHECKED and row.get("Health") != "healthy"):
+            return False
+    return True
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
+
+
+def test_real_compose_file_comes_up_on_docker(docker_standins, tmp_path):
+    engine, _ = docker_standins
+    project, ports = _project(tmp_path)
+    name = f"dalstandin{uuid.uuid4().hex[:8]}"
+    services = set(engine.compose_run(["config", "--services"], project_dir=str(project), project_name=name,
+                                      mutates=False).stdout.split())
+    assert {"api", "worker", "worker_beat", "web", "db_postgres", "redis", "sandbox", "plugin_daemon",
+            "ssrf_proxy", "nginx", "weaviate", "init_permissions"} == services
+    try:
+        engine.compose_run(["up", "-d"], project_dir=str(project), project_name=name, timeout=300)
+        wait_until(lambda: _all_up(engine, project, name, services), timeout=180,
+                   what="every Dify service running/healthy and init_permissions exited 0",
+                   on_timeout=lambda: json.dumps(_ps(engine, project, name), indent=1)[-3000:])
+
+        base = f"http://127.0.0.1:{ports['EXPOSE_NGINX_PORT']}"
+        status, ctype, body = wait_until(lambda: _get(f"{base}/console/api/ping"), timeout=60,
+                                         what="nginx to route /console/api/ping to the api")
+        assert status == 200 and ctype.startswith("application/json")
+        assert json.loads(body) == {"result": "pong"}
+        status, ctype, body = _get(f"{base}/")
+        assert status == 200 and "<title>Dify</title>" in body and "stand-in" in body
+
+        def exec_get(service: str, url: str) -> str:
+            return engine.compose_run(["exec", "-T", service, "wget", "-q", "-O", "-", url],
+                                      project_dir=str(project), project_name=name, mutates=False).stdout
+
+        health = json.loads(exec_get("api", "http://localhost:5001/health"))
+        assert set(health) == {"pid", "status", "version"}
+        assert isinstance(health["pid"], int) and health["status"] == "ok" and health["version"] == "1.11.3"
+        assert json.loads(exec_get("api", "http://plugin_daemon:5002/health/check"))["status"] == "ok"
+        assert json.loads(exec_get("api", "http://sandbox:8194/health")) == "ok"
+        # the sandbox is reached through squid's reverse proxy too (sandbox only sits on the internal network)
+        assert json.loads(exec_get("api", "http://ssrf_proxy:8194/health")) == "ok"
+    finally:
+        engine.compose_run(["down", "-v", "--remove-orphans", "--timeout", "5"], project_dir=str(project),
+                           project_name=name, check=False, timeout=300)
+        shutil.rmtree(project, ignore_errors=True)
+    left = engine.run(["ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={name}"],
+                      mutates=False).stdout.strip()
+    assert not left, f"containers left behind: {left}"
