@@ -51,3 +51,11 @@ def unit(session: nox.Session) -> None:
     """Unit tests only (no engine needed)."""
     _install(session)
     session.run("pytest", "tests", "-m", "not integration and not e2e", *session.posargs)
+
+
+@nox.session
+def standins(session: nox.Session) -> None:
+    """Build the lab stand-in images named like Dify's and seed the lab registry (Docker Hub mirror)."""
+    _install(session)
+    session.run("python", "-m", "scripts.lab", "up")
+    session.run("python", "-m", "scripts.standins", "build", "--seed", *session.posargs)

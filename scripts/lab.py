@@ -157,6 +157,23 @@ def ensure_podman_config(mirror: str | None = REGISTRY_ADDR) -> None:
             f'[[registry]]\nlocation = "{mirror}"\ninsecure = true\n')
 
 
+def allow_podman_internal_networks() -> bool:
+    """Let containers on one podman bridge talk when dockerd runs on the same host.
+
+    dockerd sets the FORWARD policy to DROP and loads br_netfilter, so traffic between two containers
+    on the same bridge goes through FORWARD. netavark adds ACCEPT rules for ordinary networks but
+    none for ``internal: true`` ones (Dify's ssrf_proxy_network): sandbox, api and ssrf_proxy could
+    not reach each other there. One rule in DOCKER-USER (the chain docker keeps for users) fixes it;
+    a host with podman alone does not need it. Idempotent; False when there is no DOCKER-USER chain.
+    """
+    rule = ["DOCKER-USER", "-i", "podman+", "-o", "podman+", "-j", "ACCEPT"]
+    if not subprocess_runner(["iptables", "-S", "DOCKER-USER"]).ok:
+        return False
+    if not subprocess_runner(["iptables", "-C", *rule]).ok:
+        _sh(["iptables", "-I", *rule])
+    return True
+
+
 # --- registry ------------------------------------------------------------------------------------
 
 def registry_answers(addr: str = REGISTRY_ADDR) -> bool:
@@ -404,6 +421,7 @@ def up(podman: bool = True, registry_: bool = True) -> dict:
     docker = ensure_dockerd(mirror=REGISTRY_ADDR if registry_ else None)
     if podman:
         ensure_podman_config(mirror=REGISTRY_ADDR if registry_ else None)
+        allow_podman_internal_networks()
     return status() | {"compose_plugin": compose_version, "docker_answers": docker.answers()}
 
 
