@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import tempfile
 import urllib.request
 import uuid
 from pathlib import Path
@@ -67,6 +68,32 @@ def test_seeded_registry_serves_docker_hub_names_to_a_mirrored_dockerd(docker_st
             for ref in refs:
                 mirrored.run(["pull", ref], timeout=300)
                 assert _labels(mirrored, ref).get(standins.LABEL) == "1", ref
+
+
+def test_seeded_registry_serves_docker_hub_names_to_podman_with_a_mirror(docker_standins, tmp_path):
+    """podman with a registries.conf mirror (what lab.ensure_podman_config writes), in throwaway storage."""
+    engine, refs = docker_standins
+    require_engine("podman")
+    addr = f"127.0.0.1:{free_port()}"
+    conf, drop_ins = tmp_path / "registries.conf", tmp_path / "registries.conf.d"
+    drop_ins.mkdir()
+    conf.write_text('unqualified-search-registries = ["docker.io"]\n\n[[registry]]\nprefix = "docker.io"\n'
+                    f'location = "docker.io"\n\n[[registry.mirror]]\nlocation = "{addr}"\ninsecure = true\n')
+    podman = Engine("podman", env={"CONTAINERS_REGISTRIES_CONF": str(conf),
+                                   "CONTAINERS_REGISTRIES_CONF_DIR": str(drop_ins)})
+    short = Path(tempfile.mkdtemp(prefix="dalpm-", dir="/tmp"))  # podman wants a runroot under 50 chars
+    storage = ["--root", str(short / "root"), "--runroot", str(short / "run")]
+    try:
+        with lab.registry(addr):
+            standins.seed_registry(engine, refs, addr)
+            for ref in refs:
+                podman.run([*storage, "pull", "-q", ref], timeout=300)
+                res = podman.run([*storage, "image", "inspect", "--format", "{{json .Config.Labels}}",
+                                  f"docker.io/{standins.hub_path(ref)}"], mutates=False)
+                assert json.loads(res.stdout).get(standins.LABEL) == "1", ref
+    finally:
+        podman.run([*storage, "system", "reset", "--force"], check=False, timeout=120)
+        shutil.rmtree(short, ignore_errors=True)
 
 
 # --- the REAL compose file -----------------------------------------------------------------------
