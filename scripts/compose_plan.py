@@ -86,19 +86,10 @@ def env_profiles(env_file: Path, overrides: dict[str, str] | None = None) -> lis
 
 
 def _interpolate(value: str, env: dict[str, str | None]) -> str:
-    """Compose-style ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}`` (enough for COMPOSE_PROFILES)."""
-    import re
+    """Compose-style interpolation (envfile's); keys listed without a value count as unset."""
+    from .envfile import interpolate
 
-    def repl(match: re.Match) -> str:
-        name, op, default = match.group(1), match.group(2), match.group(3) or ""
-        current = env.get(name)
-        if op == ":-":
-            return current if current else default
-        if op == "-":
-            return current if current is not None else default
-        return current or ""
-
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}", repl, value)
+    return interpolate(value, {k: v for k, v in env.items() if v is not None})
 
 
 def choose_profiles(env_file: Path, declared: Sequence[str], *, profiles: Iterable[str] = (),

@@ -474,6 +474,22 @@ def _tail(path: Path, size: int = 3000) -> str:
         return ""
 
 
+def pipe(producer: Sequence[str], consumer: Sequence[str], env: dict | None = None, timeout: float = 1800) -> None:
+    """Run ``producer | consumer`` with no shell and no intermediate file; raise on either failure."""
+    full_env = {**os.environ, **(env or {})}
+    with subprocess.Popen(list(producer), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env) as prod, \
+            subprocess.Popen(list(consumer), stdin=prod.stdout, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=full_env) as cons:
+        prod.stdout.close()
+        out, err = cons.communicate(timeout=timeout)
+        perr = prod.stderr.read()
+        prod.wait(timeout=60)
+    if prod.returncode or cons.returncode:
+        raise AirgapError(f"pipe failed: {' '.join(producer)} (exit {prod.returncode}) | "
+                          f"{' '.join(consumer)} (exit {cons.returncode})\n"
+                          f"{perr.decode()[-1500:]}{err.decode()[-1500:]}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.lab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -505,18 +521,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def pipe(producer: Sequence[str], consumer: Sequence[str], env: dict | None = None, timeout: float = 1800) -> None:
-    """Run ``producer | consumer`` with no shell and no intermediate file; raise on either failure."""
-    full_env = {**os.environ, **(env or {})}
-    with subprocess.Popen(list(producer), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env) as prod, \
-            subprocess.Popen(list(consumer), stdin=prod.stdout, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=full_env) as cons:
-        prod.stdout.close()
-        out, err = cons.communicate(timeout=timeout)
-        perr = prod.stderr.read()
-        prod.wait(timeout=60)
-    if prod.returncode or cons.returncode:
-        raise AirgapError(f"pipe failed: {' '.join(producer)} (exit {prod.returncode}) | "
-                          f"{' '.join(consumer)} (exit {cons.returncode})\n"
-                          f"{perr.decode()[-1500:]}{err.decode()[-1500:]}")

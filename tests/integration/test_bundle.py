@@ -45,6 +45,17 @@ def project(engine, tracker, tmp_path):
     return engine, proj, refs
 
 
+def one_image_project(engine, tracker, tmp_path, prefix, extra_services=""):
+    """A compose project with one fresh busybox image (service ``x``) plus ``extra_services`` YAML."""
+    ref = tracker.image(engine, f"localhost/{tracker.name(prefix)}:1")
+    lab.make_busybox_image(engine, ref, files={"/data/x": "payload" * 200_000})
+    proj = tmp_path / "docker"
+    proj.mkdir()
+    (proj / "docker-compose.yaml").write_text(f"services:\n  x:\n    image: {ref}\n{extra_services}")
+    (proj / ".env.example").write_text("A=1\n")
+    return proj
+
+
 def build(engine, proj, out, **kwargs):
     image_plan = compose_plan.plan_images(engine, proj, proj / ".env.example")
     settings = dict(version="1.11.3", project_dir=proj, output=out, platform=bundler.host_platform(),
@@ -77,12 +88,7 @@ def test_bundle_is_complete_and_verifies(project, tmp_path):
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_verify_names_damaged_part(docker_engine, tracker, tmp_path, damage):
     engine = docker_engine
-    ref = tracker.image(engine, f"localhost/{tracker.name('dalv')}:1")
-    lab.make_busybox_image(engine, ref, files={"/data/x": "payload" * 200_000})
-    proj = tmp_path / "docker"
-    proj.mkdir()
-    (proj / "docker-compose.yaml").write_text(f"services:\n  x:\n    image: {ref}\n")
-    (proj / ".env.example").write_text("A=1\n")
+    proj = one_image_project(engine, tracker, tmp_path, "dalv")
     bundle = build(engine, proj, tmp_path / "out", chunk_size="1M")
     parts = manifest.load_manifest(bundle)["image_archive"]["parts"]
     assert len(parts) >= 2
@@ -144,12 +150,7 @@ def test_missing_image_fails_before_saving(project, tmp_path):
 
 def test_install_sh_bootstraps_toolkit_without_network(docker_engine, tracker, tmp_path):
     engine = docker_engine
-    ref = tracker.image(engine, f"localhost/{tracker.name('dali')}:1")
-    lab.make_busybox_image(engine, ref)
-    proj = tmp_path / "docker"
-    proj.mkdir()
-    (proj / "docker-compose.yaml").write_text(f"services:\n  x:\n    image: {ref}\n")
-    (proj / ".env.example").write_text("A=1\n")
+    proj = one_image_project(engine, tracker, tmp_path, "dali")
     image = lab.ensure_dind_image(docker_engine)
     wrong = build(engine, proj, tmp_path / "py39", target_python="3.9")
     res = docker_engine.run(["run", "--rm", "--network", "none", "-v", f"{wrong}:/bundle:ro", image,
@@ -170,15 +171,9 @@ def test_bundle_with_plugins_lists_them(docker_engine, tracker, tmp_path):
     from .test_plugins_offline import make_difypkg
 
     engine = docker_engine
-    ref = tracker.image(engine, f"localhost/{tracker.name('dalp')}:1")
-    lab.make_busybox_image(engine, ref)
-    proj = tmp_path / "docker"
-    proj.mkdir()
     # the daemon version (0.5.2) is read from the plugin_daemon image, as in the real Dify file
-    (proj / "docker-compose.yaml").write_text(
-        f"services:\n  x:\n    image: {ref}\n  plugin_daemon:\n"
-        "    image: langgenius/dify-plugin-daemon:0.5.2-local\n    profiles: [never]\n")
-    (proj / ".env.example").write_text("A=1\n")
+    proj = one_image_project(engine, tracker, tmp_path, "dalp", extra_services=(
+        "  plugin_daemon:\n    image: langgenius/dify-plugin-daemon:0.5.2-local\n    profiles: [never]\n"))
     pkg = make_difypkg(tmp_path / "demo.difypkg", requirements="orjson\n")
     bundle = build(engine, proj, tmp_path / "out", plugins=[str(pkg)])
     data = manifest.load_manifest(bundle)
