@@ -297,18 +297,24 @@ class Dockerd:
     """A throwaway dockerd with its own socket, data root and exec root. Use as a context manager.
 
     ``isolated`` adds ``--bridge none --iptables=false`` so it does not touch host networking.
+    It reads its own ``daemon.json`` (``config``), never the host's ``/etc/docker/daemon.json``:
+    dockerd refuses a directive given both as a flag and in the file, and the lab's host file
+    already sets ``registry-mirrors``.
     """
 
     isolated: bool = True
     extra_args: Sequence[str] = ()
     root: Path | None = None
     timeout: float = 60
+    config: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = field(default=None, init=False)
 
     def __enter__(self) -> Engine:
         self.root = Path(tempfile.mkdtemp(prefix="dal-d-", dir="/tmp"))
         sock = self.root / "docker.sock"
-        argv = ["dockerd", "--host", f"unix://{sock}", "--data-root", str(self.root / "data"),
+        (self.root / "daemon.json").write_text(json.dumps(self.config))
+        argv = ["dockerd", "--config-file", str(self.root / "daemon.json"),
+                "--host", f"unix://{sock}", "--data-root", str(self.root / "data"),
                 "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid")]
         if self.isolated:
             argv += ["--bridge", "none", "--iptables=false"]
