@@ -75,7 +75,7 @@ def load(prefix: str | os.PathLike = DEFAULT_PREFIX) -> Deployment:
     try:
         data = json.loads(path.read_text())
     except ValueError as exc:
-        raise AirgapError(f"{path} is not valid JSON ({exc}); restore it from the install log or re-run install")
+        raise AirgapError(f"{path} is not valid JSON ({exc}); re-run install to rewrite it") from exc
     data["prefix"] = Path(data.get("prefix") or prefix)
     known = set(Deployment.__dataclass_fields__)
     return Deployment(**{k: v for k, v in data.items() if k in known})
