@@ -34,6 +34,7 @@ class Deployment:
     profiles: list[str] = field(default_factory=list)
     images: list[dict] = field(default_factory=list)  # {"ref", "id", "services"} from the bundle manifest
     installed_at: str = ""
+    compose_argv: list[str] = field(default_factory=list)  # e.g. the venv's podman-compose; empty: detect
 
     @property
     def project_dir(self) -> Path:
@@ -48,7 +49,7 @@ class Deployment:
         return self.prefix / STATE_FILE
 
     def engine(self, dry_run: bool = False) -> Engine:
-        return Engine(self.runtime, dry_run=dry_run)
+        return Engine(self.runtime, dry_run=dry_run, compose_argv=tuple(self.compose_argv) or None)
 
     def compose(self, engine: Engine, args, **kwargs):
         """Run ``compose ARGS`` for this deployment (its files, env file, profiles, project name)."""

@@ -121,7 +121,7 @@ class ComposeProvider:
 
     @property
     def is_podman_compose(self) -> bool:
-        return self.argv[0] == "podman-compose"
+        return os.path.basename(self.argv[0]) == "podman-compose"
 
 
 _VERSION = re.compile(r"v?(\d+\.\d+(?:\.\d+)?)")
@@ -133,7 +133,7 @@ def parse_compose_version(argv: Sequence[str], output: str) -> str | None:
     ``docker-compose`` 1.x (the old Python one Debian ships) is rejected: it cannot read Dify's file.
     """
     text = output.strip()
-    if argv[0] == "podman-compose" or tuple(argv) == ("podman", "compose"):
+    if os.path.basename(argv[0]) == "podman-compose" or tuple(argv) == ("podman", "compose"):
         m = re.search(r"podman-compose version:?\s*v?(\d+\.\d+(?:\.\d+)?)", text)
         if m:
             return m.group(1)
@@ -236,7 +236,7 @@ class Engine:
         forced = self.compose_argv or tuple(shlex.split(os.environ.get(COMPOSE_ENV_VAR, "")))
         candidates = (forced,) if forced else COMPOSE_CANDIDATES[self.runtime]
         for argv in candidates:
-            res = self.probe(["version"], argv0=argv) if argv[0] != "podman-compose" \
+            res = self.probe(["version"], argv0=argv) if os.path.basename(argv[0]) != "podman-compose" \
                 else self.probe(["--version"], argv0=argv)
             if not res.ok:
                 continue

@@ -14,12 +14,17 @@ class WaitTimeout(AirgapError):
     """A condition did not become true in time."""
 
 
+class GiveUp(AirgapError):
+    """Raised by a predicate when waiting longer cannot help (e.g. a one-shot service failed)."""
+
+
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.25,
                on_timeout: Callable[[], str] | None = None) -> T:
     """Poll ``predicate`` until it returns something truthy, which is returned.
 
     Raises :class:`WaitTimeout` naming ``what`` after ``timeout`` seconds; ``on_timeout`` may add
-    detail (a log tail) to the message. Exceptions from the predicate count as "not yet".
+    detail (a log tail) to the message. Exceptions from the predicate count as "not yet", except
+    :class:`GiveUp`, which ends the wait at once.
     """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
