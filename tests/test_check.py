@@ -1,0 +1,286 @@
+"""scripts/check.py: HTTP checks against REAL servers on 127.0.0.1, failure wording, the report, the task."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scripts import check
+from scripts.check import FAIL, PASS, WARN, Check, CheckReport
+from scripts.deployment import Deployment
+from scripts.engine import Engine, Result
+from scripts.stack import ServiceSpec, ServiceState
+from tests.httpstub import Reply, free_port, ollama_tags, serve, vllm_models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- Ollama ---------------------------------------------------------------------------------------
+
+def test_ollama_lists_models_without_a_model_asked():
+    with serve({"/api/tags": Reply(body=ollama_tags("llama3:latest", "qwen2.5:7b"))}) as url:
+        c = check.check_ollama(url)
+    assert c.status == PASS and "llama3:latest" in c.detail and "qwen2.5:7b" in c.detail
+
+
+@pytest.mark.parametrize("asked", ["llama3", "llama3:latest"])
+def test_ollama_model_with_or_without_latest(asked):
+    with serve({"/api/tags": Reply(body=ollama_tags("llama3:latest"))}) as url:
+        assert check.check_ollama(url, asked).status == PASS
+    with serve({"/api/tags": Reply(body=ollama_tags("llama3"))}) as url:
+        assert check.check_ollama(url + "/", asked).status == PASS
+
+
+def test_ollama_missing_model_lists_what_is_there():
+    with serve({"/api/tags": Reply(body=ollama_tags("llama3:latest", "qwen2.5:7b"))}) as url:
+        c = check.check_ollama(url, "mistral")
+    assert c.status == FAIL
+    assert "model mistral not found" in c.detail and "llama3:latest, qwen2.5:7b" in c.detail
+    assert "--ollama-model" in c.hint
+    with serve({"/api/tags": Reply(body=ollama_tags("qwen2.5:7b"))}) as url:
+        assert check.check_ollama(url, "qwen2.5").status == FAIL  # a tag other than latest must match exactly
+
+
+def test_ollama_with_no_models_warns():
+    with serve({"/api/tags": Reply(body={"models": []})}) as url:
+        c = check.check_ollama(url)
+    assert c.status == WARN and "no models" in c.detail
+
+
+def test_connection_refused_says_so():
+    port = free_port()
+    c = check.check_ollama(f"http://127.0.0.1:{port}", "llama3", timeout=2)
+    assert c.status == FAIL
+    assert c.detail == f"connection refused: nothing listens on 127.0.0.1:{port}"
+
+
+def test_http_500_shows_code_and_body():
+    with serve({"/api/tags": Reply(500, {"error": "model store corrupted"})}) as url:
+        c = check.check_ollama(url)
+    assert c.status == FAIL
+    assert c.detail.startswith(f"HTTP 500 from {url}/api/tags") and "model store corrupted" in c.detail
+    assert "log" in c.hint
+
+
+def test_wrong_payload_says_what_was_expected():
+    with serve({"/api/tags": Reply(body={"tags": ["llama3"]})}) as url:
+        c = check.check_ollama(url)
+    assert c.status == FAIL and "wrong payload" in c.detail
+    assert '{"models": [{"name": ...}, ...]}' in c.detail and '"tags"' in c.detail
+
+
+def test_not_json_is_a_wrong_payload():
+    with serve({"/api/tags": Reply(body="<html>login</html>", content_type="text/html")}) as url:
+        c = check.check_ollama(url)
+    assert c.status == FAIL and "expected JSON" in c.detail and "<html>login</html>" in c.detail
+
+
+def test_timeout_is_bounded_and_named():
+    with serve({"/api/tags": Reply(body=ollama_tags("llama3"), delay=5)}) as url:
+        started = time.monotonic()
+        c = check.check_ollama(url, timeout=0.5)
+        elapsed = time.monotonic() - started
+    assert c.status == FAIL and c.detail.startswith("timeout: no answer from") and "within 0.5s" in c.detail
+    assert elapsed < 3
+
+
+def test_unresolvable_host_is_unreachable():
+    c = check.check_ollama("http://no-such-host.invalid:11434", timeout=3)
+    assert c.status == FAIL and c.detail.startswith("cannot reach no-such-host.invalid:11434")
+
+
+def test_localhost_url_passes_with_a_hint_for_dify():
+    with serve({"/api/tags": Reply(body=ollama_tags("llama3"))}) as url:
+        c = check.check_ollama(url.replace("127.0.0.1", "localhost"))
+    assert c.status == PASS and "host's IP" in c.hint
+
+
+# --- vLLM -------------------------------------------------------------------------------------------
+
+def test_vllm_models_and_model_id():
+    with serve({"/v1/models": Reply(body=vllm_models("Qwen/Qwen2.5-7B-Instruct"))}) as url:
+        assert check.check_vllm(url).status == PASS
+        assert check.check_vllm(url + "/v1", model="Qwen/Qwen2.5-7B-Instruct").status == PASS
+        missing = check.check_vllm(url, model="qwen")
+    assert missing.status == FAIL
+    assert missing.detail == "model qwen not served; the server has: Qwen/Qwen2.5-7B-Instruct"
+
+
+def test_vllm_api_key_required_and_never_printed():
+    key = "sk-site-secret-4711"
+    routes = {"/v1/models": Reply(body=vllm_models("llama"), bearer=key)}
+    with serve(routes) as url:
+        without = check.check_vllm(url, model="llama")
+        wrong = check.check_vllm(url, api_key="sk-wrong-key-0000", model="llama")
+        right = check.check_vllm(url, api_key=key, model="llama")
+    assert without.status == FAIL and without.detail.startswith("HTTP 401") and "--vllm-api-key" in without.hint
+    assert wrong.status == FAIL and "rejected" in wrong.hint
+    assert right.status == PASS
+    report = CheckReport([without, wrong, right])
+    assert key not in report.render() and key not in report.to_json()
+
+
+def test_vllm_wrong_payload():
+    with serve({"/v1/models": Reply(body={"models": ["llama"]})}) as url:
+        c = check.check_vllm(url)
+    assert c.status == FAIL and '"data": [{"id": ...}' in c.detail
+
+
+def test_check_http_json_with_headers_and_own_validator():
+    def validate(data):
+        if data.get("result") != "pong":
+            raise check.WrongPayload('{"result": "pong"}')
+        return PASS, "pong", ""
+
+    with serve({"/ping": Reply(body={"result": "pong"}), "/bad": Reply(body={"result": "ping"})}) as url:
+        assert check.check_http_json("ping", f"{url}/ping", validate).status == PASS
+        bad = check.check_http_json("ping", f"{url}/bad", validate)
+    assert bad.status == FAIL and 'expected {"result": "pong"}' in bad.detail
+
+
+def test_proxies_from_the_environment_are_not_used(monkeypatch):
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("no_proxy", "")
+    with serve({"/api/tags": Reply(body=ollama_tags("llama3"))}) as url:
+        assert check.check_ollama(url).status == PASS
+
+
+# --- Dify payloads ----------------------------------------------------------------------------------
+
+def test_dify_health_shape():
+    validate = check.dify_health_validator("1.11.3")
+    assert validate({"pid": 7, "status": "ok", "version": "1.11.3"})[0] == PASS
+    assert validate({"pid": 7, "status": "ok", "version": "1.10.0"})[0] == WARN
+    for bad in ({"status": "ok"}, {"pid": "7", "status": "ok", "version": "1"}, ["ok"],
+                {"pid": 7, "status": "degraded", "version": "1.11.3"}):
+        with pytest.raises(check.WrongPayload):
+            validate(bad)
+
+
+@pytest.mark.parametrize(("code", "stderr", "kind", "status"), [
+    (7, "curl: (7) Failed to connect to localhost port 5001 after 0 ms: Couldn't connect to server", "refused", None),
+    (28, "curl: (28) Operation timed out after 2001 milliseconds with 0 bytes received", "timeout", None),
+    (22, "curl: (22) The requested URL returned error: 500", "http_error", 500),
+    (6, "curl: (6) Could not resolve host: plugin_daemon", "unreachable", None),
+    (1, "wget: can't connect to remote host (127.0.0.1): Connection refused", "refused", None),
+    (1, "wget: server returned error: HTTP/1.1 502 Bad Gateway", "http_error", 502),
+    (1, "wget: bad address 'plugin_daemon:5002'", "unreachable", None),
+    (143, "", "timeout", None),
+])
+def test_in_container_failures_are_told_apart(code, stderr, kind, status):
+    outcome = check._classify_fetch_failure("http://x/health", code, stderr, "inside c")
+    assert (outcome.kind, outcome.status) == (kind, status)
+
+
+# --- services, images, the report ---------------------------------------------------------------------
+
+def _engine(runtime: str = "docker", answers: dict | None = None) -> Engine:
+    """An engine whose commands answer from ``answers`` (argv prefix -> Result); everything else fails."""
+    answers = answers or {}
+
+    def runner(argv, **kwargs):
+        for prefix, (code, out) in answers.items():
+            if tuple(argv[: len(prefix)]) == prefix:
+                return Result(tuple(argv), code, out, "")
+        return Result(tuple(argv), 1, "", "unknown")
+
+    return Engine(runtime, runner=runner)
+
+
+def _spec(name, healthcheck=False, one_shot=False):
+    return ServiceSpec(name, f"img/{name}", [], healthcheck, one_shot, [], [])
+
+
+def test_service_checks_name_each_service(tmp_path):
+    dep = Deployment(prefix=tmp_path, runtime="docker", project_name="dify")
+    specs = {"api": _spec("api"), "db": _spec("db", healthcheck=True), "init_permissions": _spec("init_permissions",
+             one_shot=True), "plugin_daemon": _spec("plugin_daemon"), "redis": _spec("redis", healthcheck=True),
+             "web": _spec("web")}
+    current = {"api": ServiceState("api", "dify-api-1", "running", 0, ""),
+               "db": ServiceState("db", "dify-db-1", "running", 0, "healthy"),
+               "init_permissions": ServiceState("init_permissions", "dify-init-1", "exited", 0, ""),
+               "plugin_daemon": ServiceState("plugin_daemon", "dify-plugin_daemon-1", "exited", 137, ""),
+               "redis": ServiceState("redis", "dify-redis-1", "running", 0, "starting")}
+    checks = {c.name: c for c in check.service_checks(_engine(), dep, current, specs)}
+    assert checks["service api"].status == PASS
+    assert checks["service db"].detail == "running, healthy"
+    assert checks["service init_permissions"].status == PASS
+    daemon = checks["service plugin_daemon"]
+    assert daemon.status == FAIL and daemon.detail == "exited (exit code 137), not running"
+    assert "docker logs --tail 50 dify-plugin_daemon-1" in daemon.hint and "up -d plugin_daemon" in daemon.hint
+    assert checks["service redis"].status == WARN
+    assert checks["service web"].status == FAIL and "no container" in checks["service web"].detail
+
+
+def test_podman_healthchecks_are_run_by_the_check(tmp_path):
+    dep = Deployment(prefix=tmp_path, runtime="podman")
+    specs = {"db": _spec("db", healthcheck=True), "redis": _spec("redis", healthcheck=True)}
+    current = {"db": ServiceState("db", "dify_db_1", "running", 0, "starting"),
+               "redis": ServiceState("redis", "dify_redis_1", "running", 0, "")}
+    engine = _engine("podman", {("podman", "healthcheck", "run", "dify_db_1"): (0, "healthy")})
+    checks = {c.name: c for c in check.service_checks(engine, dep, current, specs)}
+    assert checks["service db"].status == PASS
+    assert checks["service redis"].status == FAIL and "healthcheck fails" in checks["service redis"].detail
+
+
+def test_image_check_names_image_and_service(tmp_path):
+    dep = Deployment(prefix=tmp_path, runtime="podman", images=[
+        {"ref": "langgenius/dify-api:1.11.3", "services": ["api", "worker"]},
+        {"ref": "redis:6-alpine", "services": ["redis"]}])
+    engine = _engine("podman", {("podman", "image", "inspect", "docker.io/langgenius/dify-api:1.11.3"): (0, "[]")})
+    c = check.image_check(engine, dep)
+    assert c.status == FAIL and c.detail == "missing 1 of 2: redis:6-alpine (service: redis)"
+    engine = _engine("podman", {("podman", "image", "inspect"): (0, "[]")})
+    assert check.image_check(engine, dep).status == PASS
+
+
+def test_report_render_json_and_ok():
+    report = CheckReport([Check("a", PASS, "fine"), Check("b", WARN, "meh", "wait"), Check("c", FAIL, "bad", "fix")])
+    assert not report.ok and report.counts() == {"pass": 1, "warn": 1, "fail": 1}
+    text = report.render()
+    assert "FAIL    c" in text and "c: fix" in text and "b: wait" in text and "NOT ready" in text
+    data = json.loads(report.to_json())
+    assert data["ok"] is False and data["checks"][2] == {"name": "c", "status": "fail", "detail": "bad", "hint": "fix"}
+    assert CheckReport([Check("a", PASS), Check("b", WARN)]).ok
+
+
+def test_nginx_base_url_from_env():
+    assert check.nginx_base_url({"EXPOSE_NGINX_PORT": "8080"}) == ("http://127.0.0.1:8080", False)
+    assert check.nginx_base_url({}) == ("http://127.0.0.1:80", False)
+    assert check.nginx_base_url({"NGINX_HTTPS_ENABLED": "true", "EXPOSE_NGINX_SSL_PORT": "8443"}) == \
+        ("https://127.0.0.1:8443", True)
+
+
+# --- the task -------------------------------------------------------------------------------------------
+
+def _invoke(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "invoke", "check", *args], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+
+
+def test_task_model_servers_only_json_and_exit_code(tmp_path):
+    key = "sk-task-secret-1234"
+    routes = {"/api/tags": Reply(body=ollama_tags("llama3:latest")),
+              "/v1/models": Reply(body=vllm_models("llama"), bearer=key)}
+    with serve(routes) as url:
+        ok = _invoke("--skip-deployment", "--ollama-url", url, "--ollama-model", "llama3",
+                     "--vllm-url", url, "--vllm-api-key", key, "--json")
+        bad = _invoke("--skip-deployment", "--vllm-url", url, "--vllm-model", "llama", "--timeout", "5")
+    assert ok.returncode == 0, ok.stderr
+    data = json.loads(ok.stdout)
+    assert data["ok"] and [c["name"] for c in data["checks"]] == ["ollama", "vllm"]
+    assert key not in ok.stdout + ok.stderr
+    assert bad.returncode == 1 and "HTTP 401" in bad.stdout and "--vllm-api-key" in bad.stdout
+
+
+def test_task_without_a_deployment_says_what_to_do(tmp_path):
+    res = _invoke("--prefix", str(tmp_path))
+    assert res.returncode == 1
+    assert "no dify-airgap deployment" in res.stdout + res.stderr and "--prefix" in res.stdout + res.stderr
