@@ -145,7 +145,7 @@ def bundle(c, version="1.11.3", project_dir=None, env_file=None, output="bundles
     print(f"\nbundle: {bundler.build(engine, plan)}")
 
 
-@task(help={"path": "the bundle directory (or its manifest.json, or any part inside it)",
+@task(help={"path": "the bundle directory (or any file inside it), or its archive NAME.tar / NAME.tar.part-000",
             "quick": "compare sizes only, skip sha256 (fast pre-check)",
             "json": "print the report as JSON"})
 @_fails_cleanly
@@ -161,16 +161,54 @@ def verify(c, path, quick=False, json_=False):
         raise Exit(code=1)
 
 
-@task(help={"path": "the bundle directory (or its manifest.json)", "json": "print the manifest as JSON"})
+@task(help={"path": "the bundle directory (or its manifest.json), or its archive NAME.tar / first part",
+            "json": "print the manifest as JSON"})
 @_fails_cleanly
 def inspect(c, path, json_=False):
     """Show what a bundle holds (images, sizes, platform, profiles, plugins) without unpacking it."""
-    from scripts import manifest
+    from scripts import archive, manifest
 
-    bundle_dir = manifest.find_bundle_dir(path)
-    data = manifest.load_manifest(bundle_dir)
+    if archive.is_archive(path):  # read the first member only: nothing is unpacked
+        data = archive.read_manifest(path)[0]
+    else:
+        data = manifest.load_manifest(manifest.find_bundle_dir(path))
     print(json.dumps({k: v for k, v in data.items() if k != "files"}, indent=2) if json_
           else manifest.inspect_text(data))
+
+
+@task(help={
+    "path": "the bundle directory (or its archive / first part: unpacked next to it first)",
+    "registry": "the private registry as HOST[:PORT]/PREFIX, e.g. harbor.example.local/dify or 10.0.0.5:5000/dify",
+    "runtime": RUNTIME_HELP,
+    "insecure": "registry speaks plain HTTP or has a self-signed certificate: podman push --tls-verify=false "
+                "(docker: list it under insecure-registries in /etc/docker/daemon.json instead)",
+    "output": "directory for registry-images.compose.yaml and registry-images.values.yaml (default: .)",
+    "dry_run": "print the mapping and the exact commands; load, push and write nothing",
+})
+@_fails_cleanly
+def push(c, path, registry, runtime=None, insecure=False, output=".", dry_run=False):
+    """Push a bundle's images to a private registry; write the mapping as compose override and Helm values."""
+    from pathlib import Path
+
+    from scripts import archive
+    from scripts import manifest as manifests
+    from scripts import push as pusher
+
+    engine = engine_for(c, runtime, dry_run=dry_run)
+    if dry_run and archive.is_archive(path):  # plan from the archive's manifest; unpack nothing
+        data, name, _ = archive.read_manifest(path)
+        bundle_dir = archive.archive_files(path)[0].parent / name
+    else:
+        bundle_dir = archive.materialize(path)
+        data = manifests.load_manifest(bundle_dir)
+    plan = pusher.make_plan(bundle_dir, data, registry, insecure=insecure, output=Path(output))
+    print(plan.render(engine))
+    pusher.push(engine, plan, data)
+    if dry_run:
+        print("\n[dry-run] nothing was loaded, pushed or written")
+        return
+    print(f"\npushed {len(plan.items)} images; wrote {plan.output / pusher.COMPOSE_OVERRIDE} "
+          f"and {plan.output / pusher.HELM_VALUES}")
 
 
 @task(help={

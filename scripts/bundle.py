@@ -87,6 +87,8 @@ class BundlePlan:
     wheelhouse: Path | None = None
     plugins: list[str] = field(default_factory=list)
     plugin_sign_key: str | None = None
+    archive: bool = False
+    source: str | None = None
 
     @property
     def final_dir(self) -> Path:
@@ -103,7 +105,7 @@ class BundlePlan:
     def render(self, engine: Engine) -> str:
         refs = self.image_plan.refs
         lines = [f"bundle {self.final_dir}",
-                 f"  dify {self.version} from {self.project_dir}",
+                 f"  dify {self.version} from {self.source or self.project_dir}",
                  f"  platform {self.platform}, compression {self.compression}, "
                  f"chunks {human_size(self.chunk_size) if self.chunk_size else 'none'}, pull {self.pull}",
                  f"  profiles {', '.join(self.image_plan.profiles)}; "
@@ -116,6 +118,9 @@ class BundlePlan:
                       + ("   # only if missing" if self.pull == "missing" else "") for r in refs]
         lines.append(f"  {shlex.join(save_argv(engine, refs))} | {self.compression} "
                      f"> {self.final_dir / self.archive_name}{'.part-NNN' if self.chunk_size else ''}")
+        if self.archive:
+            lines.append(f"  tar of the bundle directory > {self.output / (self.name + '.tar')}"
+                         f"{'.part-NNN' if self.chunk_size else ''} (+ .SHA256SUMS)")
         return "\n".join(lines)
 
 
@@ -368,7 +373,8 @@ echo "next: $VENV/bin/dify-airgap --list    (or: . $VENV/bin/activate; cd $HERE/
 def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output: Path, platform: str,
               compression: str, chunk_size: str | int | None, pull: str, target_python: str,
               wheelhouse: str | None = None, plugins: Sequence[str] = (),
-              plugin_sign_key: str | None = None) -> BundlePlan:
+              plugin_sign_key: str | None = None, archive: bool = False,
+              source: str | None = None) -> BundlePlan:
     if compression not in EXTENSIONS:
         raise AirgapError(f"--compression {compression!r}: choose zstd or gzip")
     if pull not in ("always", "missing", "never"):
@@ -378,7 +384,8 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
                       name=bundle_name(version, platform), platform=platform, compression=compression,
                       chunk_size=parse_size(chunk_size), pull=pull, target_python=target_python,
                       image_plan=image_plan, wheelhouse=Path(wheelhouse).resolve() if wheelhouse else None,
-                      plugins=list(plugins), plugin_sign_key=plugin_sign_key)
+                      plugins=list(plugins), plugin_sign_key=plugin_sign_key, archive=archive,
+                      source=source)
 
 
 def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
@@ -406,7 +413,17 @@ def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
 
 
 def build(engine: Engine, plan: BundlePlan) -> Path:
-    """Perform the plan; returns the finished bundle directory."""
+    """Perform the plan; returns the finished bundle directory (and writes its archive with ``archive``)."""
+    final = build_directory(engine, plan)
+    if plan.archive:
+        from .archive import ensure_archive
+
+        ensure_archive(final, plan.output, plan.chunk_size)
+    return final
+
+
+def build_directory(engine: Engine, plan: BundlePlan) -> Path:
+    """The bundle directory: reused when up to date, else made in a staging directory."""
     refs = plan.image_plan.refs
     if plan.pull != "never":
         pull_images(engine, refs, plan.platform, plan.pull)
@@ -486,6 +503,7 @@ def write_manifest(staging: Path, plan: BundlePlan, records: list[dict], archive
         "profiles": plan.image_plan.profiles,
         "vector_stores": plan.image_plan.vector_stores,
         "target_python": plan.target_python,
+        "source": plan.source or str(plan.project_dir),
         "chunk_size": plan.chunk_size,
         "images": records,
         "image_archive": archive,

@@ -116,7 +116,14 @@ class VerifyReport:
 
 
 def verify(path: str | os.PathLike, deep: bool = True) -> VerifyReport:
-    """Check every part and file against the manifest and the manifest against itself."""
+    """Check every part and file against the manifest and the manifest against itself.
+
+    ``path`` may also be the bundle's archive (``NAME.tar`` or its first part): checked as a stream.
+    """
+    from .archive import is_archive, verify_archive
+
+    if is_archive(path):
+        return verify_archive(path, deep)
     bundle = find_bundle_dir(path)
     manifest = load_manifest(bundle)
     report = VerifyReport(str(bundle))

@@ -1,0 +1,78 @@
+"""Registry mapping and the files `invoke push` writes (no engine needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts import push
+from scripts.engine import Engine
+from scripts.errors import AirgapError
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("langgenius/dify-api:1.11.3", "reg:5000/dify/langgenius/dify-api:1.11.3"),
+    ("postgres:15-alpine", "reg:5000/dify/library/postgres:15-alpine"),
+    ("docker.io/library/redis:6-alpine", "reg:5000/dify/library/redis:6-alpine"),
+    ("nginx", "reg:5000/dify/library/nginx:latest"),
+    ("ghcr.io/org/tool:2", "reg:5000/dify/org/tool:2"),
+    ("localhost:5000/x/y:3@sha256:" + "a" * 64, "reg:5000/dify/x/y:3"),
+    ("localhost/dal/a:1", "reg:5000/dify/dal/a:1"),
+])
+def test_target_ref_keeps_docker_hub_path(ref, expected):
+    assert push.target_ref(ref, "reg:5000/dify") == expected
+
+
+@pytest.mark.parametrize("registry, parsed", [
+    ("reg:5000/dify", ("reg:5000", "dify")),
+    ("harbor.example.local/team/dify/", ("harbor.example.local", "team/dify")),
+    ("https://10.0.0.5:5000", ("10.0.0.5:5000", "")),
+    ("localhost/dify", ("localhost", "dify")),
+])
+def test_parse_registry(registry, parsed):
+    assert push.parse_registry(registry) == parsed
+
+
+@pytest.mark.parametrize("bad", ["", "dify", "reg:5000/Dify", "reg:5000/a//b/UPPER"])
+def test_parse_registry_rejects_with_a_fix(bad):
+    with pytest.raises(AirgapError, match="--registry"):
+        push.parse_registry(bad)
+
+
+MANIFEST = {"images": [
+    {"ref": "langgenius/dify-api:1.11.3", "id": "sha256:" + "1" * 64, "services": ["api", "worker", "worker_beat"]},
+    {"ref": "postgres:15-alpine", "id": "sha256:" + "2" * 64, "services": ["db_postgres"]},
+]}
+
+
+def test_plan_files_and_dry_run(tmp_path, capsys):
+    plan = push.make_plan(tmp_path / "b", MANIFEST, "reg:5000/dify", insecure=True, output=tmp_path / "out")
+    engine = Engine("podman", dry_run=True)
+    text = plan.render(engine)
+    assert "podman push --tls-verify=false reg:5000/dify/library/postgres:15-alpine" in text
+    assert f"podman tag {'1' * 64} reg:5000/dify/langgenius/dify-api:1.11.3" in text
+    files = push.push(engine, plan, MANIFEST)
+    assert not (tmp_path / "out").exists(), "dry-run writes nothing"
+    override = yaml.safe_load(files[tmp_path / "out" / push.COMPOSE_OVERRIDE])
+    assert override == {"services": {
+        "api": {"image": "reg:5000/dify/langgenius/dify-api:1.11.3"},
+        "db_postgres": {"image": "reg:5000/dify/library/postgres:15-alpine"},
+        "worker": {"image": "reg:5000/dify/langgenius/dify-api:1.11.3"},
+        "worker_beat": {"image": "reg:5000/dify/langgenius/dify-api:1.11.3"}}}
+    values = yaml.safe_load(files[tmp_path / "out" / push.HELM_VALUES])
+    assert values["global"] == {"imageRegistry": "reg:5000", "imagePrefix": "dify"}
+    assert values["images"]["api"] == {"repository": "reg:5000/dify/langgenius/dify-api", "tag": "1.11.3",
+                                       "source": "langgenius/dify-api:1.11.3"}
+    assert "would write" in capsys.readouterr().out
+
+
+def test_colliding_targets_are_refused(tmp_path):
+    data = {"images": [{"ref": "ghcr.io/a/x:1", "services": ["s"]}, {"ref": "quay.io/a/x:1", "services": ["t"]}]}
+    with pytest.raises(AirgapError, match="would both be pushed"):
+        push.make_plan(Path(tmp_path), data, "reg:5000/dify")
+
+
+def test_docker_push_takes_no_tls_flag():
+    assert push.push_argv(Engine("docker"), "r:1/x:1", insecure=True) == ["docker", "push", "r:1/x:1"]
