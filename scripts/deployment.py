@@ -35,6 +35,7 @@ class Deployment:
     images: list[dict] = field(default_factory=list)  # {"ref", "id", "services"} from the bundle manifest
     installed_at: str = ""
     compose_argv: list[str] = field(default_factory=list)  # e.g. the venv's podman-compose; empty: detect
+    engine_env: dict[str, str] = field(default_factory=dict)  # e.g. DOCKER_HOST, CONTAINERS_STORAGE_CONF
 
     @property
     def project_dir(self) -> Path:
@@ -49,7 +50,8 @@ class Deployment:
         return self.prefix / STATE_FILE
 
     def engine(self, dry_run: bool = False) -> Engine:
-        return Engine(self.runtime, dry_run=dry_run, compose_argv=tuple(self.compose_argv) or None)
+        return Engine(self.runtime, dry_run=dry_run, env=dict(self.engine_env),
+                      compose_argv=tuple(self.compose_argv) or None)
 
     def compose(self, engine: Engine, args, **kwargs):
         """Run ``compose ARGS`` for this deployment (its files, env file, profiles, project name)."""

@@ -1,0 +1,201 @@
+"""`invoke install` / `preflight` / `down` on real engines, from a bundle of the REAL 1.11.3 project.
+
+The bundle holds the stand-in images (named like Dify's). Docker installs into the lab's dockerd
+(stand-ins already present: the load is skipped by image id, which is also the re-run path) and, for
+the missing-image case, into a throwaway dockerd that has nothing. Podman installs into throwaway
+storage, so every image really comes out of the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from scripts import bundle as bundler
+from scripts import compose_plan, lab, preflight, stack, standins
+from scripts import deployment as dep
+from scripts import install as installer
+from scripts.engine import Engine
+from scripts.errors import AirgapError, ImageMissing
+from scripts.manifest import load_manifest
+
+from ..conftest import FIXTURES, ROOT, require_engine
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_settings() -> dict[str, str]:
+    return {"EXPOSE_NGINX_PORT": str(free_port()), "EXPOSE_NGINX_SSL_PORT": str(free_port()),
+            "EXPOSE_PLUGIN_DEBUGGING_PORT": str(free_port())}
+
+
+@pytest.fixture(scope="module")
+def standin_bundles(tmp_path_factory):
+    """(full bundle, bundle without weaviate's image), both of the real project with stand-ins."""
+    engine = require_engine("docker")
+    refs = standins.default_images()
+    built = [ref for ref in refs if standins.build_standin(engine, ref)]
+    root = tmp_path_factory.mktemp("install-bundles")
+    project = standins.complete_project(root / "dify" / "docker", fixture=FIXTURES)
+    plan = compose_plan.plan_images(engine, project, project / ".env.example")
+    settings = dict(version="1.11.3", project_dir=project, platform=bundler.host_platform(), compression="zstd",
+                    chunk_size=None, pull="never", target_python=f"{sys.version_info[0]}.{sys.version_info[1]}")
+    full = bundler.build(engine, bundler.make_plan(plan, output=root / "full", **settings))
+    plan.images = [i for i in plan.images if not i.ref.startswith("semitechnologies/weaviate")]
+    partial = bundler.build(engine, bundler.make_plan(plan, output=root / "partial", **settings))
+    yield full, partial
+    standins.remove_standins(engine, built)
+
+
+@pytest.fixture
+def podman_store():
+    """Throwaway podman storage (graphroot/runroot), as engine env: nothing of the lab's is visible."""
+    require_engine("podman")
+    short = Path(tempfile.mkdtemp(prefix="dalis-", dir="/tmp"))  # runroot paths must stay short
+    conf = short / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{short}/root"\nrunroot = "{short}/run"\n')
+    env = {"CONTAINERS_STORAGE_CONF": str(conf)}
+    yield env
+    Engine("podman", env=env).run(["system", "reset", "--force"], check=False, timeout=180)
+    subprocess.run(["umount", "-R", f"{short}/root/overlay"], capture_output=True)
+    shutil.rmtree(short, ignore_errors=True)
+
+
+def _options(bundle: Path, prefix: Path, runtime: str, **kwargs) -> installer.InstallOptions:
+    defaults = dict(bundle=bundle, runtime=runtime, prefix=prefix, server_ip="10.1.2.3",
+                    overrides=port_settings(), timeout=240,
+                    project_name=f"dalinst{uuid.uuid4().hex[:8]}")
+    defaults.update(kwargs)
+    return installer.InstallOptions(**defaults)
+
+
+def _leftovers(engine: Engine, name: str) -> str:
+    label = stack.project_label(engine)
+    return engine.run(["ps", "-a", "-q", "--filter", f"label={label}={name}"], mutates=False).stdout.strip()
+
+
+def _assert_installed_and_rerun_is_a_noop(opts: installer.InstallOptions, engine: Engine) -> None:
+    report = installer.install(opts)
+    prefix = opts.prefix.resolve()
+    assert report.changed
+    active = {"api", "worker", "worker_beat", "web", "db_postgres", "redis", "sandbox", "plugin_daemon",
+              "ssrf_proxy", "nginx", "weaviate", "init_permissions"}
+    assert set(report.services) == active
+    env = prefix / "docker" / ".env"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    text = env.read_text()
+    assert "CONSOLE_API_URL=http://10.1.2.3:" in text and "MARKETPLACE_ENABLED=false" in text
+    assert f"EXPOSE_NGINX_PORT={opts.overrides['EXPOSE_NGINX_PORT']}" in text
+    record = dep.load(prefix)
+    assert record.runtime == engine.runtime and record.dify_version == "1.11.3"
+    assert any(f.endswith("offline.yaml") for f in record.compose_files)
+    assert {i["ref"] for i in record.images} >= {"langgenius/dify-api:1.11.3", "busybox:latest"}
+    # nginx routes the console API to the api (the real nginx config, the stand-in api)
+    import urllib.request
+
+    url = f"http://127.0.0.1:{opts.overrides['EXPOSE_NGINX_PORT']}/console/api/ping"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert json.loads(resp.read()) == {"result": "pong"}
+
+    before = (env.read_bytes(), record.to_json())
+    again = installer.install(opts)
+    assert not again.changed, again.render()
+    assert "nothing changed" in again.render()
+    assert (env.read_bytes(), dep.load(prefix).to_json()) == before
+
+
+@pytest.mark.parametrize("runtime", ["docker", "podman"])
+def test_install_check_rerun_and_down(runtime, standin_bundles, tmp_path, request):
+    full, _ = standin_bundles
+    if runtime == "docker":
+        engine, env = require_engine("docker"), {}
+    else:
+        env = request.getfixturevalue("podman_store")
+        engine = Engine("podman", env=env)
+        lab.allow_podman_internal_networks()
+    opts = _options(full, tmp_path / "opt-dify", runtime, engine_env=env)
+    try:
+        _assert_installed_and_rerun_is_a_noop(opts, engine)
+        if runtime == "podman":  # every image really came out of the bundle into empty storage
+            loaded = engine.run(["images", "--format", "{{.Repository}}:{{.Tag}}"], mutates=False).stdout.split()
+            assert "docker.io/langgenius/dify-api:1.11.3" in loaded
+        (opts.prefix / "docker" / "volumes" / "app").mkdir(parents=True, exist_ok=True)
+        (opts.prefix / "docker" / "volumes" / "app" / "keep.txt").write_text("data")
+    finally:
+        installer.down(opts.prefix.resolve())
+    assert not _leftovers(engine, opts.project_name)
+    assert (opts.prefix / "docker" / "volumes" / "app" / "keep.txt").read_text() == "data", "down must keep data"
+
+
+def test_bundle_missing_an_image_fails_before_anything_starts(standin_bundles, tmp_path):
+    _, partial = standin_bundles
+    require_engine("docker")
+    with lab.Dockerd() as empty:
+        opts = _options(partial, tmp_path / "opt-dify", "docker", engine_env=dict(empty.env))
+        with pytest.raises(ImageMissing) as info:
+            installer.install(opts)
+        message = str(info.value)
+        assert "semitechnologies/weaviate:1.27.0 (service: weaviate)" in message
+        assert "Nothing was started" in message
+        assert empty.run(["ps", "-a", "-q"], mutates=False).stdout.strip() == ""
+        # the rest of the bundle was loaded, so the message is about exactly one image
+        assert empty.image_exists("langgenius/dify-api:1.11.3")
+
+
+def test_port_in_use_fails_preflight_naming_it(standin_bundles, tmp_path):
+    full, _ = standin_bundles
+    engine = require_engine("docker")
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        overrides = {**port_settings(), "EXPOSE_NGINX_PORT": str(port)}
+        report = preflight.run(engine, full, load_manifest(full), tmp_path / "opt", overrides=overrides)
+        failed = [i for i in report.failures if i.name == f"port {port}"]
+        assert failed and "service nginx" in failed[0].detail, report.render()
+        assert not report.ok
+        with pytest.raises(AirgapError, match="preflight failed"):
+            installer.install(_options(full, tmp_path / "opt", "docker", overrides=overrides))
+    assert not (tmp_path / "opt").exists(), "a failed preflight must change nothing"
+
+
+def test_dry_run_changes_nothing(standin_bundles, tmp_path, capsys):
+    full, _ = standin_bundles
+    require_engine("docker")
+    installer.install(_options(full, tmp_path / "opt", "docker", dry_run=True))
+    out = capsys.readouterr().out
+    assert "[dry-run]" in out and "up -d" in out and ".env" in out
+    assert not (tmp_path / "opt").exists()
+
+
+def test_install_task_cli_dry_run(standin_bundles, tmp_path):
+    """The real `invoke install` command line, help text and dry-run."""
+    full, _ = standin_bundles
+    require_engine("docker")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-m", "invoke", "--help", "install"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and "--prefix" in res.stdout and "--dry-run" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "invoke", "install", str(full), "--runtime", "docker",
+                          "--prefix", str(tmp_path / "opt"), "--dry-run",
+                          *[a for k, v in port_settings().items() for a in ("--set", f"{k}={v}")]],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "nothing was loaded, written or started" in res.stdout
+    assert not (tmp_path / "opt").exists()
