@@ -210,17 +210,17 @@ def container_get(engine: Engine, container: str, url: str, timeout: float = DEF
         res = engine.probe(["exec", container, *argv], timeout=timeout + 30)
         if res.ok:
             return HttpOutcome(url, "ok", 200, res.stdout, via=via)
-        if res.returncode == 127 or (tool in res.stderr and "not found" in res.stderr):
-            last = res
-            continue  # this tool is not in the image: try the next
+        said = f"{res.stderr}\n{res.stdout}".strip()  # docker 20.10 prints exec errors on stdout
+        if res.returncode in (126, 127) or (tool in said and "not found" in said):
+            last = said
+            continue  # this tool is not in the image (curl exits 126/127 never itself): try the next
         outcome = _classify_fetch_failure(url, res.returncode, res.stderr, via)
         if outcome.kind == "http_error" and tool == "curl":  # fetch the body too, for the message
             again = engine.probe(["exec", container, "curl", "-sS", "-m", t, url], timeout=timeout + 30)
             if again.ok:
                 outcome = HttpOutcome(url, "http_error", outcome.status, again.stdout, outcome.error, via)
         return outcome
-    return HttpOutcome(url, "error", error=f"neither curl nor wget in {container}: "
-                                           f"{(last.stderr if last else '').strip()}", via=via)
+    return HttpOutcome(url, "error", error=f"neither curl nor wget can run in {container}: {last}", via=via)
 
 
 def judge(name: str, outcome: HttpOutcome, validate: Validator, timeout: float, hint: str = "") -> Check:
@@ -363,12 +363,10 @@ def check_vllm(url: str, api_key: str | None = None, model: str | None = None,
 # --- the deployment ------------------------------------------------------------------------------------
 
 def _env_values(deployment: Deployment) -> dict[str, str]:
-    from .envfile import read_env, resolve_all
+    """The deployment's .env as compose reads it (empty when there is none)."""
+    from . import stack
 
-    try:
-        return resolve_all(read_env(deployment.env_file)) if deployment.env_file.is_file() else {}
-    except Exception:  # noqa: BLE001 - an unreadable .env leaves the defaults; compose would complain first
-        return {}
+    return stack.env_values(deployment.env_file if deployment.env_file.is_file() else None)
 
 
 def _compose_cmd(engine: Engine, deployment: Deployment, args: Sequence[str]) -> str:
@@ -382,15 +380,12 @@ def _compose_cmd(engine: Engine, deployment: Deployment, args: Sequence[str]) ->
     return f"cd {shlex.quote(str(deployment.project_dir))} && {shlex.join(argv)}"
 
 
-def _expected_services(deployment: Deployment) -> dict:
+def _expected_services(deployment: Deployment, values: Mapping[str, str]) -> dict:
     """{service: ServiceSpec} of the deployment's active services, from its compose files."""
     from . import stack
 
-    files = deployment.compose_files or ["docker-compose.yaml"]
-    env_file = deployment.env_file if deployment.env_file.is_file() else None
-    specs = stack.load_specs(deployment.project_dir, files, env_file)
-    profiles = deployment.profiles or (stack.active_profiles(env_file) if env_file else [])
-    return stack.active_services(specs, profiles)
+    specs = stack.load_specs(deployment.project_dir, deployment.compose_files or ["docker-compose.yaml"], values)
+    return stack.active_services(specs, deployment.profiles or stack.active_profiles(values))
 
 
 def service_checks(engine: Engine, deployment: Deployment, current: Mapping, specs: Mapping) -> list[Check]:
@@ -521,7 +516,7 @@ def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
 
     engine = engine or deployment.engine()
     values = _env_values(deployment)
-    specs = _expected_services(deployment)
+    specs = _expected_services(deployment, values)
     current = stack.states(engine, deployment.project_name,
                            lambda args, **kw: deployment.compose(engine, args, **kw))
     checks = service_checks(engine, deployment, current, specs)
