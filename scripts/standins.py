@@ -430,6 +430,13 @@ def _plugin_daemon(ref: str) -> Recipe:
 route() {
   case "$REQUEST_PATH" in
     /health/check) json "{\"status\": \"ok\", \"pool_status\": \"idle\", \"version\": \"$PLUGIN_DAEMON_VERSION\"}" ;;
+    /plugin/*/management/list)  # needs X-Api-Key; total = plugin dirs in the working path (cwd/AUTHOR/NAME)
+      case "$HEADERS" in
+        *[Xx]-[Aa]pi-[Kk]ey:*)
+          n=$(ls -d "${PLUGIN_WORKING_PATH:-/app/storage/cwd}"/*/* 2>/dev/null | wc -l)
+          json "{\"code\": 0, \"message\": \"success\", \"data\": {\"list\": [], \"total\": $n}}" ;;
+        *) json '{"code": -401, "message": "stand-in: X-Api-Key required", "data": null}' "401 Unauthorized" ;;
+      esac ;;
     *) json '{"code": -404, "message": "stand-in: no such route", "data": null}' "404 Not Found" ;;
   esac
 }

@@ -1,0 +1,324 @@
+"""A RUNNING Dify compose project's data, for snapshot and backup: its containers, database, data dirs.
+
+Found either from an install root (``--prefix``, the record in ``PREFIX/dify-airgap.json``) or from a
+plain Dify ``docker/`` directory (``--project-dir``). Containers are found by their compose labels
+(``com.docker.compose.project`` for Docker Compose, ``io.podman.compose.project`` for podman-compose;
+both set ``com.docker.compose.service``), so docker and podman are driven the same way.
+
+Database commands run INSIDE the db container and read the password from that container's own
+environment (``$POSTGRES_PASSWORD`` / ``$MYSQL_ROOT_PASSWORD``): no secret is ever on a command line
+or in a log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .console import LOG
+from .engine import Engine, classify
+from .errors import AirgapError
+
+TOOLKIT_ROOT = Path(__file__).resolve().parents[1]
+PODMAN_OVERRIDE = TOOLKIT_ROOT / "compose-overrides" / "podman.yaml"
+DB_SERVICES = {"postgresql": "db_postgres", "mysql": "db_mysql"}
+#: Services that write Dify's data; stopped for a consistent backup, started again afterwards.
+WRITERS = ("api", "worker", "worker_beat", "plugin_daemon")
+
+
+@dataclass
+class Stack:
+    """Where a compose project lives and how compose is called for it."""
+
+    project_dir: Path
+    project_name: str
+    env_file: Path
+    files: list[str] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)
+    runtime: str | None = None
+    prefix: Path | None = None
+    dify_version: str = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The project's .env values (read, never printed)."""
+        from .envfile import read_env
+
+        return dict(read_env(self.env_file)) if self.env_file.is_file() else {}
+
+    def setting(self, key: str, default: str = "") -> str:
+        value = self.env.get(key, "")
+        return value if value else default
+
+    @property
+    def db_type(self) -> str:
+        return self.setting("DB_TYPE", "postgresql")
+
+    @property
+    def db_service(self) -> str:
+        try:
+            return DB_SERVICES[self.db_type]
+        except KeyError:
+            raise AirgapError(f"DB_TYPE={self.db_type} in {self.env_file} is not supported for snapshot/backup "
+                              f"(supported: {', '.join(DB_SERVICES)}); dump that database with its own tools") \
+                from None
+
+    def compose(self, engine: Engine, args: Sequence[str], **kwargs):
+        return engine.compose_run(list(args), project_dir=str(self.project_dir), files=self.files,
+                                  env_file=str(self.env_file) if self.env_file.is_file() else None,
+                                  profiles=self.profiles, project_name=self.project_name, **kwargs)
+
+    def compose_command(self, engine: Engine) -> str:
+        """The compose command line an operator types for this project (for messages)."""
+        from .engine import compose_args
+
+        provider = engine.compose()
+        return shlex.join([*provider.argv, *compose_args(provider, project_dir=str(self.project_dir),
+                                                         files=self.files, project_name=self.project_name)])
+
+
+def default_project_name(project_dir: Path, env: dict[str, str]) -> str:
+    """What compose calls the project: COMPOSE_PROJECT_NAME, else the directory name, normalised."""
+    name = env.get("COMPOSE_PROJECT_NAME") or project_dir.name
+    return re.sub(r"[^a-z0-9_-]", "", name.lower()) or "docker"
+
+
+def resolve(prefix: str | None = None, project_dir: str | None = None, project_name: str | None = None,
+            compose_files: Sequence[str] = (), runtime: str | None = None) -> Stack:
+    """The stack from ``--prefix`` (install record) or ``--project-dir`` (a Dify docker/ directory)."""
+    if prefix and project_dir:
+        raise AirgapError("pass either --prefix (an install root) or --project-dir (a docker/ directory), not both")
+    if prefix:
+        from . import deployment
+
+        dep = deployment.load(prefix)
+        files = list(compose_files) or list(dep.compose_files)
+        return Stack(dep.project_dir, project_name or dep.project_name, dep.env_file, files, list(dep.profiles),
+                     runtime=dep.runtime, prefix=Path(prefix), dify_version=dep.dify_version)
+    from .envfile import read_env
+    from .project import COMPOSE_FILE, resolve_project_dir
+
+    directory = resolve_project_dir(project_dir)
+    env_file = directory / ".env"
+    env = dict(read_env(env_file)) if env_file.is_file() else {}
+    files = list(compose_files)
+    if not files and runtime == "podman" and PODMAN_OVERRIDE.is_file():
+        files = [COMPOSE_FILE, str(PODMAN_OVERRIDE)]
+    return Stack(directory, project_name or default_project_name(directory, env), env_file, files,
+                 dify_version=dify_version_from_compose(directory / COMPOSE_FILE))
+
+
+def dify_version_from_compose(compose_file: Path) -> str:
+    try:
+        text = compose_file.read_text()
+    except OSError:
+        return ""
+    m = re.search(r"langgenius/dify-api:v?([0-9][\w.-]*)", text)
+    return m.group(1) if m else ""
+
+
+# --- containers ----------------------------------------------------------------------------------
+
+def project_label(engine: Engine) -> str:
+    return "io.podman.compose.project" if engine.is_podman else "com.docker.compose.project"
+
+
+def ps_argv(engine: Engine, project: str, service: str | None = None, all_: bool = False) -> list[str]:
+    args = ["ps", "-q", "--no-trunc", "--filter", f"label={project_label(engine)}={project}"]
+    if service:
+        args += ["--filter", f"label=com.docker.compose.service={service}"]
+    return args + (["-a"] if all_ else [])
+
+
+def containers(engine: Engine, stack: Stack, service: str | None = None, all_: bool = False) -> list[str]:
+    """Container ids of the project (or one service), running only unless ``all_`` (read-only)."""
+    res = engine.run(ps_argv(engine, stack.project_name, service, all_), mutates=False)
+    return res.stdout.split()
+
+
+def service_container(engine: Engine, stack: Stack, service: str) -> str:
+    """The one running container of ``service``; a clear error if it is not running."""
+    found = containers(engine, stack, service)
+    if not found:
+        raise AirgapError(f"service {service} of compose project {stack.project_name!r} is not running "
+                          f"(on {engine.runtime}); start it with `{_up_hint(stack, service)}`, or pass the right "
+                          f"--project-dir/--prefix/--project-name/--runtime")
+    if len(found) > 1:
+        LOG.warning("service %s has %d running containers; using the first", service, len(found))
+    return found[0]
+
+
+def _up_hint(stack: Stack, service: str) -> str:
+    return f"cd {stack.project_dir} && docker compose -p {stack.project_name} up -d {service}"
+
+
+def inspect_container(engine: Engine, cid: str) -> dict:
+    data = json.loads(engine.run(["container", "inspect", cid], mutates=False).stdout)
+    return data[0] if isinstance(data, list) else data
+
+
+def exec_argv(engine: Engine, cid: str, command: Sequence[str], interactive: bool = False) -> list[str]:
+    return [engine.runtime, "exec", *(["-i"] if interactive else []), cid, *command]
+
+
+def exec_in(engine: Engine, cid: str, command: Sequence[str], *, input: str | None = None,
+            timeout: float | None = 600, check: bool = True, mutates: bool = True):
+    return engine.run(exec_argv(engine, cid, command, input is not None)[1:], input=input, timeout=timeout,
+                      check=check, mutates=mutates)
+
+
+def stream_out(argv: Sequence[str], sink, env: dict | None = None, chunk: int = 1 << 20) -> int:
+    """Run ``argv`` and write its stdout to ``sink`` (a writable) as it comes; returns bytes written."""
+    LOG.debug("+ %s", shlex.join(argv))
+    written = 0
+    with subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={**os.environ, **(env or {})}) as proc:
+        for block in iter(lambda: proc.stdout.read(chunk), b""):
+            sink.write(block)
+            written += len(block)
+        stderr = proc.stderr.read().decode(errors="replace")
+        proc.wait()
+    if proc.returncode:
+        raise classify(argv, proc.returncode, stderr)
+    return written
+
+
+def stream_in(argv: Sequence[str], source, env: dict | None = None, chunk: int = 1 << 20) -> str:
+    """Run ``argv`` feeding ``source`` (a readable) to its stdin; returns its stdout."""
+    LOG.debug("+ %s < stream", shlex.join(argv))
+    with subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={**os.environ, **(env or {})}) as proc:
+        broken = False
+        try:
+            for block in iter(lambda: source.read(chunk), b""):
+                try:
+                    proc.stdin.write(block)
+                except BrokenPipeError:
+                    broken = True
+                    break
+        finally:
+            if not broken:
+                with suppress(BrokenPipeError):
+                    proc.stdin.close()
+            stdout = proc.stdout.read().decode(errors="replace")
+            stderr = proc.stderr.read().decode(errors="replace")
+            proc.wait()
+    if proc.returncode or broken:
+        raise classify(argv, proc.returncode or 1, stderr or "the command stopped reading its input")
+    return stdout
+
+
+# --- the database --------------------------------------------------------------------------------
+
+#: Row count of every table in the public schema, in one query (query_to_xml runs count(*) per table).
+PG_ROW_COUNTS = ("SELECT table_name || '=' || (xpath('/row/c/text()', query_to_xml(format("
+                 "'select count(*) as c from %I.%I', table_schema, table_name), false, true, '')))[1]::text "
+                 "FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' "
+                 "ORDER BY table_name")
+MYSQL_ROW_COUNTS = ("SELECT CONCAT(table_name, '=', table_rows) FROM information_schema.tables "
+                    "WHERE table_schema = DATABASE() ORDER BY table_name")
+
+
+def _sh(script: str, *args: str) -> list[str]:
+    """``sh -c SCRIPT sh ARGS...``: values travel as positional parameters, never inside the script."""
+    return ["sh", "-c", script, "sh", *args]
+
+
+def dump_command(db_type: str, database: str) -> list[str]:
+    """The command, run in the db container, that writes a plain SQL dump of ``database`` to stdout."""
+    if db_type == "mysql":
+        return _sh('MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysqldump -uroot --single-transaction --routines '
+                   '--triggers --databases "$1"', database)
+    return _sh('PGPASSWORD="$POSTGRES_PASSWORD" exec pg_dump -U "${POSTGRES_USER:-postgres}" --no-owner '
+               '--no-privileges --dbname="$1"', database)
+
+
+def recreate_command(db_type: str, database: str) -> list[str]:
+    """Drop and create ``database`` empty (the dump is loaded into it next)."""
+    if db_type == "mysql":
+        return _sh('MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot -e '
+                   '"DROP DATABASE IF EXISTS \\`$1\\`; CREATE DATABASE \\`$1\\`"', database)
+    return _sh('export PGPASSWORD="$POSTGRES_PASSWORD"; u="${POSTGRES_USER:-postgres}"; '
+               'psql -v ON_ERROR_STOP=1 -q -U "$u" -d postgres -c "DROP DATABASE IF EXISTS \\"$1\\" WITH (FORCE)" '
+               '&& psql -v ON_ERROR_STOP=1 -q -U "$u" -d postgres -c "CREATE DATABASE \\"$1\\""', database)
+
+
+def load_command(db_type: str, database: str) -> list[str]:
+    """Load a plain SQL dump from stdin into ``database``, stopping at the first error."""
+    if db_type == "mysql":
+        return _sh('MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot "$1"', database)
+    return _sh('PGPASSWORD="$POSTGRES_PASSWORD" exec psql -v ON_ERROR_STOP=1 -q -U "${POSTGRES_USER:-postgres}" '
+               '--dbname="$1"', database)
+
+
+def row_counts_command(db_type: str, database: str) -> list[str]:
+    if db_type == "mysql":
+        return _sh('MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot -N -B "$1" -e "$2"', database,
+                   MYSQL_ROW_COUNTS)
+    return _sh('PGPASSWORD="$POSTGRES_PASSWORD" exec psql -X -A -t -q -U "${POSTGRES_USER:-postgres}" '
+               '--dbname="$1" -c "$2"', database, PG_ROW_COUNTS)
+
+
+def parse_row_counts(text: str) -> dict[str, int]:
+    counts = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and value.strip().isdigit():
+            counts[name] = int(value)
+    return counts
+
+
+def exists_command(db_type: str, database: str) -> list[str]:
+    if db_type == "mysql":
+        return _sh('MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot -N -B -e '
+                   '"SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = \'$1\'"', database)
+    return _sh('PGPASSWORD="$POSTGRES_PASSWORD" exec psql -X -A -t -q -U "${POSTGRES_USER:-postgres}" -d postgres '
+               '-c "SELECT count(*) FROM pg_database WHERE datname = \'$1\'"', database)
+
+
+def row_counts(engine: Engine, cid: str, db_type: str, database: str) -> dict[str, int]:
+    res = exec_in(engine, cid, row_counts_command(db_type, database), mutates=False)
+    return parse_row_counts(res.stdout)
+
+
+def database_exists(engine: Engine, cid: str, db_type: str, database: str) -> bool:
+    res = exec_in(engine, cid, exists_command(db_type, database), check=False, mutates=False)
+    return res.ok and res.stdout.strip() not in ("", "0")
+
+
+def wait_db(engine: Engine, cid: str, db_type: str, timeout: float = 120) -> None:
+    from .waiting import wait_until
+
+    probe = (["mysqladmin", "ping", "-uroot", "--silent"] if db_type == "mysql"
+             else _sh('exec pg_isready -q -U "${POSTGRES_USER:-postgres}"'))
+    wait_until(lambda: exec_in(engine, cid, probe, check=False, mutates=False, timeout=30).ok, timeout,
+               what=f"the database in container {cid[:12]} to accept connections")
+
+
+# --- SELinux -------------------------------------------------------------------------------------
+
+def selinux_enforcing(runner=None) -> bool:
+    """True when getenforce says Enforcing (Red Hat); False where SELinux is absent or permissive."""
+    from .engine import subprocess_runner
+
+    res = (runner or subprocess_runner)(["getenforce"])
+    return res.ok and res.stdout.strip().lower() == "enforcing"
+
+
+def relabel_argv(paths: Sequence[Path]) -> list[str]:
+    """What `:z` on a bind mount would do: the shared container file type, recursively."""
+    return ["chcon", "-R", "-t", "container_file_t", *(str(p) for p in paths)]
+
+
+def redact_argv(argv: Sequence[str]) -> str:
+    """``shlex.join`` with registered secrets hidden (for logs and dry-run output)."""
+    from .console import redact
+
+    return redact(shlex.join(list(argv)))

@@ -1,0 +1,204 @@
+"""The REAL Dify 1.11.3 compose project up on a real engine, with stand-ins and a REAL PostgreSQL.
+
+Shared by the snapshot and backup integration tests. The stand-in postgres only fakes pg_dump/psql,
+so ``db_postgres`` runs Debian's real PostgreSQL 15 here (a debootstrap root with ``postgresql``,
+cached by the lab) behind the official image's env contract (POSTGRES_USER/PASSWORD/DB, PGDATA),
+through one extra compose file. Everything else is the stand-ins of tests/integration/test_standins.py,
+whose project and readiness helpers are reused as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts import lab
+from scripts.engine import Engine
+from scripts.stackdata import Stack
+from scripts.waiting import wait_until
+from tests.integration.test_standins import OVERRIDES, _all_up, _project, _states
+
+PG_IMAGE = "localhost/dify-airgap-lab/postgres:15-bookworm"
+PG_PACKAGES = ("postgresql",)
+PG_OVERRIDE = "docker-compose.lab-postgres.yaml"
+PG_ENTRYPOINT = r"""#!/bin/sh
+# dify-airgap lab: Debian's REAL PostgreSQL 15 behind the postgres image's env contract.
+set -e
+: "${PGDATA:=/var/lib/postgresql/data}" "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
+as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+mkdir -p "$PGDATA" /var/run/postgresql
+chown -R postgres:postgres "$PGDATA" /var/run/postgresql
+chmod 700 "$PGDATA"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  pw=$(mktemp); printf '%s' "${POSTGRES_PASSWORD:-}" > "$pw"; chown postgres "$pw"
+  as_pg initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pw" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+  rm -f "$pw"
+  echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
+  echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+  as_pg pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+  [ "$POSTGRES_DB" = postgres ] || as_pg psql -q -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE \"$POSTGRES_DB\""
+  as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+fi
+if [ "$1" = postgres ]; then exec setpriv --reuid=postgres --regid=postgres --init-groups "$@"; fi
+exec "$@"
+"""
+PG_OVERRIDE_TEXT = f"""# dify-airgap lab: db_postgres runs a REAL PostgreSQL 15 (not the stand-in).
+services:
+  db_postgres:
+    image: {PG_IMAGE}
+    entrypoint: ["/bin/sh", "/lab-pg-entrypoint.sh"]
+    volumes:
+      - ./lab-pg-entrypoint.sh:/lab-pg-entrypoint.sh:ro
+"""
+ALL_SERVICES = {"api", "worker", "worker_beat", "web", "db_postgres", "redis", "sandbox", "plugin_daemon",
+                "ssrf_proxy", "nginx", "weaviate", "init_permissions"}
+
+
+def ensure_real_postgres(engine: Engine) -> bool:
+    """The real PostgreSQL image in ``engine``; True if it was imported now (the caller removes it)."""
+    if engine.image_exists(PG_IMAGE):
+        return False
+    tar = lab.debian_rootfs_tar(PG_PACKAGES)
+    engine.run(["import", "--change", "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:"
+                "/usr/sbin:/usr/bin:/sbin:/bin", "--change", 'CMD ["postgres"]', str(tar), PG_IMAGE], timeout=900)
+    return True
+
+
+@dataclass
+class RunningStack:
+    engine: Engine
+    stack: Stack
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def compose(self, args, **kwargs):
+        return self.stack.compose(self.engine, args, **kwargs)
+
+    def container(self, service: str) -> str:
+        return _states(self.engine, self.stack.project_dir, self.stack.project_name)[service]["container"]
+
+    def exec(self, service: str, *argv: str, input: str | None = None) -> str:
+        interactive = ["-i"] if input is not None else []
+        return self.engine.run(["exec", *interactive, self.container(service), *argv], input=input,
+                               timeout=120).stdout
+
+    def psql(self, database: str, sql: str) -> str:
+        return self.exec("db_postgres", "psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres",
+                         "-d", database, "-c", sql)
+
+    def wait_up(self, services: set[str], timeout: float = 240) -> None:
+        wait_until(lambda: _all_up(self.engine, self.stack.project_dir, self.stack.project_name, services),
+                   timeout=timeout, what=f"{sorted(services)} running (healthy where checked)",
+                   on_timeout=lambda: json.dumps(_states(self.engine, self.stack.project_dir,
+                                                         self.stack.project_name), indent=1)[-3000:])
+
+    def down(self) -> None:
+        down = ["down", "-v"] if self.engine.is_podman else ["down", "-v", "--remove-orphans", "--timeout", "5"]
+        self.compose(down, check=False, timeout=300)
+        # containers of services outside the active profile set, if any test started them
+        label = "io.podman.compose.project" if self.engine.is_podman else "com.docker.compose.project"
+        left = self.engine.run(["ps", "-a", "-q", "--filter", f"label={label}={self.stack.project_name}"],
+                               mutates=False).stdout.split()
+        if left:
+            self.engine.run(["rm", "--force", *left], check=False)
+
+
+def make_project(engine: Engine, directory: Path, name: str) -> tuple[Stack, dict[str, int]]:
+    """A complete Dify docker/ directory with free ports and the real-postgres override."""
+    project, ports = _project(directory)
+    (project / PG_OVERRIDE).write_text(PG_OVERRIDE_TEXT)
+    (project / "lab-pg-entrypoint.sh").write_text(PG_ENTRYPOINT)
+    files = ["docker-compose.yaml", PG_OVERRIDE]
+    if engine.is_podman:
+        files.append(str(OVERRIDES / "podman.yaml"))
+    return Stack(project, name, project / ".env", files, runtime=engine.runtime, dify_version="1.11.3"), ports
+
+
+def project_name(prefix: str = "dalsnap") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def running_stack(engine: Engine, directory: Path, services: set[str] | None = None,
+                  name: str | None = None) -> Iterator[RunningStack]:
+    """Bring the project up (``services`` and their deps, default all) and always tear it down."""
+    if engine.is_podman:
+        lab.allow_podman_internal_networks()
+    stack, ports = make_project(engine, directory, name or project_name())
+    running = RunningStack(engine, stack, ports)
+    try:
+        running.compose(["up", "-d", *sorted(services or ())], timeout=600)
+        yield running
+    finally:
+        running.down()
+
+
+def tree_digest(root: Path) -> dict[str, tuple]:
+    """Every file, dir and link below ``root``: (kind, sha256 or target, mode, uid, gid)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                out[rel] = ("link", os.readlink(path), st.st_uid, st.st_gid)
+            elif path.is_dir():
+                out[rel] = ("dir", oct(st.st_mode & 0o7777), st.st_uid, st.st_gid)
+            else:
+                out[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest(), oct(st.st_mode & 0o7777),
+                            st.st_uid, st.st_gid)
+    return out
+
+
+def plant_plugins(root: Path, tenant: str = "7e1ed6a2-0000-4000-8000-00000000c0de", plugins: int = 3) -> dict:
+    """Files like an installed plugin daemon's, into ``volumes/plugin_daemon`` (through the host path)."""
+    ids = []
+    for i in range(plugins):
+        ident = f"langgenius/tool{i}:0.0.{i}@{hashlib.sha256(str(i).encode()).hexdigest()}"
+        ids.append(ident)
+        pkg = root / "plugin_packages" / ident.replace("/", "_")
+        pkg.parent.mkdir(parents=True, exist_ok=True)
+        pkg.write_bytes(os.urandom(2048 + i))
+        work = root / "cwd" / "langgenius" / f"tool{i}-0.0.{i}"
+        (work / ".venv" / "bin").mkdir(parents=True, exist_ok=True)
+        (work / "main.py").write_text(f"print('tool {i}')\n")
+        (work / ".venv" / "pyvenv.cfg").write_text("home = /opt/lab-python/bin\nimplementation = CPython\n"
+                                                  "version_info = 3.12.3\ninclude-system-site-packages = false\n")
+        (work / ".venv" / "bin" / "python").symlink_to("/opt/lab-python/bin/python3.12")
+        secret = work / "config.secret"
+        secret.write_text("only the daemon reads this\n")
+        secret.chmod(0o600)
+        os.chown(work / "main.py", 1001, 1001)
+    return {"tenant": tenant, "ids": ids}
+
+
+def plant_rows(running: RunningStack, database: str, tenant: str, ids: list[str]) -> None:
+    """The daemon's plugin tables (the real names, fewer columns) with rows, in the real PostgreSQL."""
+    exists = running.psql("postgres", f"SELECT count(*) FROM pg_database WHERE datname = '{database}'").strip()
+    if exists == "0":
+        running.psql("postgres", f'CREATE DATABASE "{database}"')
+    values = ", ".join(f"('{tenant}', '{ident}')" for ident in ids)
+    running.psql(database, "CREATE TABLE plugin_installations (id serial PRIMARY KEY, tenant_id text NOT NULL, "
+                           "plugin_unique_identifier text NOT NULL, created_at timestamptz DEFAULT now()); "
+                           "CREATE TABLE plugins (id serial PRIMARY KEY, plugin_unique_identifier text UNIQUE, "
+                           "refers integer DEFAULT 1); "
+                           f"INSERT INTO plugin_installations (tenant_id, plugin_unique_identifier) VALUES {values}; "
+                           "INSERT INTO plugins (plugin_unique_identifier) "
+                           "SELECT plugin_unique_identifier FROM plugin_installations;")
+
+
+def python_into_daemon(running: RunningStack) -> None:
+    """Give the running daemon container the interpreter the planted venvs point at (committed with it)."""
+    running.exec("plugin_daemon", "sh", "-c", "mkdir -p /opt/lab-python/bin && "
+                 "cp /bin/busybox /opt/lab-python/bin/python3.12")
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

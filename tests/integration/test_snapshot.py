@@ -1,0 +1,100 @@
+"""snapshot-daemon / restore-daemon on real engines: the REAL compose file, stand-ins, a REAL PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts import snapshot
+from scripts.engine import Engine
+from scripts.errors import AirgapError
+from tests.conftest import require_engine
+from tests.integration import dify_stack as ds
+from tests.integration.test_standins import docker_standins, podman_standins  # noqa: F401 - session fixtures
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def real_postgres():
+    """The real PostgreSQL image in each answering engine; removed at the end if this session made it."""
+    made = []
+    for runtime in ("docker", "podman"):
+        engine = Engine(runtime)
+        if engine.client_path() and engine.answers() and ds.ensure_real_postgres(engine):
+            made.append(engine)
+    yield
+    for engine in made:
+        engine.run(["image", "rm", "--force", ds.PG_IMAGE], check=False)
+
+
+def _image_of(engine: Engine, cid: str) -> str:
+    info = json.loads(engine.run(["container", "inspect", cid], mutates=False).stdout)[0]
+    return info["Config"]["Image"]
+
+
+@pytest.mark.parametrize("source,target", [("docker", "podman"), ("podman", "docker")])
+def test_snapshot_then_restore_on_the_other_engine(source, target, request, tmp_path, real_postgres):
+    src = request.getfixturevalue(f"{source}_standins")[0]
+    dst = request.getfixturevalue(f"{target}_standins")[0]
+    ref = None
+    try:
+        with ds.running_stack(src, tmp_path / "online", {"plugin_daemon", "db_postgres"}) as online:
+            online.wait_up({"plugin_daemon", "db_postgres"})
+            volume = online.stack.project_dir / "volumes" / "plugin_daemon"
+            planted = ds.plant_plugins(volume)
+            ds.plant_rows(online, "dify_plugin", planted["tenant"], planted["ids"])
+            ds.python_into_daemon(online)
+            before_files = ds.tree_digest(volume)
+            before_rows = online.psql("dify_plugin", "SELECT count(*) FROM plugin_installations").strip()
+
+            plan = snapshot.make_plan(online.stack, tmp_path / "snapshots")
+            ref = plan.ref
+            result = snapshot.snapshot_daemon(src, plan)
+            assert result == plan.final_dir and (result / snapshot.COMPLETE).is_file()
+            assert not list((tmp_path / "snapshots").glob(".*.partial"))
+            manifest = json.loads((result / "manifest.json").read_text())
+            assert manifest["database"]["row_counts"] == {"plugin_installations": 3, "plugins": 3}
+            assert len(manifest["venvs"]) == 3 and not any(v["missing"] for v in manifest["venvs"])
+            # the daemon was unpaused and still answers
+            assert json.loads(online.exec("plugin_daemon", "wget", "-q", "-O", "-",
+                                          "http://127.0.0.1:5002/health/check"))["status"] == "ok"
+            # the committed image carries none of this host's secrets
+            env = src.inspect_image(ref)["Config"]["Env"]
+            assert not [e for e in env if e.startswith(("DB_PASSWORD=", "SERVER_KEY=")) and not e.endswith("=")]
+        src.run(["image", "rm", "--force", ref], check=False)  # the air-gapped side has only the snapshot
+
+        with ds.running_stack(dst, tmp_path / "airgapped", {"db_postgres"}) as offline:
+            offline.wait_up({"db_postgres"})
+            outcome = snapshot.restore_daemon(dst, result, offline.stack)
+            restored = offline.stack.project_dir / "volumes" / "plugin_daemon"
+            assert ds.tree_digest(restored) == before_files  # every file: content, mode, owner
+            assert offline.psql("dify_plugin", "SELECT count(*) FROM plugin_installations").strip() == before_rows
+            assert outcome["row_counts"] == {"plugin_installations": 3, "plugins": 3}
+            assert outcome["health"]["status"] == "ok"
+            assert outcome["plugins"] == {planted["tenant"]: 3}
+            override = offline.stack.project_dir / snapshot.OVERRIDE_NAME
+            assert f"image: {ref}" in override.read_text()
+            assert outcome["compose_files"][-1] == snapshot.OVERRIDE_NAME
+            assert _image_of(dst, offline.container("plugin_daemon")) == ref
+    finally:
+        if ref:
+            for engine in (src, dst):
+                engine.run(["image", "rm", "--force", ref], check=False)
+
+
+@pytest.mark.usefixtures("docker_standins", "real_postgres")
+def test_snapshot_refuses_a_venv_whose_interpreter_is_not_in_the_image(tmp_path):
+    engine = require_engine("docker")
+    with ds.running_stack(engine, tmp_path / "p", {"plugin_daemon", "db_postgres"}) as online:
+        online.wait_up({"plugin_daemon", "db_postgres"})
+        ds.plant_plugins(online.stack.project_dir / "volumes" / "plugin_daemon", plugins=1)
+        plan = snapshot.make_plan(online.stack, tmp_path / "snapshots")
+        with pytest.raises(AirgapError, match="python3.12"):
+            snapshot.snapshot_daemon(engine, plan)  # no python_into_daemon: /opt/lab-python is missing
+        assert not engine.image_exists(plan.ref), "the committed image of a failed snapshot was left behind"
+        assert not list((tmp_path / "snapshots").iterdir()), "a failed snapshot left files"
+        state = engine.run(["container", "inspect", "--format", "{{.State.Status}}",
+                            online.container("plugin_daemon")], mutates=False).stdout.strip()
+        assert state == "running"  # unpaused also on error
