@@ -88,12 +88,28 @@ def load_images(engine: Engine, bundle: Path, manifest: dict | None = None, *,
     if proc.returncode or broken:
         raise classify(argv, proc.returncode or 1, stderr or "the engine stopped reading the archive")
     LOG.debug("%s", stdout.strip())
+    if engine.is_podman:
+        _qualify_podman_names(engine, refs)
     still = missing_images(engine, [local_ref(engine, r) for r in refs])
     if still:
         from .errors import ImageMissing
 
         raise ImageMissing(f"after loading, the engine still lacks: {', '.join(still)}", image=still[0])
     return refs
+
+
+def _qualify_podman_names(engine: Engine, refs: Sequence[str]) -> None:
+    """Podman < 4.4 loads a docker-archive's ``busybox:latest`` as ``localhost/busybox:latest``; compose's
+    ``image: busybox:latest`` means ``docker.io/library/busybox:latest``. Re-tag to the Docker Hub name."""
+    for ref in refs:
+        want = local_ref(engine, ref)
+        if engine.image_exists(want):
+            continue
+        short = f"localhost/{ref}"
+        if engine.image_exists(short):
+            engine.run(["tag", short, want])
+            engine.run(["untag", short, short], check=False)
+            LOG.debug("podman loaded %s as %s: tagged %s", ref, short, want)
 
 
 def _has_same_image(engine: Engine, image: dict) -> bool:

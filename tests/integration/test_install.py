@@ -138,7 +138,8 @@ def test_install_check_rerun_and_down(runtime, standin_bundles, tmp_path, reques
         (opts.prefix / "docker" / "volumes" / "app").mkdir(parents=True, exist_ok=True)
         (opts.prefix / "docker" / "volumes" / "app" / "keep.txt").write_text("data")
     finally:
-        installer.down(opts.prefix.resolve())
+        if (opts.prefix / dep.STATE_FILE).exists():
+            installer.down(opts.prefix.resolve())
     assert not _leftovers(engine, opts.project_name)
     assert (opts.prefix / "docker" / "volumes" / "app" / "keep.txt").read_text() == "data", "down must keep data"
 
