@@ -211,6 +211,138 @@ def push(c, path, registry, runtime=None, insecure=False, output=".", dry_run=Fa
           f"and {plan.output / pusher.HELM_VALUES}")
 
 
+PREFIX_HELP = "the install root holding docker/ and dify-airgap.json (default /opt/dify)"
+
+
+@task(help={
+    "path": "the bundle directory (or its archive / first part)",
+    "runtime": RUNTIME_HELP,
+    "prefix": PREFIX_HELP,
+    "set": "KEY=VALUE the install will put in .env (e.g. EXPOSE_NGINX_PORT=8080), repeatable: ports are "
+           "checked with it",
+    "json": "print the report as JSON",
+}, iterable=["set_"])
+@_fails_cleanly
+def preflight(c, path, runtime=None, prefix="/opt/dify", set_=None, json_=False):
+    """Can this host run this bundle? Disk, ports, engine, compose, architecture, SELinux: pass/warn/fail."""
+    from pathlib import Path
+
+    from scripts import install as installer
+    from scripts import manifest
+    from scripts import preflight as checks
+    from scripts.envfile import parse_overrides
+
+    engine = engine_for(c, runtime)
+    bundle_dir = installer.open_bundle(Path(path))
+    report = checks.run(engine, bundle_dir, manifest.load_manifest(bundle_dir), Path(prefix),
+                        overrides=parse_overrides(set_ or []))
+    print(report.to_json() if json_ else report.render())
+    if not report.ok:
+        raise Exit(code=1)
+
+
+@task(help={
+    "path": "the bundle directory (or its archive / first part)",
+    "runtime": RUNTIME_HELP,
+    "prefix": PREFIX_HELP,
+    "server_ip": "this server's IP or host name: fills every public URL in .env (first install or change)",
+    "base_url": "public base URL instead of --server-ip, e.g. https://dify.example.local",
+    "site_file": "your site's KEY=VALUE file for .env (storage, external DB, internal PyPI mirror...)",
+    "set": "KEY=VALUE for .env, repeatable; beats every other layer",
+    "timeout": "seconds to wait for every service to be running/healthy (default 600)",
+    "selinux": "relabel bind mounts with :z: auto (when podman runs with SELinux enforcing), on, off",
+    "no_start": "install everything but do not start the stack",
+    "json": "print the result as JSON",
+    "dry_run": "print every command and file change; change nothing",
+}, iterable=["set_"])
+@_fails_cleanly
+def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=None, site_file=None, set_=None,
+            timeout=600, selinux="auto", no_start=False, json_=False, dry_run=False):
+    """Install a bundle on this (air-gapped) host and start Dify: verify, load, .env, overrides, up, wait."""
+    from pathlib import Path
+
+    from scripts import install as installer
+    from scripts.envfile import parse_overrides
+
+    if selinux not in ("auto", "on", "off"):
+        raise Exit(f"error: --selinux must be auto, on or off, not {selinux!r}", code=2)
+    engine = engine_for(c, runtime, dry_run=dry_run)
+    opts = installer.InstallOptions(bundle=Path(path), runtime=engine.runtime, prefix=Path(prefix),
+                                    server_ip=server_ip, base_url=base_url,
+                                    site_file=Path(site_file) if site_file else None,
+                                    overrides=parse_overrides(set_ or []), timeout=float(timeout),
+                                    selinux=selinux, start=not no_start, dry_run=dry_run)
+    report = installer.install(opts)
+    print(installer.summary_json(report) if json_ else report.render())
+    if dry_run:
+        print("\n[dry-run] nothing was loaded, written or started")
+
+
+@task(help={
+    "prefix": PREFIX_HELP,
+    "purge_data": "ALSO delete the volumes and docker/volumes (database, storage): asks for confirmation",
+    "yes": "with --purge-data: do not ask (for scripts)",
+    "dry_run": "print the commands; change nothing",
+})
+@_fails_cleanly
+def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False):
+    """Stop the stack and remove its containers; data is kept unless --purge-data."""
+    from pathlib import Path
+
+    from scripts import install as installer
+
+    if purge_data and not yes and not dry_run:
+        if not sys.stdin.isatty():
+            raise Exit("error: --purge-data deletes the database and storage; add --yes to confirm "
+                       "(no terminal to ask on)", code=2)
+        answer = input(f"Delete ALL Dify data under {prefix}/docker/volumes? Type the prefix to confirm: ")
+        if answer.strip() != str(prefix):
+            raise Exit("not confirmed; nothing was changed", code=1)
+    for line in installer.down(Path(prefix), purge_data=purge_data, dry_run=dry_run):
+        print(line)
+
+
+@task(auto_shortflags=False, help={
+    "prefix": PREFIX_HELP,
+    "ollama_url": "also check an Ollama server, e.g. http://10.0.0.5:11434 (GET /api/tags)",
+    "ollama_model": "with --ollama-url: this model must be there (llama3 or llama3:latest)",
+    "vllm_url": "also check a vLLM (OpenAI-compatible) server, e.g. http://10.0.0.6:8000 (GET /v1/models)",
+    "vllm_api_key": "with --vllm-url: the key vLLM was started with (sent as a Bearer token, never printed)",
+    "vllm_model": "with --vllm-url: this model id must be served",
+    "timeout": "seconds each request may take (default 10)",
+    "skip_deployment": "check only --ollama-url/--vllm-url, no Dify deployment needed (e.g. before install)",
+    "json": "print the report as JSON",
+})
+@_fails_cleanly
+def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=None, vllm_api_key=None,
+          vllm_model=None, timeout=10, skip_deployment=False, json_=False):
+    """Is Dify up? Containers, images, API health, console via nginx, plugin daemon, model servers."""
+    from scripts import check as checks
+    from scripts import deployment
+    from scripts.console import register_secret
+
+    register_secret(vllm_api_key or "")
+    if ollama_model and not ollama_url:
+        raise Exit("error: --ollama-model needs --ollama-url", code=2)
+    if (vllm_model or vllm_api_key) and not vllm_url:
+        raise Exit("error: --vllm-model and --vllm-api-key need --vllm-url", code=2)
+    if skip_deployment and not (ollama_url or vllm_url):
+        raise Exit("error: --skip-deployment checks only model servers: give --ollama-url or --vllm-url", code=2)
+    dep = engine = None
+    if not skip_deployment:
+        dep = deployment.load(prefix)
+        engine = dep.engine()  # the runtime and compose provider install recorded
+        compose = (c.config.get("airgap", {}) or {}).get("compose")
+        if compose:
+            engine.compose_argv = tuple(compose.split())
+    report = checks.run_checks(dep, engine=engine, ollama_url=ollama_url, ollama_model=ollama_model,
+                               vllm_url=vllm_url, vllm_api_key=vllm_api_key, vllm_model=vllm_model,
+                               timeout=float(timeout))
+    print(report.to_json() if json_ else report.render())
+    if not report.ok:
+        raise Exit(code=1)
+
+
 @task(help={
     "project_dir": "Dify's docker/ directory, holding docker-compose.yaml and .env.example "
                    "(default: $DIFY_AIRGAP_PROJECT_DIR or a known place)",
