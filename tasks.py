@@ -114,35 +114,53 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
     "plugins": "plugins to repackage offline into the bundle's plugins/ (.difypkg, author/name:version or URL; "
                "comma-separated or repeated)",
     "plugin_sign_key": "sign the bundled plugins with this PKCS#1 private key (invoke plugin-keygen)",
+    "source": "instead of --project-dir: a git URL/path (cloned at tag VERSION) or the release source tarball "
+              "(path or URL, e.g. https://github.com/langgenius/dify/archive/refs/tags/1.11.3.tar.gz)",
+    "archive": "also write OUTPUT/dify-VERSION-airgap-ARCH.tar (split into .tar.part-NNN with --chunk-size): "
+               "the whole bundle as one file to carry",
     "dry_run": "print the plan and the exact commands; change nothing",
 }, iterable=["plugins"])
 @_fails_cleanly
 def bundle(c, version="1.11.3", project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
            vector_stores="", all_profiles=False, platform=None, compression="zstd", chunk_size=None,
            pull="missing", target_python="3.9", wheelhouse=None, plugins=None, plugin_sign_key=None,
-           dry_run=False):
+           source=None, archive=False, dry_run=False):
     """Make the offline bundle: images, Dify's docker/ dir, toolkit and wheels, with checksums."""
+    from contextlib import nullcontext
     from pathlib import Path
 
     from scripts import bundle as bundler
     from scripts import compose_plan
+    from scripts import source as sources
     from scripts.project import resolve_env_file, resolve_project_dir
 
+    if source and project_dir:
+        raise Exit("error: give --source or --project-dir, not both", code=2)
     engine = engine_for(c, runtime, dry_run=dry_run)
-    project = resolve_project_dir(project_dir, version)
-    image_plan = compose_plan.plan_images(engine, project, resolve_env_file(project, env_file),
-                                          profiles=_split(profiles), vector_stores=_split(vector_stores),
-                                          all_profiles=all_profiles)
-    plan = bundler.make_plan(image_plan, version=version, project_dir=project, output=Path(output),
-                             platform=platform or bundler.host_platform(), compression=compression,
-                             chunk_size=chunk_size, pull=pull, target_python=target_python,
-                             wheelhouse=wheelhouse, plugins=_split(plugins or []),
-                             plugin_sign_key=plugin_sign_key)
-    print(plan.render(engine))
-    if dry_run:
-        print("\n[dry-run] nothing was pulled, saved or written")
-        return
-    print(f"\nbundle: {bundler.build(engine, plan)}")
+    checkout = sources.checkout(source, version, dry_run=dry_run) if source else \
+        nullcontext(resolve_project_dir(project_dir, version))
+    with checkout as project:
+        image_plan = compose_plan.plan_images(engine, project, resolve_env_file(project, env_file),
+                                              profiles=_split(profiles), vector_stores=_split(vector_stores),
+                                              all_profiles=all_profiles)
+        plan = bundler.make_plan(image_plan, version=version, project_dir=project, output=Path(output),
+                                 platform=platform or bundler.host_platform(), compression=compression,
+                                 chunk_size=chunk_size, pull=pull, target_python=target_python,
+                                 wheelhouse=wheelhouse, plugins=_split(plugins or []),
+                                 plugin_sign_key=plugin_sign_key, archive=archive,
+                                 source=sources.shown(source) if source else None)
+        print(plan.render(engine))
+        if dry_run:
+            print("\n[dry-run] nothing was pulled, saved or written")
+            return
+        final = bundler.build(engine, plan)
+    print(f"\nbundle: {final}")
+    if archive:
+        from scripts.archive import archive_name
+
+        name = archive_name(final.name)
+        print(f"archive: {final.parent / (name + '.part-000' if plan.chunk_size else name)} "
+              f"(check: sha256sum -c {name}.SHA256SUMS, or invoke verify on it)")
 
 
 @task(help={"path": "the bundle directory (or any file inside it), or its archive NAME.tar / NAME.tar.part-000",
