@@ -59,3 +59,32 @@ def standins(session: nox.Session) -> None:
     _install(session)
     session.run("python", "-m", "scripts.lab", "up")
     session.run("python", "-m", "scripts.standins", "build", "--seed", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measure raw save, save|gzip, our bundle and both loads side by side (not part of `tests`); --size-mb N."""
+    _install(session)
+    if _lab_possible():
+        session.run("python", "-m", "scripts.lab", "up")
+    session.run("python", "-m", "scripts.bench", *session.posargs)
+
+
+def _e2e(session: nox.Session, runtime: str) -> None:
+    _install(session)
+    if _lab_possible():
+        session.run("python", "-m", "scripts.lab", "up")
+    # -s: the transcript (network interfaces of the air-gapped container, install and check output) is shown
+    session.run("pytest", "-s", "-m", "e2e", "tests/e2e", "-k", runtime, *session.posargs)
+
+
+@nox.session(name="e2e-docker")
+def e2e_docker(session: nox.Session) -> None:
+    """Online bundle through a registry mirror, then install + check on docker in a --network none container."""
+    _e2e(session, "docker")
+
+
+@nox.session(name="e2e-podman")
+def e2e_podman(session: nox.Session) -> None:
+    """The same with podman (and no podman-compose preinstalled: the bundle's wheels provide it)."""
+    _e2e(session, "podman")

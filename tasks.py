@@ -362,6 +362,30 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
 
 
 @task(help={
+    "path": "the bundle directory (or its archive / first part) to rehearse with",
+    "runtime": "engine of the rehearsed air-gapped host: docker (default) or podman (without podman-compose)",
+    "timeout": "seconds install may wait for the services (default 600)",
+})
+@_fails_cleanly
+def rehearse(c, path, runtime="docker", timeout=600):
+    """Prove a bundle before the transfer: install + check it in a container with NO network (needs docker)."""
+    from pathlib import Path
+
+    from scripts import e2e
+    from scripts import install as installer
+
+    if runtime not in ("docker", "podman"):
+        raise Exit(f"error: --runtime must be docker or podman, not {runtime!r}", code=2)
+    outer = Engine("docker")
+    if not outer.answers():
+        raise Exit("error: rehearse runs the air-gapped host as a container and needs a running docker "
+                   "on this machine (systemctl start docker)", code=1)
+    bundle_dir = installer.open_bundle(Path(path))
+    print(e2e.airgapped(outer, bundle_dir, runtime, timeout=float(timeout)))
+    print(f"\nrehearsal OK: {bundle_dir} installs and checks green on {runtime} with no network")
+
+
+@task(help={
     "project_dir": "Dify's docker/ directory, holding docker-compose.yaml and .env.example "
                    "(default: $DIFY_AIRGAP_PROJECT_DIR or a known place)",
     "out": "file to write (default: PROJECT_DIR/.env, or PROJECT_DIR/middleware.env with --middleware)",

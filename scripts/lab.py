@@ -353,11 +353,12 @@ DIND_IMAGE = "dify-airgap-lab/dind:bookworm"
 DIND_PACKAGES = ("docker.io", "iptables", "python3", "python3-venv", "ca-certificates", "procps")
 
 
-def ensure_dind_image(engine: Engine, name: str = DIND_IMAGE, packages: Sequence[str] = DIND_PACKAGES) -> str:
+def ensure_dind_image(engine: Engine, name: str = DIND_IMAGE, packages: Sequence[str] = DIND_PACKAGES,
+                      suite: str = "bookworm") -> str:
     """A Debian image with docker.io and python3 for DinD (debootstrap, cached per lab)."""
     if engine.image_exists(name):
         return name
-    tar = debian_rootfs_tar(packages)
+    tar = debian_rootfs_tar(packages, suite=suite)
     engine.run(["import", "--change", 'CMD ["/bin/bash"]', str(tar), name], timeout=900)
     return name
 

@@ -1,0 +1,53 @@
+"""The whole flow in throwaway containers: online bundle -> air-gapped install + check (nox -s e2e-*)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts import e2e
+from scripts.engine import Engine
+from scripts.errors import AirgapError
+
+from ..conftest import require_engine
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+
+@pytest.mark.parametrize("runtime", ["docker", "podman"])
+def test_bundle_then_airgapped_install_and_check(runtime):
+    require_engine("docker")  # the outer engine that runs the throwaway containers
+    transcript = e2e.run(runtime)
+    print(transcript)
+    assert "network interfaces: lo\n" in transcript
+    assert "DNS lookup of pypi.org inside: FAILS" in transcript
+    assert "sha256sum -c: OK" in transcript
+    assert "nothing changed" in transcript  # the second install
+    if runtime == "podman":
+        assert "podman-compose preinstalled: no" in transcript
+        assert "podman-compose installed from the bundle's wheels" in transcript
+
+
+def test_bundle_missing_an_image_fails_at_the_missing_image_check_docker():
+    require_engine("docker")
+    with pytest.raises(AirgapError) as info:
+        e2e.run("docker", drop_image="semitechnologies/weaviate:1.27.0")
+    message = str(info.value)
+    print(message[-3000:])
+    assert "semitechnologies/weaviate:1.27.0 (service: weaviate)" in message
+    assert "Nothing was started" in message
+
+
+def test_network_use_on_the_airgapped_side_fails_docker():
+    """Negative: the air-gapped container really has no way out (pip, registry pull, DNS all fail)."""
+    outer = require_engine("docker")
+    with e2e.GapContainer(outer, "docker") as gap:
+        assert gap.interfaces() == ["lo"]
+        assert gap.run(["python3", "-m", "venv", "/tmp/v"], timeout=120).ok
+        pip = gap.run(["/tmp/v/bin/pip", "download", "--no-cache-dir", "--retries", "0", "--timeout", "5",
+                       "-d", "/tmp/x", "invoke"], timeout=180)
+        assert not pip.ok and "invoke" in pip.stdout + pip.stderr
+        pull = gap.inner.run(["pull", "busybox:latest"], check=False, timeout=120)
+        assert not pull.ok and pull.stderr
+        dns = gap.run(["python3", "-c", "import socket; socket.getaddrinfo('registry-1.docker.io', 443)"])
+        assert not dns.ok and "gaierror" in dns.stderr
+    assert not Engine("docker").probe(["inspect", gap.name]).ok, "the air-gapped container was not removed"
