@@ -92,27 +92,33 @@ def open_bundle(path: Path, dry_run: bool = False) -> Path:
     return materialize(path, dry_run=dry_run)
 
 
-def ensure_compose(engine: Engine, bundle: Path, manifest: dict) -> list[str]:
-    """The compose argv to record (empty: auto-detect works). Installs podman-compose offline if needed."""
+def ensure_compose(engine: Engine, bundle: Path, manifest: dict) -> tuple[list[str], bool]:
+    """(compose argv to record, installed now?). Empty argv: auto-detection works.
+
+    Podman without a provider: podman-compose from the bundle's wheels, into the toolkit's own venv.
+    """
     if engine.find_compose():
-        return []
+        return list(engine.compose_argv or []), False
     if not engine.is_podman:
         engine.compose()  # raises ComposeMissing with the fix
-    if sys.prefix == sys.base_prefix:
-        raise AirgapError("podman-compose is missing and this toolkit does not run from its own venv; "
-                          "bootstrap it with the bundle's `sh install.sh` and run `.venv/bin/dify-airgap install ...`")
-    wheels = bundle / "wheels"
-    argv = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheels), "podman-compose"]
-    LOG.info("podman-compose is missing: installing it from the bundle's wheels into %s", sys.prefix)
-    engine.run(argv[1:], argv0=argv[:1], timeout=600)
     target = Path(sys.executable).parent / "podman-compose"
-    if engine.dry_run:
-        return [str(target)]
+    installed = False
+    if not target.exists():
+        if sys.prefix == sys.base_prefix:
+            raise AirgapError("podman-compose is missing and this toolkit does not run from its own venv; bootstrap "
+                              "it with the bundle's `sh install.sh` and run `.venv/bin/dify-airgap install ...`")
+        argv = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(bundle / "wheels"),
+                "podman-compose"]
+        LOG.info("podman-compose is missing: installing it from the bundle's wheels into %s", sys.prefix)
+        engine.run(argv[1:], argv0=argv[:1], timeout=600)
+        installed = True
+        if engine.dry_run:
+            return [str(target)], True
     engine.compose_argv = (str(target),)
     engine._compose = None
     provider = engine.compose()
     LOG.info("compose provider: %s %s", provider.name, provider.version)
-    return [str(target)]
+    return [str(target)], installed
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -222,8 +228,8 @@ def install(opts: InstallOptions) -> InstallReport:
         raise AirgapError("preflight failed; nothing was changed (fix the FAIL items above)")
 
     # 2. compose provider
-    compose_argv = ensure_compose(engine, bundle, manifest)
-    if compose_argv:
+    compose_argv, compose_installed = ensure_compose(engine, bundle, manifest)
+    if compose_installed:
         report.actions.append(f"podman-compose installed from the bundle's wheels: {compose_argv[0]}")
 
     # 3. images

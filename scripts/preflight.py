@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -133,6 +134,10 @@ def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,
     # compose provider
     compose_file = bundle / "docker" / "docker-compose.yaml"
     provider = engine.find_compose() if engine.client_path() else None
+    venv_compose = Path(sys.executable).parent / "podman-compose"  # put there by an earlier install
+    if provider is None and engine.is_podman and venv_compose.exists():
+        engine.compose_argv, engine._compose = (str(venv_compose),), None
+        provider = engine.find_compose()
     needs = REQUIRED_FALSE_COMPOSE if compose_file.is_file() and _uses_required_false(compose_file) else None
     if provider is None:
         has_wheels = any(w.startswith("podman_compose-") for w in manifest.get("wheels", []))
