@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -128,3 +129,13 @@ def test_unsafe_members_are_refused(archived, tmp_path):
     with pytest.raises(AirgapError, match="link or special file"):
         archive.materialize(path, tmp_path / "y")
     assert not (tmp_path / "escape").exists() and not list((tmp_path / "x").glob("*/docker"))
+
+
+def test_push_dry_run_plans_from_the_archive_and_changes_nothing(archived, tmp_path):
+    _, _, out, bundle, parts = archived
+    shutil.rmtree(bundle)  # only the archive is left, as on the far side
+    res = run_task("push", str(parts[0]), "--registry", "reg.example:5000/dify", "--runtime", "docker",
+                   "--output", str(tmp_path / "map"), "--dry-run")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "reg.example:5000/dify/" in res.stdout and "[dry-run] nothing was loaded, pushed or written" in res.stdout
+    assert not (tmp_path / "map").exists() and not bundle.exists(), "a dry run unpacks and writes nothing"
