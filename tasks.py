@@ -552,3 +552,137 @@ def plugin_verify(c, package, public_key=None, json_=False):
             print(f"  signed at {result.signed_at}, category {result.category}, checksum {result.checksum}")
     if not result.verified:
         raise Exit(code=1)
+
+
+# --- snapshot-daemon / restore-daemon / backup / restore (scripts/snapshot.py, scripts/backup.py) ---------
+
+STACK_HELP = {
+    "project_dir": "Dify's docker/ directory of the RUNNING compose project (default: $DIFY_AIRGAP_PROJECT_DIR "
+                   "or a known place); or use --prefix",
+    "prefix": "an install root made by `invoke install` (holds docker/ and dify-airgap.json); instead of "
+              "--project-dir",
+    "project_name": "compose project name (default: from the install record, else COMPOSE_PROJECT_NAME in .env, "
+                    "else the directory name)",
+    "compose_file": "compose files in -f order, relative to the project dir (repeatable; default: the install "
+                    "record's, else docker-compose.yaml, plus compose-overrides/podman.yaml for podman)",
+    "runtime": RUNTIME_HELP + "; with --prefix the install record's runtime",
+}
+
+
+def _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run=False, new=False):
+    """The engine and the compose project the data commands work on."""
+    from pathlib import Path
+
+    from scripts import stackdata
+
+    compose_argv = ()
+    if prefix and (Path(prefix) / "dify-airgap.json").is_file():
+        from scripts import deployment
+
+        record = deployment.load(prefix)
+        runtime = runtime or record.runtime
+        compose_argv = tuple(record.compose_argv)
+    engine = engine_for(c, runtime, dry_run=dry_run)
+    if compose_argv:
+        engine.compose_argv = compose_argv
+    stack = stackdata.resolve(prefix, project_dir, project_name, _split(compose_file or []), engine.runtime, new=new)
+    return engine, stack
+
+
+@task(help={**STACK_HELP,
+            "tag": "name:tag for the committed image (default localhost/dify-airgap/plugin-daemon-snapshot:"
+                   "DIFYVERSION-DATE); a name without a registry gets localhost/",
+            "output": "where the snapshot directory is written (default: ./snapshots)",
+            "dry_run": "print the plan and the exact commands; pause, commit and write nothing"},
+      iterable=["compose_file"])
+@_fails_cleanly
+def snapshot_daemon(c, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None,
+                    tag=None, output="snapshots", dry_run=False):
+    """Snapshot the plugin daemon with every plugin installed: image, storage, DB rows, checksums."""
+    from pathlib import Path
+
+    from scripts import snapshot
+
+    engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
+    plan = snapshot.make_plan(stack, Path(output), tag)
+    print(plan.render(engine))
+    if dry_run:
+        print("\n[dry-run] nothing was paused, committed or written")
+        return
+    print(f"\nsnapshot: {snapshot.snapshot_daemon(engine, plan)}")
+
+
+@task(positional=["snapshot"], help={**STACK_HELP,
+                                     "snapshot": "the snapshot directory made by `invoke snapshot-daemon`",
+                                     "timeout": "seconds to wait for the database and /health/check (default 180)",
+                                     "dry_run": "verify the snapshot and print what would be done; change nothing",
+                                     "json": "print the result as JSON"},
+      iterable=["compose_file"])
+@_fails_cleanly
+def restore_daemon(c, snapshot, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None,
+                   timeout=180, dry_run=False, json_=False):
+    """Restore a plugin daemon snapshot here: image, storage, DB rows, compose override, health check."""
+    from scripts import snapshot as snap
+
+    engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
+    result = snap.restore_daemon(engine, snapshot, stack, timeout=float(timeout))
+    if json_:
+        print(json.dumps(result, indent=2))
+        return
+    if dry_run:
+        return
+    print(f"plugin daemon restored from {snapshot}: image {result['image']}, health {result['health'].get('status')}, "
+          f"plugins per tenant {result['plugins'] or 'none'}")
+    print(f"compose override: {result['override']} (keep it as the last -f file: "
+          f"-f {' -f '.join(result['compose_files'])})")
+    if result.get("previous_volume"):
+        print(f"previous plugin storage kept at {result['previous_volume']}")
+
+
+@task(name="backup", help={**STACK_HELP,
+                           "output": "where the backup directory is written (default: ./backups)",
+                           "dry_run": "print the plan and the exact commands; stop and write nothing"},
+      iterable=["compose_file"])
+@_fails_cleanly
+def backup_(c, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None, output="backups",
+            dry_run=False):
+    """Back up a Dify installation: databases, storage, vector store, redis, .env, customised files."""
+    from pathlib import Path
+
+    from scripts import backup as bk
+
+    engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
+    plan = bk.make_plan(stack, Path(output))
+    print(plan.render(engine))
+    if dry_run:
+        print("\n[dry-run] nothing was stopped, dumped or written")
+        return
+    print(f"\nbackup: {bk.backup(engine, plan)}")
+
+
+@task(name="restore", positional=["backup"], help={
+    **STACK_HELP,
+    "backup": "the backup directory made by `invoke backup`",
+    "project_dir": "the docker/ directory to restore into (created if missing; may be another path than the "
+                   "source's); or use --prefix",
+    "prefix": "the install root to restore into (PREFIX/docker)",
+    "no_start": "restore files and databases but do not start the stack",
+    "force": "restore over existing data: it is moved aside as NAME.before-restore-TIME, never deleted",
+    "timeout": "seconds to wait for the database (default 180)",
+    "dry_run": "verify the backup and print what would be restored where; change nothing",
+    "json": "print the result as JSON",
+}, iterable=["compose_file"])
+@_fails_cleanly
+def restore_(c, backup, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None,
+             no_start=False, force=False, timeout=180, dry_run=False, json_=False):
+    """Restore a backup on this host (any runtime, any path): files with owners, databases, row counts."""
+    from scripts import backup as bk
+
+    engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run, new=True)
+    result = bk.restore(engine, backup, stack, start=not no_start, force=force, timeout=float(timeout))
+    if json_:
+        print(json.dumps(result, indent=2))
+    elif not dry_run:
+        print(f"restored {backup} into {stack.project_dir}; row counts equal the backup's: "
+              + ", ".join(f"{db} ({sum(c.values())} rows)" for db, c in result["row_counts"].items()))
+        print("started" if result["started"] else f"not started: run `{stack.compose_command(engine)} up -d`")

@@ -370,6 +370,10 @@ def snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
     if not plan.volume.is_dir():
         raise AirgapError(f"{plan.volume} does not exist: the plugin daemon's storage is not where Dify's compose "
                           f"file puts it (./volumes/plugin_daemon); is --project-dir/--prefix right?")
+    if not sd.database_exists(engine, db, stack.db_type, plan.database):
+        raise AirgapError(f"database {plan.database} does not exist in {stack.db_service}: the plugin daemon has "
+                          f"never run against it (or DB_PLUGIN_DATABASE in {stack.env_file} names another); "
+                          f"start {SERVICE} once, install the plugins, then snapshot")
     if engine.image_exists(plan.ref):
         raise AirgapError(f"image {plan.ref} already exists; pass another --tag or remove it "
                           f"(`{engine.runtime} image rm {plan.ref}`)")

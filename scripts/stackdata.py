@@ -91,10 +91,25 @@ def default_project_name(project_dir: Path, env: dict[str, str]) -> str:
 
 
 def resolve(prefix: str | None = None, project_dir: str | None = None, project_name: str | None = None,
-            compose_files: Sequence[str] = (), runtime: str | None = None) -> Stack:
-    """The stack from ``--prefix`` (install record) or ``--project-dir`` (a Dify docker/ directory)."""
+            compose_files: Sequence[str] = (), runtime: str | None = None, new: bool = False) -> Stack:
+    """The stack from ``--prefix`` (install record) or ``--project-dir`` (a Dify docker/ directory).
+
+    ``new`` (restore onto a fresh host): the directory may be empty or missing, the record may not exist.
+    """
     if prefix and project_dir:
         raise AirgapError("pass either --prefix (an install root) or --project-dir (a docker/ directory), not both")
+    if new and prefix and not (Path(prefix) / "dify-airgap.json").is_file():
+        project_dir = str(Path(prefix) / "docker")
+        prefix = None
+        project_name = project_name or "dify"
+    if new and project_dir and not (Path(project_dir) / "docker-compose.yaml").is_file():
+        directory = Path(project_dir).expanduser().resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+        files = list(compose_files)
+        if not files and runtime == "podman" and PODMAN_OVERRIDE.is_file():
+            files = ["docker-compose.yaml", str(PODMAN_OVERRIDE)]
+        return Stack(directory, project_name or default_project_name(directory, {}), directory / ".env", files,
+                     runtime=runtime)
     if prefix:
         from . import deployment
 

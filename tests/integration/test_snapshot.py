@@ -18,15 +18,15 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="session")
 def real_postgres():
-    """The real PostgreSQL image in each answering engine; removed at the end if this session made it."""
-    made = []
+    """The real PostgreSQL image in each answering engine.
+
+    Kept afterwards as a lab cache image (like the DinD image): concurrent test sessions share it, and
+    removing it at one session's end broke the others.
+    """
     for runtime in ("docker", "podman"):
         engine = Engine(runtime)
-        if engine.client_path() and engine.answers() and ds.ensure_real_postgres(engine):
-            made.append(engine)
-    yield
-    for engine in made:
-        engine.run(["image", "rm", "--force", ds.PG_IMAGE], check=False)
+        if engine.client_path() and engine.answers():
+            ds.ensure_real_postgres(engine)
 
 
 def _image_of(engine: Engine, cid: str) -> str:
@@ -89,7 +89,8 @@ def test_snapshot_refuses_a_venv_whose_interpreter_is_not_in_the_image(tmp_path)
     engine = require_engine("docker")
     with ds.running_stack(engine, tmp_path / "p", {"plugin_daemon", "db_postgres"}) as online:
         online.wait_up({"plugin_daemon", "db_postgres"})
-        ds.plant_plugins(online.stack.project_dir / "volumes" / "plugin_daemon", plugins=1)
+        planted = ds.plant_plugins(online.stack.project_dir / "volumes" / "plugin_daemon", plugins=1)
+        ds.plant_rows(online, "dify_plugin", planted["tenant"], planted["ids"])
         plan = snapshot.make_plan(online.stack, tmp_path / "snapshots")
         with pytest.raises(AirgapError, match="python3.12"):
             snapshot.snapshot_daemon(engine, plan)  # no python_into_daemon: /opt/lab-python is missing
