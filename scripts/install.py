@@ -273,6 +273,10 @@ def install(opts: InstallOptions) -> InstallReport:
     wanted = {"offline.yaml": offline_override(bundle / "docker")}
     if engine.is_podman:
         wanted[PODMAN_OVERRIDE] = (bundle / "compose-overrides" / PODMAN_OVERRIDE).read_text()
+    keys = sorted((project / "plugin-keys").glob("*.public.pem")) if (project / "plugin-keys").is_dir() else []
+    if keys and (bundle / "compose-overrides" / "plugin-signing.yaml").is_file():
+        # the site's plugin public key is in place: keep signature verification ON with it (docs/plugins.md)
+        wanted["plugin-signing.yaml"] = (bundle / "compose-overrides" / "plugin-signing.yaml").read_text()
     if wants_selinux_relabel(opts.selinux, engine):
         wanted["selinux.yaml"] = selinux_override(bundle / "docker")
     for name, text in wanted.items():
@@ -390,8 +394,11 @@ def down(prefix: Path, *, purge_data: bool = False, dry_run: bool = False, timeo
         if dry_run:
             print(f"[dry-run] remove {volumes}")
         elif volumes.exists():
-            # runtime data is owned by container uids: let a container-free rm do it, we are root or owner
-            shutil.rmtree(volumes)
+            if engine.is_podman and engine.facts().get("rootless"):
+                # rootless: the data belongs to the user's sub-uids; only inside the user namespace can we delete it
+                engine.run(["unshare", "rm", "-rf", str(volumes)], timeout=timeout)
+            else:
+                shutil.rmtree(volumes)
             done.append(f"removed {volumes}")
     return done
 

@@ -108,8 +108,12 @@ def unprivileged_port_start(path: Path = Path("/proc/sys/net/ipv4/ip_unprivilege
 
 
 def bundle_key(bundle: Path, manifest: dict) -> str:
-    """Identifies a bundle's content: its name and the sha256 of its image archive."""
-    return f"{bundle.name}@{manifest.get('image_archive', {}).get('sha256', '')[:12]}"
+    """Identifies a bundle's content: its name and a digest of every file's sha256 (not its date)."""
+    import hashlib
+
+    files = sorted((f.get("path", ""), f.get("sha256", "")) for f in manifest.get("files", []))
+    digest = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:12]
+    return f"{bundle.name}@{digest}"
 
 
 def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,

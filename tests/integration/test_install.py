@@ -200,3 +200,43 @@ def test_install_task_cli_dry_run(standin_bundles, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "nothing was loaded, written or started" in res.stdout
     assert not (tmp_path / "opt").exists()
+
+
+def test_newer_bundle_is_an_upgrade_env_merged_and_backed_up(standin_bundles, tmp_path):
+    """Same images, a newer docker/ (a new .env key): .env backed up 0600 and merged, old set noted."""
+    full, _ = standin_bundles
+    engine = require_engine("docker")
+    newer_project = tmp_path / "newer" / "docker"
+    shutil.copytree(full / "docker", newer_project)
+    example = newer_project / ".env.example"
+    example.write_text(example.read_text() + "\n# added by the newer release\nNEW_RELEASE_KEY=from-new\n")
+    plan = compose_plan.plan_images(engine, newer_project, example)
+    newer = bundler.build(engine, bundler.make_plan(
+        plan, version="1.11.3", project_dir=newer_project, output=tmp_path / "newer-out",
+        platform=bundler.host_platform(), compression="zstd", chunk_size=None, pull="never",
+        target_python=f"{sys.version_info[0]}.{sys.version_info[1]}"))
+
+    opts = _options(full, tmp_path / "opt", "docker", start=False)
+    installer.install(opts)
+    env = opts.prefix / "docker" / ".env"
+    text = env.read_text().replace("LOG_LEVEL=INFO", "LOG_LEVEL=DEBUG")  # the operator's own change
+    env.write_text(text)
+    secret = next(line for line in text.splitlines() if line.startswith("SECRET_KEY="))
+    old_key = dep.load(opts.prefix).bundle
+
+    report = installer.install(_options(newer, opts.prefix, "docker", start=False, overrides=opts.overrides,
+                                        project_name=opts.project_name))
+    rendered = report.render()
+    assert f"upgrade from {old_key}" in rendered
+    state = opts.prefix / installer.STATE_DIR
+    history = list(state.glob("history-*.json"))
+    assert len(history) == 1 and json.loads(history[0].read_text())["bundle"] == old_key
+    backups = list(state.glob("env-backup-*"))
+    assert len(backups) == 1 and stat.S_IMODE(backups[0].stat().st_mode) == 0o600
+    assert "LOG_LEVEL=DEBUG" in backups[0].read_text()
+    merged = env.read_text()
+    assert "LOG_LEVEL=DEBUG" in merged, "the operator's change must survive the upgrade"
+    assert "NEW_RELEASE_KEY=from-new" in merged, "the new release's key must arrive"
+    assert secret in merged.splitlines(), "secrets are kept across an upgrade"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert dep.load(opts.prefix).bundle != old_key
