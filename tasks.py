@@ -114,6 +114,8 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
     "plugins": "plugins to repackage offline into the bundle's plugins/ (.difypkg, author/name:version or URL; "
                "comma-separated or repeated)",
     "plugin_sign_key": "sign the bundled plugins with this PKCS#1 private key (invoke plugin-keygen)",
+    "daemon_snapshot": "a snapshot directory from `invoke snapshot-daemon`, verified and copied into the bundle's "
+                       "daemon-snapshot/ (restore it with `invoke restore-daemon BUNDLE/daemon-snapshot`)",
     "source": "instead of --project-dir: a git URL/path (cloned at tag VERSION) or the release source tarball "
               "(path or URL, e.g. https://github.com/langgenius/dify/archive/refs/tags/1.11.3.tar.gz)",
     "archive": "also write OUTPUT/dify-VERSION-airgap-ARCH.tar (split into .tar.part-NNN with --chunk-size): "
@@ -124,7 +126,7 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
 def bundle(c, version="1.11.3", project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
            vector_stores="", all_profiles=False, platform=None, compression="zstd", chunk_size=None,
            pull="missing", target_python="3.9", wheelhouse=None, plugins=None, plugin_sign_key=None,
-           source=None, archive=False, dry_run=False):
+           source=None, archive=False, dry_run=False, daemon_snapshot=None):
     """Make the offline bundle: images, Dify's docker/ dir, toolkit and wheels, with checksums."""
     from contextlib import nullcontext
     from pathlib import Path
@@ -148,7 +150,8 @@ def bundle(c, version="1.11.3", project_dir=None, env_file=None, output="bundles
                                  chunk_size=chunk_size, pull=pull, target_python=target_python,
                                  wheelhouse=wheelhouse, plugins=_split(plugins or []),
                                  plugin_sign_key=plugin_sign_key, archive=archive,
-                                 source=sources.shown(source) if source else None)
+                                 source=sources.shown(source) if source else None,
+                                 daemon_snapshot=daemon_snapshot)
         print(plan.render(engine))
         if dry_run:
             print("\n[dry-run] nothing was pulled, saved or written")

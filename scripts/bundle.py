@@ -89,6 +89,7 @@ class BundlePlan:
     plugin_sign_key: str | None = None
     archive: bool = False
     source: str | None = None
+    daemon_snapshot: str | None = None  # --daemon-snapshot DIR (scripts/snapshot.py)
 
     @property
     def final_dir(self) -> Path:
@@ -386,7 +387,7 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
               compression: str, chunk_size: str | int | None, pull: str, target_python: str,
               wheelhouse: str | None = None, plugins: Sequence[str] = (),
               plugin_sign_key: str | None = None, archive: bool = False,
-              source: str | None = None) -> BundlePlan:
+              source: str | None = None, daemon_snapshot: str | None = None) -> BundlePlan:
     if compression not in EXTENSIONS:
         raise AirgapError(f"--compression {compression!r}: choose zstd or gzip")
     if pull not in ("always", "missing", "never"):
@@ -397,13 +398,13 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
                       chunk_size=parse_size(chunk_size), pull=pull, target_python=target_python,
                       image_plan=image_plan, wheelhouse=Path(wheelhouse).resolve() if wheelhouse else None,
                       plugins=list(plugins), plugin_sign_key=plugin_sign_key, archive=archive,
-                      source=source)
+                      source=source, daemon_snapshot=daemon_snapshot)
 
 
 def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
     """Does the finished bundle already hold exactly these images, made the same way?"""
     manifest_path = plan.final_dir / MANIFEST
-    if not manifest_path.is_file():
+    if not manifest_path.is_file() or plan.daemon_snapshot:  # a snapshot is always copied afresh
         return False
     try:
         old = json.loads(manifest_path.read_text())
@@ -465,6 +466,10 @@ def build_directory(engine: Engine, plan: BundlePlan) -> Path:
         wheels = download_wheels(staging / "wheels", plan.target_python, parse_platform(plan.platform)[1],
                                  plan.wheelhouse)
         plugins = bundle_plugins(plan, staging / "plugins") if plan.plugins else []
+        if plan.daemon_snapshot:  # --daemon-snapshot: verified, then copied to daemon-snapshot/ (listed in files)
+            from .snapshot import add_to_bundle
+
+            add_to_bundle(plan.daemon_snapshot, staging)
         (staging / "install.sh").write_text(INSTALL_SH.replace("@TARGET_PYTHON@", plan.target_python))
         (staging / "install.sh").chmod(0o755)
         write_manifest(staging, plan, records, archive, wheels, engine.runtime, plugins)

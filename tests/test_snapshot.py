@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -193,3 +194,21 @@ def test_override_points_the_daemon_at_the_snapshot_image(tmp_path):
     path, files = snapshot.write_override(stack, "localhost/dify-airgap/plugin-daemon-snapshot:1", "snap")
     assert path == stack.project_dir / snapshot.OVERRIDE_NAME and files[-1] == snapshot.OVERRIDE_NAME
     assert "  plugin_daemon:\n    image: localhost/dify-airgap/plugin-daemon-snapshot:1\n" in path.read_text()
+
+
+def test_a_snapshot_goes_into_a_bundle_verified(tmp_path):
+    root = _fake_snapshot(tmp_path / "snap")
+    data = json.loads((root / "manifest.json").read_text())
+    data["images"] = [{"ref": "localhost/dify-airgap/plugin-daemon-snapshot:1"}]
+    (root / "manifest.json").write_text(json.dumps(data))
+    from scripts.manifest import sha256_file, write_sums
+
+    write_sums(root, data["files"])
+    staging = tmp_path / "bundle.partial"
+    entry = snapshot.add_to_bundle(root, staging)
+    assert entry["path"] == "daemon-snapshot" and entry["image"].endswith("snapshot:1")
+    assert sha256_file(staging / "daemon-snapshot" / "data.bin") == sha256_file(root / "data.bin")
+    assert (staging / "daemon-snapshot" / snapshot.COMPLETE).is_file()
+    (root / "data.bin").write_bytes(b"damaged")
+    with pytest.raises(AirgapError, match="data.bin"):
+        snapshot.add_to_bundle(root, tmp_path / "other")
