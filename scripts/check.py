@@ -519,7 +519,10 @@ def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
     specs = _expected_services(deployment, values)
     current = stack.states(engine, deployment.project_name,
                            lambda args, **kw: deployment.compose(engine, args, **kw))
-    checks = service_checks(engine, deployment, current, specs)
+    checks = [Check("deployment", PASS, f"{deployment.prefix}: {engine.runtime}, compose project "
+                                        f"{deployment.project_name}" + (f", Dify {deployment.dify_version}"
+                                                                        if deployment.dify_version else ""))]
+    checks += service_checks(engine, deployment, current, specs)
     checks.append(image_check(engine, deployment))
 
     api = current.get("api")

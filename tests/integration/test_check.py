@@ -90,6 +90,7 @@ def test_check_all_green_then_names_a_stopped_service(runtime, request, tmp_path
                 "plugin daemon /health/check"} <= names
         assert report.by_name("dify api /health").detail.startswith("status ok, version 1.11.3, pid ")
         assert report.by_name("service init_permissions").detail == "one-shot, exited 0"
+        assert report.checks[0].name == "deployment" and dep.project_name in report.checks[0].detail
 
         # the task reads the record install wrote, prints JSON and exits 0
         res = _invoke_check(dep.prefix, "--json")
