@@ -1,0 +1,177 @@
+"""backup / restore on real engines: the whole REAL compose project (stand-ins, a REAL PostgreSQL) is backed up
+on one engine and restored into another directory on the other engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from scripts import backup, snapshot
+from scripts.errors import AirgapError
+from scripts.stackdata import Stack
+from scripts.waiting import wait_until
+from tests.conftest import ROOT, require_engine
+from tests.integration import dify_stack as ds
+from tests.integration.test_snapshot import real_postgres  # noqa: F401 - session fixture
+from tests.integration.test_standins import OVERRIDES, docker_standins, podman_standins  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+WRITERS = {"api", "worker", "worker_beat", "plugin_daemon", "weaviate", "redis"}
+
+
+def _plant(running: ds.RunningStack) -> None:
+    volumes = running.stack.project_dir / "volumes"
+    storage = volumes / "app" / "storage"
+    (storage / "upload_files" / "tenant").mkdir(parents=True, exist_ok=True)
+    for i in range(5):
+        f = storage / "upload_files" / "tenant" / f"doc{i}.pdf"
+        f.write_bytes(os.urandom(4096 * (i + 1)))
+        os.chown(f, 1001, 1001)
+    os.chown(storage / "upload_files", 1001, 1001)
+    weaviate = volumes / "weaviate" / "collections"
+    weaviate.mkdir(parents=True, exist_ok=True)
+    (weaviate / "segment-1.db").write_bytes(os.urandom(8192))
+    (volumes / "redis" / "data").mkdir(parents=True, exist_ok=True)
+    (volumes / "redis" / "data" / "dump.rdb").write_bytes(b"REDIS0009" + os.urandom(100))
+    ds.plant_plugins(volumes / "plugin_daemon", plugins=2)
+    nginx = running.stack.project_dir / "nginx" / "conf.d" / "site-extra.conf"
+    nginx.write_text("# the operator's own nginx change (kept by backup/restore)\n")
+    env = running.stack.project_dir / ".env"
+    env.write_text(env.read_text() + "SECRET_KEY=operator-secret-kept-0600\n")
+    env.chmod(0o600)
+    running.psql("dify", "CREATE TABLE accounts (id serial PRIMARY KEY, name text); "
+                         "INSERT INTO accounts (name) SELECT 'user' || g FROM generate_series(1, 42) g; "
+                         "CREATE TABLE apps (id serial PRIMARY KEY, title text); "
+                         "INSERT INTO apps (title) VALUES ('chat'), ('workflow');")
+    ds.plant_rows(running, "dify_plugin", "7e1ed6a2-0000-4000-8000-00000000c0de", ["a/b:0.0.1@" + "0" * 64])
+
+
+def _running(engine, stack: Stack) -> set[str]:
+    from tests.integration.test_standins import _states
+
+    return {s for s, st in _states(engine, stack.project_dir, stack.project_name).items() if st["state"] == "running"}
+
+
+@pytest.mark.parametrize("source,target", [("docker", "podman")])
+def test_backup_on_one_engine_restore_on_the_other(source, target, request, tmp_path, real_postgres):  # noqa: F811
+    src = request.getfixturevalue(f"{source}_standins")[0]
+    dst = request.getfixturevalue(f"{target}_standins")[0]
+    with ds.running_stack(src, tmp_path / "ubuntu") as online:
+        online.wait_up(ds.ALL_SERVICES)
+        _plant(online)
+        volumes = online.stack.project_dir / "volumes"
+        before = {name: ds.tree_digest(volumes / name) for name in ("app", "plugin_daemon", "weaviate", "redis")}
+        env_before = (online.stack.project_dir / ".env").read_bytes()
+        plan = backup.make_plan(online.stack, tmp_path / "backups")
+        assert {"api", "worker", "worker_beat", "plugin_daemon", "weaviate", "redis"} <= set(plan.stop)
+        assert ("weaviate", "vector store") in plan.volumes and ("app", "app storage") in plan.volumes
+        assert not [v for v, _ in plan.volumes if v == "db"], "database files must be dumped, not copied"
+        result = backup.backup(src, plan)
+        assert (result / snapshot.COMPLETE).is_file()
+        assert _running(src, online.stack) >= WRITERS, "writers were not started again"
+        manifest = json.loads((result / "manifest.json").read_text())
+        counts = {d["name"]: d["row_counts"] for d in manifest["databases"]}
+        assert counts["dify"] == {"accounts": 42, "apps": 2}
+        assert counts["dify_plugin"] == {"plugin_installations": 1, "plugins": 1}
+        assert "operator-secret" not in (result / "manifest.json").read_text()
+
+    target_dir = tmp_path / "rhel" / "opt-dify" / "docker"  # another path, another runtime
+    target_dir.mkdir(parents=True)
+    files = ["docker-compose.yaml", ds.PG_OVERRIDE, str(OVERRIDES / "podman.yaml")] if dst.is_podman \
+        else ["docker-compose.yaml", ds.PG_OVERRIDE]
+    stack = Stack(target_dir, ds.project_name("dalrest"), target_dir / ".env", files, runtime=dst.runtime)
+    restored = ds.RunningStack(dst, stack)
+    try:
+        outcome = backup.restore(dst, result, stack)
+        for name, digest in before.items():
+            assert ds.tree_digest(target_dir / "volumes" / name) == digest, name  # content, mode, uid 1001
+        env = target_dir / ".env"
+        assert env.read_bytes() == env_before and (env.stat().st_mode & 0o777) == 0o600
+        assert (target_dir / "nginx" / "conf.d" / "site-extra.conf").read_text().startswith("# the operator")
+        assert outcome["row_counts"]["dify"] == {"accounts": 42, "apps": 2}
+        restored.wait_up(ds.ALL_SERVICES)
+        assert restored.psql("dify", "SELECT count(*) FROM accounts").strip() == "42"
+        with pytest.raises(AirgapError, match="already holds data"):
+            backup.restore(dst, result, stack)  # never over live data without --force
+    finally:
+        restored.down()
+
+
+def test_a_truncated_archive_is_refused_naming_the_file(tmp_path):
+    root = tmp_path / "snap"
+    root.mkdir()
+    (root / "data.bin").write_bytes(os.urandom(5000))
+    snapshot.write_manifest(root, {"kind": snapshot.KIND}, [])
+    (root / snapshot.COMPLETE).write_text("complete\n")
+    snapshot.verify_dir(root, snapshot.KIND)  # intact: accepted
+    with open(root / "data.bin", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(AirgapError, match=r"data\.bin\s+truncated"):
+        snapshot.verify_dir(root, snapshot.KIND)
+
+
+@pytest.mark.usefixtures("docker_standins", "real_postgres")
+def test_an_interrupted_backup_is_never_used(tmp_path, monkeypatch):
+    """Raise mid-backup (in-process) and kill -9 it (a real process): nothing looks finished."""
+    engine = require_engine("docker")
+    with ds.running_stack(engine, tmp_path / "p", {"api", "plugin_daemon", "db_postgres", "redis"}) as online:
+        online.wait_up({"api", "plugin_daemon", "db_postgres", "redis", "init_permissions"})
+        (online.stack.project_dir / "volumes" / "app" / "storage" / "big.bin").write_bytes(os.urandom(1 << 20))
+        out = tmp_path / "backups"
+
+        calls = []
+
+        def explode(*args, **kwargs):
+            calls.append(args)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(backup, "archive_dir", explode)
+        with pytest.raises(KeyboardInterrupt):
+            backup.backup(engine, backup.make_plan(online.stack, out))
+        monkeypatch.undo()
+        assert calls and not list(out.iterdir()), "an interrupted backup left a directory"
+        assert {"api", "plugin_daemon", "redis"} <= _running(engine, online.stack)
+
+        # a real process killed with SIGKILL mid-way: the .partial stays, is never renamed, restore refuses it
+        proc = subprocess.Popen([sys.executable, "-c", _KILLED_BACKUP, str(online.stack.project_dir),
+                                 online.stack.project_name, *online.stack.files, "--", str(out)], cwd=ROOT,
+                                start_new_session=True)
+        try:
+            partial = wait_until(lambda: next((p for p in out.glob(".*.partial") if any(p.glob("db-*.sql.zst"))),
+                                              None), timeout=120, what="the backup to start writing")
+            os.killpg(proc.pid, signal.SIGKILL)  # the backup and the tar it started
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert partial.exists() and not [p for p in out.iterdir() if not p.name.startswith(".")]
+        assert not (partial / snapshot.COMPLETE).exists()
+        with pytest.raises(AirgapError, match="UNFINISHED"):
+            backup.restore(engine, partial, online.stack)
+
+
+#: A backup that takes long enough to be killed: its storage archive is slowed down on purpose.
+_KILLED_BACKUP = r"""
+import sys
+from pathlib import Path
+from scripts import backup, snapshot, stackdata
+from scripts.engine import Engine
+args = sys.argv[1:]
+sep = args.index("--")
+project, name, files, out = Path(args[0]), args[1], args[2:sep], Path(args[sep + 1])
+stack = stackdata.Stack(project, name, project / ".env", files)
+real = snapshot.compress_command
+def slow(argv, *a, **k):
+    if argv[0] == "tar":
+        argv = ["sh", "-c", "sleep 60; exec \"$@\"", "sh", *argv]
+    return real(argv, *a, **k)
+backup.compress_command = slow
+snapshot.compress_command = slow
+backup.backup(Engine("docker"), backup.make_plan(stack, out))
+"""
