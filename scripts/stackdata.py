@@ -98,18 +98,19 @@ def resolve(prefix: str | None = None, project_dir: str | None = None, project_n
     """
     if prefix and project_dir:
         raise AirgapError("pass either --prefix (an install root) or --project-dir (a docker/ directory), not both")
+    fresh_prefix = None
     if new and prefix and not (Path(prefix) / "dify-airgap.json").is_file():
-        project_dir = str(Path(prefix) / "docker")
+        fresh_prefix = Path(prefix).expanduser().resolve()  # an install root with no install yet
+        project_dir = str(fresh_prefix / "docker")
         prefix = None
         project_name = project_name or "dify"
     if new and project_dir and not (Path(project_dir) / "docker-compose.yaml").is_file():
-        directory = Path(project_dir).expanduser().resolve()
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = Path(project_dir).expanduser().resolve()  # created by the restore, not before
         files = list(compose_files)
         if not files and runtime == "podman" and PODMAN_OVERRIDE.is_file():
             files = ["docker-compose.yaml", str(PODMAN_OVERRIDE)]
         return Stack(directory, project_name or default_project_name(directory, {}), directory / ".env", files,
-                     runtime=runtime)
+                     runtime=runtime, prefix=fresh_prefix)
     if prefix:
         from . import deployment
 
@@ -163,15 +164,16 @@ def service_container(engine: Engine, stack: Stack, service: str) -> str:
     found = containers(engine, stack, service)
     if not found:
         raise AirgapError(f"service {service} of compose project {stack.project_name!r} is not running "
-                          f"(on {engine.runtime}); start it with `{_up_hint(stack, service)}`, or pass the right "
-                          f"--project-dir/--prefix/--project-name/--runtime")
+                          f"(on {engine.runtime}); start it with `{_up_hint(engine, stack, service)}`, "
+                          f"or pass the right --project-dir/--prefix/--project-name/--runtime")
     if len(found) > 1:
         LOG.warning("service %s has %d running containers; using the first", service, len(found))
     return found[0]
 
 
-def _up_hint(stack: Stack, service: str) -> str:
-    return f"cd {stack.project_dir} && docker compose -p {stack.project_name} up -d {service}"
+def _up_hint(engine: Engine, stack: Stack, service: str) -> str:
+    compose = "podman-compose" if engine.is_podman else "docker compose"
+    return f"cd {stack.project_dir} && {compose} -p {stack.project_name} up -d {service}"
 
 
 def inspect_container(engine: Engine, cid: str) -> dict:

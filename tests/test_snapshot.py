@@ -184,9 +184,10 @@ def test_selinux_relabel_only_where_enforcing(tmp_path):
 
 def test_restore_target_may_be_a_new_directory(tmp_path):
     stack = stackdata.resolve(project_dir=str(tmp_path / "new" / "docker"), runtime="podman", new=True)
-    assert stack.project_dir.is_dir() and stack.files[-1].endswith("podman.yaml")
+    assert not stack.project_dir.exists() and stack.files[-1].endswith("podman.yaml")  # made by the restore
     fresh = stackdata.resolve(prefix=str(tmp_path / "opt"), new=True)
     assert fresh.project_dir == (tmp_path / "opt" / "docker").resolve() and fresh.project_name == "dify"
+    assert fresh.prefix == (tmp_path / "opt").resolve()  # PREFIX/compose-overrides is restored too
 
 
 def test_override_points_the_daemon_at_the_snapshot_image(tmp_path):
