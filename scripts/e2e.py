@@ -101,12 +101,9 @@ class GapContainer:
         return self
 
     def _runner(self, argv: Sequence[str], **kwargs) -> Result:
-        kwargs.pop("cwd", None)
-        env = kwargs.pop("env", None) or {}
-        envs = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
-        interactive = ["-i"] if kwargs.get("input") is not None else []
-        return subprocess_runner([self.outer.runtime, "exec", *interactive, *envs, self.name, *argv],
-                                 env=self.outer.env or None, **kwargs)
+        from .lab import exec_runner
+
+        return exec_runner(self.outer, self.name, argv, **kwargs)
 
     def run(self, argv: Sequence[str], timeout: float = 900, env: dict | None = None) -> Result:
         return self._runner(argv, timeout=timeout, env=env)

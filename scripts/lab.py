@@ -363,6 +363,16 @@ def ensure_dind_image(engine: Engine, name: str = DIND_IMAGE, packages: Sequence
     return name
 
 
+def exec_runner(outer: Engine, container: str, argv: Sequence[str], **kwargs) -> Result:
+    """A Runner that runs ``argv`` inside ``container`` of ``outer`` (``exec``; env passed with ``-e``)."""
+    kwargs.pop("cwd", None)
+    env = kwargs.pop("env", None) or {}
+    envs = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+    interactive = ["-i"] if kwargs.get("input") is not None else []
+    return subprocess_runner([outer.runtime, "exec", *interactive, *envs, container, *argv],
+                             env=outer.env or None, **kwargs)
+
+
 @dataclass
 class DindContainer:
     """A Docker-in-Docker container; ``network="none"`` makes an air-gapped host.
@@ -396,12 +406,7 @@ class DindContainer:
         return self
 
     def _runner(self, argv: Sequence[str], **kwargs) -> Result:
-        kwargs.pop("cwd", None)
-        env = kwargs.pop("env", None) or {}
-        envs = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
-        interactive = ["-i"] if kwargs.get("input") is not None else []
-        return subprocess_runner(["docker", "exec", *interactive, *envs, self.name, *argv],
-                                 env=self.outer.env or None, **kwargs)
+        return exec_runner(self.outer, self.name, argv, **kwargs)
 
     def exec(self, argv: Sequence[str], **kwargs) -> Result:
         return self._runner(argv, **kwargs)

@@ -7,15 +7,12 @@ us. (``podman load`` buffers stdin to a temporary file itself; that is podman's,
 
 from __future__ import annotations
 
-import os
 import shlex
-import subprocess
 from collections.abc import Sequence
-from contextlib import suppress
 from pathlib import Path
 
 from .console import LOG, human_size, progress
-from .engine import Engine, classify
+from .engine import Engine
 from .manifest import image_stream, load_manifest
 
 READ_CHUNK = 1 << 20
@@ -63,30 +60,14 @@ def load_images(engine: Engine, bundle: Path, manifest: dict | None = None, *,
         return refs
     LOG.info("loading %d images (%s) from %s", len(refs), human_size(archive["uncompressed_size"]), bundle)
     LOG.info("+ %s < decompress(%s)", shlex.join(argv), archive["parts"][0]["path"])
-    env = {**os.environ, **engine.env}
+    from .stackdata import stream_in
+
     bar = progress(archive["uncompressed_size"] or None, "load")
-    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env=env) as proc:
-        broken = False
-        try:
-            with image_stream(bundle, manifest) as stream:
-                for block in iter(lambda: stream.read(READ_CHUNK), b""):
-                    try:
-                        proc.stdin.write(block)
-                    except BrokenPipeError:
-                        broken = True
-                        break
-                    bar.update(len(block))
-        finally:
-            bar.close()
-            if not broken:
-                with suppress(BrokenPipeError):
-                    proc.stdin.close()
-            stdout = proc.stdout.read().decode(errors="replace")
-            stderr = proc.stderr.read().decode(errors="replace")
-            proc.wait()
-    if proc.returncode or broken:
-        raise classify(argv, proc.returncode or 1, stderr or "the engine stopped reading the archive")
+    try:
+        with image_stream(bundle, manifest) as stream:
+            stdout = stream_in(argv, _Counted(stream, bar), env=engine.env)
+    finally:
+        bar.close()
     LOG.debug("%s", stdout.strip())
     if engine.is_podman:
         _qualify_podman_names(engine, refs)
@@ -96,6 +77,18 @@ def load_images(engine: Engine, bundle: Path, manifest: dict | None = None, *,
 
         raise ImageMissing(f"after loading, the engine still lacks: {', '.join(still)}", image=still[0])
     return refs
+
+
+class _Counted:
+    """A readable that moves a progress bar by what is read through it."""
+
+    def __init__(self, stream, bar) -> None:
+        self.stream, self.bar = stream, bar
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.bar.update(len(data))
+        return data
 
 
 def _qualify_podman_names(engine: Engine, refs: Sequence[str]) -> None:
