@@ -88,11 +88,12 @@ class GapContainer:
                      "[containers]\\ncgroups = \"disabled\"\\n' "
                      "> /etc/containers/containers.conf.d/gap.conf; exec sleep infinity")
             storage = ["--tmpfs", "/var/lib/containers:exec,dev,suid"]
-        self.outer.run(["run", "-d", "--name", self.name, *lab.DIND_SECURITY_ARGS, "--tmpfs", "/run",
-                        "--tmpfs", "/tmp:exec", *storage, "--network", "none", image, "sh", "-c", start])
+        # registered first: a `run` that fails after creating the container must not leave it behind
         self._stack.callback(self.outer.run, ["rm", "--force", "--volumes", self.name], check=False)
         self.inner = Engine(self.runtime, runner=self._runner)
         try:
+            self.outer.run(["run", "-d", "--name", self.name, *lab.DIND_SECURITY_ARGS, "--tmpfs", "/run",
+                            "--tmpfs", "/tmp:exec", *storage, "--network", "none", image, "sh", "-c", start])
             wait_until(self.inner.answers, timeout=self.timeout, what=f"{self.runtime} inside the air-gapped container",
                        on_timeout=lambda: self.run(["sh", "-c", "cat /var/log/dockerd.log 2>/dev/null"]).stdout[-3000:])
         except BaseException:

@@ -391,13 +391,13 @@ class DindContainer:
 
     def __enter__(self) -> DindContainer:
         self.name = self.name or f"dal-dind-{os.getpid()}-{int(time.time() * 1000) % 100000}"
-        self.outer.run(["run", "-d", "--name", self.name, *self.security_args,
-                        "--tmpfs", "/run", "--tmpfs", "/var/lib/docker:exec,dev,suid",
-                        "--network", self.network, *self.extra_args, self.image, "sh", "-c",
-                        "mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null || true; "
-                        "exec dockerd --iptables=false --bridge=none >/var/log/dockerd.log 2>&1"])
         self.inner = Engine("docker", runner=self._runner)
-        try:
+        try:  # a `run` that fails after creating the container must not leave it behind either
+            self.outer.run(["run", "-d", "--name", self.name, *self.security_args,
+                            "--tmpfs", "/run", "--tmpfs", "/var/lib/docker:exec,dev,suid",
+                            "--network", self.network, *self.extra_args, self.image, "sh", "-c",
+                            "mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null || true; "
+                            "exec dockerd --iptables=false --bridge=none >/var/log/dockerd.log 2>&1"])
             wait_until(self.inner.answers, timeout=self.timeout, what="dockerd inside DinD",
                        on_timeout=lambda: self.exec(["cat", "/var/log/dockerd.log"]).stdout[-3000:])
         except BaseException:
