@@ -89,3 +89,20 @@ def tracker():
 def fixture_dir() -> Path:
     assert (FIXTURES / "docker-compose.yaml").exists(), f"missing Dify fixture at {FIXTURES}"
     return FIXTURES
+
+
+#: what `invoke verify` calls each kind of damage done by :func:`damage_file`
+DAMAGE_KIND = {"flip": "corrupted", "truncate": "truncated", "delete": "missing"}
+
+
+def damage_file(path: Path, how: str) -> None:
+    """Flip one byte in the middle, cut the last 10 bytes, or delete the file."""
+    if how == "flip":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif how == "truncate":
+        with open(path, "r+b") as fh:
+            fh.truncate(path.stat().st_size - 10)
+    else:
+        path.unlink()

@@ -13,7 +13,7 @@ import pytest
 from scripts import archive, manifest
 from scripts.errors import AirgapError
 
-from ..conftest import ROOT
+from ..conftest import DAMAGE_KIND, ROOT, damage_file
 from .test_bundle import build, one_image_project
 
 pytestmark = pytest.mark.integration
@@ -59,19 +59,11 @@ def test_archive_is_a_plain_tar_of_the_bundle_with_manifest_first(archived, tmp_
 def test_verify_names_the_damaged_archive_part(archived, damage):
     _, _, _, _, parts = archived
     victim = parts[1]
-    if damage == "flip":
-        data = bytearray(victim.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        victim.write_bytes(bytes(data))
-    elif damage == "truncate":
-        with open(victim, "r+b") as fh:
-            fh.truncate(victim.stat().st_size - 10)
-    else:
-        victim.unlink()
+    damage_file(victim, damage)
     report = archive.verify_archive(parts[0])
     assert not report.ok
     assert report.problems[0].path == victim.name
-    assert report.problems[0].kind == {"flip": "corrupted", "truncate": "truncated", "delete": "missing"}[damage]
+    assert report.problems[0].kind == DAMAGE_KIND[damage]
     if damage == "flip":  # the stream check also names the file inside and the part holding it
         assert any(victim.name in p.detail and p.path != victim.name for p in report.problems)
     res = run_task("verify", str(parts[0]))

@@ -12,7 +12,7 @@ from scripts import bundle as bundler
 from scripts import compose_plan, lab, manifest
 from scripts.errors import AirgapError, ImageMissing
 
-from ..conftest import ROOT
+from ..conftest import DAMAGE_KIND, ROOT, damage_file
 
 pytestmark = pytest.mark.integration
 
@@ -93,19 +93,11 @@ def test_verify_names_damaged_part(docker_engine, tracker, tmp_path, damage):
     parts = manifest.load_manifest(bundle)["image_archive"]["parts"]
     assert len(parts) >= 2
     victim = bundle / parts[1]["path"]
-    if damage == "flip":
-        data = bytearray(victim.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        victim.write_bytes(bytes(data))
-    elif damage == "truncate":
-        with open(victim, "r+b") as fh:
-            fh.truncate(victim.stat().st_size - 10)
-    else:
-        victim.unlink()
+    damage_file(victim, damage)
     report = manifest.verify(bundle)
     assert not report.ok
     assert [p.path for p in report.problems] == [parts[1]["path"]]
-    assert report.problems[0].kind == {"flip": "corrupted", "truncate": "truncated", "delete": "missing"}[damage]
+    assert report.problems[0].kind == DAMAGE_KIND[damage]
     res = subprocess.run([sys.executable, "-m", "invoke", "verify", str(bundle / parts[0]["path"])], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and parts[1]["path"] in res.stdout
