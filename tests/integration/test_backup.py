@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from scripts import backup, snapshot
+from scripts.engine import Engine
 from scripts.errors import AirgapError
 from scripts.stackdata import Stack
 from scripts.waiting import wait_until
@@ -114,6 +115,13 @@ def test_a_truncated_archive_is_refused_naming_the_file(tmp_path):
         f.truncate(1000)
     with pytest.raises(AirgapError, match=r"data\.bin\s+truncated"):
         snapshot.verify_dir(root, snapshot.KIND)
+    # restore-daemon checks first: it refuses before touching any engine or stack
+    with pytest.raises(AirgapError, match=r"data\.bin\s+truncated"):
+        snapshot.restore_daemon(Engine("docker", runner=_no_engine_calls), root, stack=None)
+
+
+def _no_engine_calls(argv, **kwargs):
+    raise AssertionError(f"restore ran {argv} on a snapshot that does not verify")
 
 
 @pytest.mark.usefixtures("docker_standins", "real_postgres")
