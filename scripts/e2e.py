@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 from .console import LOG, setup_logging
 from .engine import Engine, Result, subprocess_runner
 from .errors import AirgapError
+from .lab import free_port
 from .waiting import wait_until
 
 GAP_PYTHON = "3.11"   # python3 of the Debian bookworm image the air-gapped container runs
@@ -42,12 +42,6 @@ MEDIA = "/media/bundle"
 PODMAN_IMAGE = "dify-airgap-lab/podman:bookworm"
 PODMAN_PACKAGES = ("podman", "crun", "netavark", "aardvark-dns", "iptables", "python3", "python3-venv",
                    "ca-certificates", "procps", "iproute2")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the air-gapped container ---------------------------------------------------------------------
@@ -217,7 +211,7 @@ def online_bundle(outer: Engine, work: Path, *, drop_image: str | None = None, t
     refs = standins.default_images()
     standins.build_standins(outer, images=refs)
     project = standins.complete_project(work / "dify-1.11.3" / "docker")
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port()}"
     with lab.registry(addr):
         standins.seed_registry(outer, refs, addr)
         config = {"registry-mirrors": [f"http://{addr}"], "insecure-registries": [addr]}

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -288,6 +289,13 @@ def debian_rootfs_tar(packages: Sequence[str] = (), suite: str = "bookworm",
     finally:
         subprocess_runner(["rm", "-rf", "--one-file-system", str(root)])
     return cache
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on (bound and released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # --- throwaway dockerd ---------------------------------------------------------------------------

@@ -36,7 +36,6 @@ class ServiceSpec:
     healthcheck: bool
     one_shot: bool
     ports: list[str]      # host ports as published ("80", "127.0.0.1:5003"...)
-    binds: list[str]      # bind mounts as written ("./volumes/app/storage:/app/api/storage")
 
 
 def project_label(engine: Engine) -> str:
@@ -95,13 +94,12 @@ def load_specs(project_dir: Path, files: Sequence[str], values: Mapping[str, str
         for port in body.get("ports") or []:
             text = interpolate(str(port if not isinstance(port, dict) else port.get("published", "")), values)
             ports.append(text.rsplit(":", 1)[0] if ":" in text else text)
-        binds = [str(v) for v in body.get("volumes") or [] if isinstance(v, str) and v.startswith((".", "/", "$"))]
         specs[service] = ServiceSpec(
             name=service, image=interpolate(str(body.get("image", "")), values),
             profiles=list(body.get("profiles") or []),
             healthcheck=bool(health) and not health.get("disable"),
             one_shot=restart == "no" and not body.get("healthcheck"),
-            ports=[p for p in ports if p], binds=binds)
+            ports=[p for p in ports if p])
     return specs
 
 

@@ -22,7 +22,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -753,6 +754,17 @@ def remove_standins(engine: Engine, refs: Iterable[str]) -> None:
 
 
 # --- registry seeding -----------------------------------------------------------------------------
+
+@contextmanager
+def present(engine: Engine, refs: Iterable[str] | None = None) -> Iterator[list[str]]:
+    """The stand-ins exist in ``engine`` inside the block; those built here are removed after it."""
+    refs = list(refs) if refs is not None else default_images()
+    built = [ref for ref in refs if build_standin(engine, ref)]
+    try:
+        yield refs
+    finally:
+        remove_standins(engine, built)
+
 
 def seed_registry(engine: Engine, refs: Iterable[str], registry_addr: str) -> dict[str, str]:
     """Push each image to ``registry_addr`` under its Docker Hub path; returns {ref: pushed ref}.

@@ -7,12 +7,13 @@ opens a real TCP connection to a free port.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from scripts.lab import free_port  # noqa: F401 - re-exported for the tests
 
 
 @dataclass
@@ -23,12 +24,6 @@ class Reply:
     bearer: str | None = None          # if set, answer 401 unless "Authorization: Bearer <bearer>"
     content_type: str = "application/json"
 
-
-def free_port() -> int:
-    """A port nobody listens on (bound and released; good enough for a refused connection)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

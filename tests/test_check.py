@@ -194,7 +194,7 @@ def _engine(runtime: str = "docker", answers: dict | None = None) -> Engine:
 
 
 def _spec(name, healthcheck=False, one_shot=False):
-    return ServiceSpec(name, f"img/{name}", [], healthcheck, one_shot, [], [])
+    return ServiceSpec(name, f"img/{name}", [], healthcheck, one_shot, [])
 
 
 def test_service_checks_name_each_service(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,17 +15,13 @@ import pytest
 from scripts import doctor, lab
 from scripts.engine import Engine
 from scripts.errors import ImageMissing
+from scripts.lab import free_port
 from scripts.waiting import wait_until
 
 from ..conftest import ROOT, require_engine
 
 pytestmark = pytest.mark.integration
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_run_container(engine, tracker):

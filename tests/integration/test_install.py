@@ -27,17 +27,13 @@ from scripts import deployment as dep
 from scripts import install as installer
 from scripts.engine import Engine
 from scripts.errors import AirgapError, ImageMissing
+from scripts.lab import free_port
 from scripts.manifest import load_manifest
 
 from ..conftest import FIXTURES, ROOT, require_engine
 
 pytestmark = pytest.mark.integration
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_settings() -> dict[str, str]:
@@ -49,9 +45,11 @@ def port_settings() -> dict[str, str]:
 def standin_bundles(tmp_path_factory):
     """(full bundle, bundle without weaviate's image), both of the real project with stand-ins."""
     engine = require_engine("docker")
-    refs = standins.default_images()
-    built = [ref for ref in refs if standins.build_standin(engine, ref)]
-    root = tmp_path_factory.mktemp("install-bundles")
+    with standins.present(engine):
+        yield _make_bundles(engine, tmp_path_factory.mktemp("install-bundles"))
+
+
+def _make_bundles(engine: Engine, root: Path) -> tuple[Path, Path]:
     project = standins.complete_project(root / "dify" / "docker", fixture=FIXTURES)
     plan = compose_plan.plan_images(engine, project, project / ".env.example")
     settings = dict(version="1.11.3", project_dir=project, platform=bundler.host_platform(), compression="zstd",
@@ -59,8 +57,7 @@ def standin_bundles(tmp_path_factory):
     full = bundler.build(engine, bundler.make_plan(plan, output=root / "full", **settings))
     plan.images = [i for i in plan.images if not i.ref.startswith("semitechnologies/weaviate")]
     partial = bundler.build(engine, bundler.make_plan(plan, output=root / "partial", **settings))
-    yield full, partial
-    standins.remove_standins(engine, built)
+    return full, partial
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
 import urllib.request
 import uuid
@@ -14,6 +13,7 @@ import pytest
 
 from scripts import lab, standins
 from scripts.engine import Engine
+from scripts.lab import free_port
 from scripts.waiting import wait_until
 from tests.conftest import FIXTURES, require_engine
 
@@ -24,20 +24,13 @@ HEALTHCHECKED = {"db_postgres", "redis", "sandbox"}
 ONE_SHOT = {"init_permissions"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="session")
 def docker_standins():
     """The stand-ins in the system docker; those this session built are removed at its end."""
     engine = require_engine("docker")
-    refs = standins.default_images()
-    built = [ref for ref in refs if standins.build_standin(engine, ref)]
-    yield engine, refs
-    standins.remove_standins(engine, built)
+    with standins.present(engine) as refs:
+        yield engine, refs
 
 
 def _labels(engine: Engine, ref: str) -> dict:
@@ -117,10 +110,8 @@ OVERRIDES = Path(__file__).resolve().parents[2] / "compose-overrides"
 def podman_standins():
     """The stand-ins in podman (docker.io/... names); those this session built are removed at its end."""
     engine = require_engine("podman")
-    refs = standins.default_images()
-    built = [ref for ref in refs if standins.build_standin(engine, ref)]
-    yield engine, refs
-    standins.remove_standins(engine, built)
+    with standins.present(engine) as refs:
+        yield engine, refs
 
 
 def _states(engine: Engine, project: Path, name: str) -> dict[str, dict]:
