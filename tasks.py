@@ -331,12 +331,14 @@ def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False):
     "vllm_api_key": "with --vllm-url: the key vLLM was started with (sent as a Bearer token, never printed)",
     "vllm_model": "with --vllm-url: this model id must be served",
     "timeout": "seconds each request may take (default 10)",
+    "wait": "re-check every 5 s while anything fails, for up to this many seconds (right after install "
+            "or a reboot; default 0 = check once)",
     "skip_deployment": "check only --ollama-url/--vllm-url, no Dify deployment needed (e.g. before install)",
     "json": "print the report as JSON",
 })
 @_fails_cleanly
 def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=None, vllm_api_key=None,
-          vllm_model=None, timeout=10, skip_deployment=False, json_=False):
+          vllm_model=None, timeout=10, wait=0, skip_deployment=False, json_=False):
     """Is Dify up? Containers, images, API health, console via nginx, plugin daemon, model servers."""
     from scripts import check as checks
     from scripts import deployment
@@ -358,7 +360,7 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
             engine.compose_argv = tuple(compose.split())
     report = checks.run_checks(dep, engine=engine, ollama_url=ollama_url, ollama_model=ollama_model,
                                vllm_url=vllm_url, vllm_api_key=vllm_api_key, vllm_model=vllm_model,
-                               timeout=float(timeout))
+                               timeout=float(timeout), wait=float(wait))
     print(report.to_json() if json_ else report.render())
     if not report.ok:
         raise Exit(code=1)

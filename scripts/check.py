@@ -23,6 +23,7 @@ import re
 import shlex
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from .console import redact, register_secret, table
+from .console import LOG, redact, register_secret, table
 from .deployment import Deployment
 from .engine import Engine, compose_args
 from .load import local_ref, missing_images
@@ -562,10 +563,30 @@ def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
 def run_checks(deployment: Deployment | None = None, *, engine: Engine | None = None,
                ollama_url: str | None = None, ollama_model: str | None = None,
                vllm_url: str | None = None, vllm_api_key: str | None = None, vllm_model: str | None = None,
-               timeout: float = DEFAULT_TIMEOUT, nginx_url: str | None = None) -> CheckReport:
-    """Everything `invoke check` runs: the deployment's checks (if given), then the model servers asked for."""
+               timeout: float = DEFAULT_TIMEOUT, nginx_url: str | None = None, wait: float = 0,
+               interval: float = 5.0) -> CheckReport:
+    """Everything `invoke check` runs: the deployment's checks (if given), then the model servers asked for.
+
+    ``wait`` > 0: run them again every ``interval`` seconds while any fails, for up to ``wait`` seconds
+    (right after an install or a reboot, a stack needs a moment: on Podman 4.3 the first lookups of
+    service names can go unanswered for a while). The last report is returned either way.
+    """
     if vllm_api_key:
         register_secret(vllm_api_key)
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        report = _run_once(deployment, engine, ollama_url, ollama_model, vllm_url, vllm_api_key, vllm_model,
+                           timeout, nginx_url)
+        left = deadline - time.monotonic()
+        if report.ok or left <= 0:
+            return report
+        LOG.info("check: %d failing (%s); again in %.0fs, for up to %.0fs more", len(report.failed()),
+                 ", ".join(c.name for c in report.failed()), min(interval, left), left)
+        time.sleep(min(interval, left))
+
+
+def _run_once(deployment, engine, ollama_url, ollama_model, vllm_url, vllm_api_key, vllm_model, timeout,
+              nginx_url) -> CheckReport:
     report = CheckReport()
     if deployment is not None:
         report.checks += check_deployment(deployment, engine, timeout=timeout, nginx_url=nginx_url)

@@ -183,7 +183,7 @@ def airgapped(outer: Engine, bundle: Path, runtime: str, *, check: bool = True, 
                  (f"{tool} install {MEDIA} --runtime {runtime} --prefix {PREFIX} --server-ip 127.0.0.1 "
                   f"--timeout {int(timeout)}", "install")]
         if check:
-            steps.append((f"{tool} check --prefix {PREFIX}", "check"))
+            steps.append((f"{tool} check --prefix {PREFIX} --wait 120", "check"))
         try:
             for script, what in steps:
                 res = gap.sh(f"{script} 2>&1", timeout=timeout + 600, what=what)

@@ -23,7 +23,15 @@ class Reply:
     delay: float = 0.0                 # seconds before answering (to provoke client timeouts)
     bearer: str | None = None          # if set, answer 401 unless "Authorization: Bearer <bearer>"
     content_type: str = "application/json"
+    fail_first: int = 0                # answer 503 to this many requests first (a service still starting)
 
+
+_SEEN: dict[str, list[dict]] = {}
+
+
+def requests_seen(url: str) -> list[dict]:
+    """The requests a server from :func:`serve` got so far (path, Authorization header)."""
+    return _SEEN[url]
 
 
 @contextmanager
@@ -40,6 +48,8 @@ def serve(routes: Mapping[str, Reply]) -> Iterator[str]:
                 return self._send(404, {"error": "not found"}, "application/json")
             if reply.delay:
                 stop.wait(reply.delay)
+            if sum(1 for s in seen if s["path"] == self.path) <= reply.fail_first:
+                return self._send(503, {"error": "starting"}, "application/json")
             if reply.bearer is not None and self.headers.get("Authorization") != f"Bearer {reply.bearer}":
                 return self._send(401, {"error": {"message": "Unauthorized", "code": 401}}, "application/json")
             self._send(reply.status, reply.body, reply.content_type)
@@ -63,9 +73,12 @@ def serve(routes: Mapping[str, Reply]) -> Iterator[str]:
     server.seen = seen  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    _SEEN[url] = seen
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield url
     finally:
+        _SEEN.pop(url, None)
         stop.set()
         server.shutdown()
         server.server_close()

@@ -16,7 +16,7 @@ from scripts.check import FAIL, PASS, WARN, Check, CheckReport
 from scripts.deployment import Deployment
 from scripts.engine import Engine, Result
 from scripts.stack import ServiceSpec, ServiceState
-from tests.httpstub import Reply, free_port, ollama_tags, serve, vllm_models
+from tests.httpstub import Reply, free_port, ollama_tags, requests_seen, serve, vllm_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -284,3 +284,32 @@ def test_task_without_a_deployment_says_what_to_do(tmp_path):
     res = _invoke("--prefix", str(tmp_path))
     assert res.returncode == 1
     assert "no dify-airgap deployment" in res.stdout + res.stderr and "--prefix" in res.stdout + res.stderr
+
+
+# --- --wait: check again while something fails ----------------------------------------------------
+
+def test_wait_checks_again_until_a_starting_server_answers():
+    with serve({"/api/tags": Reply(body=ollama_tags("llama3:latest"), fail_first=2)}) as url:
+        once = check.run_checks(ollama_url=url, timeout=5)
+        assert not once.ok and "HTTP 503" in once.by_name("ollama").detail
+        report = check.run_checks(ollama_url=url, timeout=5, wait=30, interval=0.2)
+    assert report.ok, report.render()
+    assert report.by_name("ollama").status == PASS
+
+
+def test_wait_gives_up_after_its_time_with_the_last_report():
+    with serve({"/api/tags": Reply(status=500, body={"error": "broken"})}) as url:
+        started = time.monotonic()
+        report = check.run_checks(ollama_url=url, timeout=5, wait=1.0, interval=0.2)
+        took = time.monotonic() - started
+        asked = len(requests_seen(url))
+    assert not report.ok and "HTTP 500" in report.by_name("ollama").detail
+    assert 1.0 <= took < 10
+    assert asked >= 3  # asked again and again, not once
+
+
+def test_task_wait_option_exit_code():
+    with serve({"/api/tags": Reply(body=ollama_tags("llama3:latest"), fail_first=1)}) as url:
+        res = _invoke("--skip-deployment", "--ollama-url", url, "--wait", "30")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "PASS    ollama" in res.stdout
