@@ -277,10 +277,25 @@ class Engine:
                     project_name: str | None = None, **kwargs) -> Result:
         """Run a compose subcommand against a project directory."""
         provider = self.compose()
-        return self.run(list(compose_args(provider, project_dir=project_dir, files=files,
-                                          env_file=env_file, profiles=profiles,
-                                          project_name=project_name)) + list(args),
-                        argv0=provider.argv, cwd=project_dir, **kwargs)
+        res = self.run(list(compose_args(provider, project_dir=project_dir, files=files,
+                                         env_file=env_file, profiles=profiles,
+                                         project_name=project_name)) + list(args),
+                       argv0=provider.argv, cwd=project_dir, **kwargs)
+        if (args and args[0] == "up" and res.ok and self.is_podman and project_name and not self.dry_run
+                and self.runner is subprocess_runner):
+            self._fix_bridges(project_name)
+        return res
+
+    def _fix_bridges(self, project_name: str) -> None:
+        """After a podman ``up``: keep the project's bridge MACs fixed (see scripts/bridges.py)."""
+        from .bridges import fix_project
+
+        try:
+            for line in fix_project(self, project_name):
+                LOG.info("%s", line)
+        except (OSError, AirgapError) as exc:  # never fail an up over it; say so
+            LOG.warning("could not fix the bridge MACs of project %s: %s (containers may lose their "
+                        "gateway for up to 100 s while the stack starts)", project_name, exc)
 
     # -- images --
     def image_exists(self, ref: str) -> bool:

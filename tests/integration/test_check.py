@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import check, lab, stack
+from scripts import bridges, check, lab, stack
 from scripts.check import PASS
 from scripts.deployment import Deployment
 from scripts.engine import Engine
@@ -57,6 +57,11 @@ def standin_deployment(engine: Engine, prefix: Path):
         wait_until(lambda: _all_up(engine, project, name, SERVICES), timeout=180,
                    what="every Dify service running/healthy and init_permissions exited 0",
                    on_timeout=lambda: json.dumps(_states(engine, project, name), indent=1)[-3000:])
+        if engine.is_podman:  # the up fixed the project's bridge MACs (scripts/bridges.py)
+            ifaces = [b.interface for b in bridges.bridges(engine, bridges.project_networks(engine, name))]
+            assert len(ifaces) == 2, ifaces  # default + ssrf_proxy_network
+            assert all((bridges.SYS_NET / i / "addr_assign_type").read_text().strip() == bridges.ADDR_SET
+                       for i in ifaces)
         base = f"http://127.0.0.1:{ports['EXPOSE_NGINX_PORT']}"
         wait_until(lambda: check.check_http_json("ping", f"{base}/console/api/ping",
                                                  lambda d: (PASS, "", "")).status == PASS,
