@@ -302,6 +302,10 @@ def run(size_mb: int, workdir: Path | None = None) -> list[Row]:
             rows.append(step("docker save | gzip -6", [["docker", "save", *refs], ["gzip", "-6"]], output=gz,
                              stdout_path=str(gz)))
             gz.unlink()
+            zs = out / "images.tar.zst"
+            rows.append(step("docker save | zstd -3 -T0 (CLI)",
+                             [["docker", "save", *refs], ["zstd", "-q", "-3", "-T0"]], output=zs, stdout_path=str(zs)))
+            zs.unlink()
             ours = out / "bundle"
             rows.append(step("ours: save | zstd (bundle)",
                              [[*py, "_save", str(ours), *(f"{r}={ids[r]}" for r in refs)]], py_env, output=ours))
@@ -324,6 +328,7 @@ def report(rows: list[Row], size_mb: int) -> str:
     by = {r.name: r for r in rows}
     raw, gz, plain_load = by["docker save > /dev/null"], by["docker save | gzip -6"], by["docker load -i plain.tar"]
     ours, ours_load = by["ours: save | zstd (bundle)"], by["ours: load_images(bundle)"]
+    zcli = by["docker save | zstd -3 -T0 (CLI)"]
 
     def mb(n):
         return "-" if n is None else human_size(n)
@@ -342,6 +347,8 @@ def report(rows: list[Row], size_mb: int) -> str:
          ours.seconds / raw.seconds <= TARGETS["time"]),
         ("bundle size / gzip size", ours.output / gz.output, "<= 1.0", ours.output <= gz.output),
         ("gzip time / raw save time", gz.seconds / raw.seconds, "(reference)", None),
+        ("zstd CLI time / raw save time", zcli.seconds / raw.seconds, "(reference: the same zstd -3, all cores)",
+         None),
         ("our load time / plain load time", ours_load.seconds / plain_load.seconds, f"<= {TARGETS['load']}",
          ours_load.seconds / plain_load.seconds <= TARGETS["load"]),
         ("bundle peak output disk / bundle size", ours.disk_out / ours.output, f"<= {TARGETS['disk']}",
