@@ -75,6 +75,9 @@ def test_fixed_and_announced_bridge_mac_keeps_the_gateway(podman_engine, tracker
     assert bridges.fix_macs(engine, [network]) == [f"bridge {iface} ({network}): MAC already fixed"]
 
 
-def test_docker_is_left_alone(docker_engine):
-    assert bridges.fix_macs(docker_engine, ["bridge"]) == []
-    assert (bridges.SYS_NET / "docker0" / "addr_assign_type").read_text().strip() == bridges.ADDR_SET
+def test_docker_is_left_alone_it_fixes_its_bridge_macs_itself(docker_engine, tracker):
+    network = tracker.network(docker_engine, tracker.name("dal-br-net"))
+    docker_engine.run(["network", "create", network])
+    assert bridges.fix_macs(docker_engine, [network]) == []
+    net_id = docker_engine.run(["network", "inspect", "-f", "{{.Id}}", network], mutates=False).stdout.strip()
+    assert (bridges.SYS_NET / f"br-{net_id[:12]}" / "addr_assign_type").read_text().strip() == bridges.ADDR_SET
