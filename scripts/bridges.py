@@ -115,8 +115,8 @@ def fix_macs(engine: Engine, networks: Sequence[str], runner: Runner = subproces
     return lines
 
 
-def fix_project(engine: Engine, project: str, runner: Runner = subprocess_runner) -> list[str]:
+def fix_project(engine: Engine, project: str) -> list[str]:
     """:func:`fix_macs` for every network of a podman-compose project (call right after ``up``)."""
-    if not engine.is_podman:
+    if not engine.is_podman:  # no network listing for docker at all
         return []
-    return fix_macs(engine, project_networks(engine, project), runner=runner)
+    return fix_macs(engine, project_networks(engine, project))

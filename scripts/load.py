@@ -15,8 +15,6 @@ from .console import LOG, human_size, progress
 from .engine import Engine
 from .manifest import image_stream, load_manifest
 
-READ_CHUNK = 1 << 20
-
 
 def load_argv(engine: Engine) -> list[str]:
     # docker and podman both read the archive from stdin when no --input is given; -q keeps their own
