@@ -1,6 +1,5 @@
-"""scripts/bridges.py on the REAL rootful podman: a bridge whose MAC moves blackholes the gateway for the
-containers that cached the old one; fixing + announcing the MAC gives them the gateway back at once and
-keeps it from moving again."""
+"""scripts/bridges.py on the REAL rootful podman: a bridge's MAC moves when the port it wears leaves;
+fixed + announced, it stays, the containers keep their gateway."""
 
 from __future__ import annotations
 
@@ -24,6 +23,13 @@ def _start(engine: Engine, tracker, image: str, network: str) -> str:
     return name
 
 
+def _host_veth_mac(engine: Engine, container: str) -> str:
+    """The MAC of the host end of ``container``'s eth0 (a port of the bridge)."""
+    index = engine.run(["exec", container, "cat", "/sys/class/net/eth0/iflink"], mutates=False).stdout.strip()
+    [iface] = [p.name for p in bridges.SYS_NET.iterdir() if (p / "ifindex").read_text().strip() == index]
+    return _mac(iface)
+
+
 def _pings(engine: Engine, container: str, ip: str) -> bool:
     return engine.probe(["exec", container, "ping", "-c", "1", "-W", "1", ip], timeout=30).ok
 
@@ -36,40 +42,39 @@ def test_fixed_and_announced_bridge_mac_keeps_the_gateway(podman_engine, tracker
     lab.make_busybox_image(engine, image)
     network = tracker.network(engine, tracker.name("dal-br-net"))
     engine.run(["network", "create", network])
-    pair = [_start(engine, tracker, image, network), _start(engine, tracker, image, network)]
+    trio = [_start(engine, tracker, image, network) for _ in range(3)]
     [bridge] = bridges.bridges(engine, [network])
     assert bridge.network == network and len(bridge.gateways) == 1
     gateway, iface = bridge.gateways[0], bridge.interface
     assert (bridges.SYS_NET / iface / "addr_assign_type").read_text().strip() != bridges.ADDR_SET, \
         "this netavark fixes bridge MACs itself: the test has nothing to show on this host"
-    # both cache the bridge's MAC, which is the host-side veth MAC of one of them (the lower)
-    assert all(_pings(engine, c, gateway) for c in pair)
 
-    # the kernel moves the bridge to the lowest port MAC: start containers until a new veth is lower
+    # the precondition of the bug: the bridge wears the lowest port MAC, so it moves when that container
+    # leaves (as Dify's one-shot init_permissions does during `up`)
     cached = _mac(iface)
-    for _ in range(24):  # a new random veth MAC is the lowest with p = 1/(ports+1); 24 tries ~never miss
-        _start(engine, tracker, image, network)
-        if _mac(iface) != cached:
-            break
-    assert _mac(iface) != cached, "the bridge MAC never moved"
-    # the bug: the container whose own veth is NOT the old MAC still sends to it; the host drops that
-    # (frames to another port's MAC are not for the host); the other one is saved by its own veth
-    reach = [_pings(engine, c, gateway) for c in pair]
-    assert reach.count(False) == 1, f"expected exactly one of the pair cut off from {gateway}: {reach}"
+    [owner] = [c for c in trio if _host_veth_mac(engine, c) == cached]
+    engine.run(["rm", "--force", owner], timeout=120)
+    assert _mac(iface) != cached, "the bridge MAC did not move when its port left"
+    first = next(c for c in trio if c != owner)
 
+    # Whether a move leaves a container cut off depends on timing (the kernel announces some moves
+    # itself); the lab's repro loop caught it in about one Dify `up` in five. Asserted here: the parts
+    # that do not depend on timing.
+    victim = first
     lines = bridges.fix_macs(engine, [network])
     moved = _mac(iface)
     assert lines == [f"bridge {iface} ({network}): MAC fixed at {moved}, announced for {gateway}"]
     assert (bridges.SYS_NET / iface / "addr_assign_type").read_text().strip() == bridges.ADDR_SET
-    # the gratuitous ARP updates the cut-off container at once (not after its ARP timeout, 30-100 s)
-    wait_until(lambda: all(_pings(engine, c, gateway) for c in pair), timeout=5,
-               what=f"both containers to reach {gateway} again")
+    wait_until(lambda: _pings(engine, victim, gateway), timeout=5, what=f"{victim} to reach {gateway} again")
 
-    # and the MAC no longer moves while containers come and go
+    # and the MAC no longer moves while containers come and go, also when its own port leaves
+    other = next(c for c in trio if c not in (owner, victim))
+    engine.run(["rm", "--force", other], timeout=120)  # the port whose MAC the bridge wears, or the other
+    assert _mac(iface) == moved
     for _ in range(3):
         engine.run(["rm", "--force", _start(engine, tracker, image, network)], timeout=120)
         assert _mac(iface) == moved
-    assert all(_pings(engine, c, gateway) for c in pair)
+    assert _pings(engine, victim, gateway)
 
     # idempotent
     assert bridges.fix_macs(engine, [network]) == [f"bridge {iface} ({network}): MAC already fixed"]
