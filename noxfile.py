@@ -43,7 +43,8 @@ def tests(session: nox.Session) -> None:
         session.run("python", "-m", "scripts.lab", "up")
     else:
         session.warn("not root on Debian: the lab is not started; integration tests need running engines")
-    session.run("pytest", *(session.posargs or ["tests", "-m", "not e2e"]))
+    # --durations: where CI time goes (shared/LAB.md budget: the whole .ci/run under 30 min on a fresh machine)
+    session.run("pytest", *(session.posargs or ["tests", "-m", "not e2e", "--durations=15"]))
 
 
 @nox.session

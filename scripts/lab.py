@@ -36,10 +36,18 @@ from .waiting import wait_until
 
 LAB_ROOT = Path(os.environ.get("DIFY_AIRGAP_LAB_ROOT", "/var/lib/dify-airgap-lab"))
 REGISTRY_ADDR = os.environ.get("DIFY_AIRGAP_LAB_REGISTRY", "127.0.0.1:5000")
-APT_PACKAGES = ("docker.io", "podman", "docker-registry", "busybox-static", "debootstrap",
-                "zstd", "pigz", "iptables", "uidmap", "iproute2")
+#: netavark + aardvark-dns are only RECOMMENDS of Debian's podman: without them podman falls back to CNI
+#: and containers of one compose project cannot resolve each other's names (shared/LAB.md).
+APT_PACKAGES = ("docker.io", "podman", "netavark", "aardvark-dns", "docker-registry", "busybox-static",
+                "debootstrap", "zstd", "pigz", "iptables", "uidmap", "iproute2")
 CONTAINERS_CONF = Path("/etc/containers/containers.conf.d/50-dify-airgap-lab.conf")
-REGISTRIES_CONF = Path("/etc/containers/registries.conf.d/50-dify-airgap-lab.conf")
+#: Written by earlier lab versions (a global docker.io mirror for podman); removed by ``up`` because it
+#: overrode every test's own registries.conf and made podman pulls depend on the lab registry's content.
+STALE_REGISTRIES_CONF = Path("/etc/containers/registries.conf.d/50-dify-airgap-lab.conf")
+CONTAINERS_CONF_TEXT = ('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n\n'
+                        '[network]\nnetwork_backend = "netavark"\n')
+CNI_STATE = (Path("/var/lib/cni/networks"), Path("/var/lib/cni/results"))
+DNS_CHECK_IMAGE = "localhost/dify-airgap-lab/busybox:dns-check"
 DOCKER_DAEMON_JSON = Path("/etc/docker/daemon.json")
 #: Capabilities that start Docker-in-Docker where --privileged fails (see shared/LAB.md).
 DIND_SECURITY_ARGS = ("--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
@@ -145,17 +153,62 @@ def ensure_dockerd(mirror: str | None = REGISTRY_ADDR, timeout: float = 60) -> E
 
 # --- podman --------------------------------------------------------------------------------------
 
-def ensure_podman_config(mirror: str | None = REGISTRY_ADDR) -> None:
-    """The ulimit fix (sandbox hard nofile limit) and, for the lab, docker.io via the mirror."""
+def podman_network_backend() -> str:
+    """What podman uses for networks now: ``netavark``, ``cni`` or "" when podman does not answer."""
+    res = subprocess_runner(["podman", "info", "--format", "{{.Host.NetworkBackend}}"], timeout=60)
+    return res.stdout.strip() if res.ok else ""
+
+
+def ensure_podman_config() -> None:
+    """The ulimit fix (sandbox hard nofile limit) and netavark as network backend (container DNS).
+
+    Switching a host from CNI: containers and networks made under CNI are unusable with netavark, so
+    they are removed first, with CNI's address leases (a lab host only: never run this on a server).
+    """
+    if STALE_REGISTRIES_CONF.exists():
+        STALE_REGISTRIES_CONF.unlink()
+        LOG.info("removed %s (an earlier lab's global podman mirror)", STALE_REGISTRIES_CONF)
+    current = CONTAINERS_CONF.read_text() if CONTAINERS_CONF.exists() else ""
+    if current == CONTAINERS_CONF_TEXT and podman_network_backend() == "netavark":
+        return
+    if podman_network_backend() == "cni":
+        LOG.info("podman uses CNI: removing its containers and networks before switching to netavark")
+        _sh(["podman", "rm", "--all", "--force", "--time", "0"], check=False, timeout=300)
+        _sh(["podman", "network", "prune", "--force"], check=False, timeout=120)
+        for state in CNI_STATE:
+            shutil.rmtree(state, ignore_errors=True)
     CONTAINERS_CONF.parent.mkdir(parents=True, exist_ok=True)
-    CONTAINERS_CONF.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n')
-    if mirror:
-        REGISTRIES_CONF.parent.mkdir(parents=True, exist_ok=True)
-        REGISTRIES_CONF.write_text(
-            'unqualified-search-registries = ["docker.io"]\n\n'
-            '[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n\n'
-            f'[[registry.mirror]]\nlocation = "{mirror}"\ninsecure = true\n\n'
-            f'[[registry]]\nlocation = "{mirror}"\ninsecure = true\n')
+    CONTAINERS_CONF.write_text(CONTAINERS_CONF_TEXT)
+
+
+def check_podman_dns(timeout: float = 30, disable_dns: bool = False) -> str:
+    """Fail fast, naming the cause, unless two podman containers on one network resolve each other.
+
+    Returns the backend. ``disable_dns`` makes the network without DNS (how a test proves the check).
+    """
+    backend = podman_network_backend()
+    if backend != "netavark":
+        raise AirgapError(f"podman's network backend is {backend or 'unknown (podman does not answer)'}, not "
+                          "netavark: containers of a compose project cannot resolve each other's names. "
+                          "Install netavark and aardvark-dns and set [network] network_backend = \"netavark\" "
+                          f"({CONTAINERS_CONF})")
+    engine = Engine("podman")
+    if not engine.image_exists(DNS_CHECK_IMAGE):
+        make_busybox_image(engine, DNS_CHECK_IMAGE)
+    tag = f"dal-dnscheck-{os.getpid()}-{int(time.time() * 1000) % 100000}"
+    try:
+        engine.run(["network", "create", *(["--disable-dns"] if disable_dns else []), tag], timeout=60)
+        engine.run(["run", "-d", "--name", tag, "--network", tag, DNS_CHECK_IMAGE, "sleep", "120"], timeout=60)
+        res = engine.run(["run", "--rm", "--network", tag, DNS_CHECK_IMAGE, "nslookup", tag],
+                         check=False, timeout=timeout)
+        if not res.ok or "Address" not in res.stdout.split("Name:", 1)[-1]:
+            raise AirgapError(f"podman containers cannot resolve each other's names on a {backend} network "
+                              f"(nslookup {tag}: {(res.stdout + res.stderr).strip()[-300:] or 'no answer'}). "
+                              "Is aardvark-dns installed (apt-get install aardvark-dns)?")
+    finally:
+        engine.run(["rm", "--force", "--time", "0", tag], check=False, timeout=60)
+        engine.run(["network", "rm", "--force", tag], check=False, timeout=60)
+    return backend
 
 
 def allow_podman_internal_networks() -> bool:
@@ -439,10 +492,13 @@ def up(podman: bool = True, registry_: bool = True) -> dict:
         ensure_registry()
     compose_version = ensure_compose_plugin()
     docker = ensure_dockerd(mirror=REGISTRY_ADDR if registry_ else None)
+    result = {"compose_plugin": compose_version, "docker_answers": docker.answers()}
     if podman:
-        ensure_podman_config(mirror=REGISTRY_ADDR if registry_ else None)
+        ensure_podman_config()
         allow_podman_internal_networks()
-    return status() | {"compose_plugin": compose_version, "docker_answers": docker.answers()}
+        result["podman_network_backend"] = check_podman_dns()
+        LOG.info("podman: network backend netavark, containers resolve each other's names")
+    return status() | result
 
 
 def status() -> dict:

@@ -520,7 +520,7 @@ def restore_database(engine: Engine, stack: sd.Stack, root: Path, entry: dict, t
     """Recreate the database, load the dump, compare row counts with the manifest's."""
     db = _running_db(engine, stack, timeout)
     name, db_type = entry["name"], entry.get("type", stack.db_type)
-    sd.exec_in(engine, db, sd.recreate_command(db_type, name))
+    sd.db_exec(engine, db, sd.recreate_command(db_type, name), timeout=timeout, what=f"recreating database {name}")
     decompress_to(root, entry, sd.exec_argv(engine, db, sd.load_command(db_type, name), interactive=True))
     counts = sd.row_counts(engine, db, db_type, name)
     want = entry.get("row_counts") or {}

@@ -20,6 +20,7 @@ import re
 import shlex
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -339,23 +340,105 @@ def exists_command(db_type: str, database: str) -> list[str]:
                '-c "SELECT count(*) FROM pg_database WHERE datname = \'$1\'"', database)
 
 
-def row_counts(engine: Engine, cid: str, db_type: str, database: str) -> dict[str, int]:
-    res = exec_in(engine, cid, row_counts_command(db_type, database), mutates=False)
+#: What a database server says while it cannot take a query YET (the official postgres image starts a
+#: temporary server for its init scripts, stops it, then starts the real one): retried, never final.
+TRANSIENT_DB_STATES = (
+    ("the database system is starting up", "starting up"),
+    ("the database system is not yet accepting connections", "starting up"),
+    ("the database system is shutting down", "shutting down"),
+    ("the database system is in recovery mode", "recovering"),
+    ("terminating connection due to administrator command", "shutting down"),
+    ("could not connect to server", "not listening yet"),
+    ("connection refused", "not listening yet"),
+    ("no such file or directory", "not listening yet"),  # psql's unix socket not there yet
+    ("can't connect to", "not listening yet"),  # mysql
+    ("server has gone away", "restarting"),
+    ("is restarting", "restarting"),  # engine exec into a container that is restarting
+    ("is not running", "not running"),
+)
+#: Checked first: messages that no amount of waiting changes.
+FINAL_DB_ERRORS = ("password authentication failed", "access denied", "permission denied", "role \"")
+
+
+def transient_state(output: str) -> str | None:
+    """The transient state named in a failed database command's output, or None (a real failure)."""
+    low = output.lower()
+    if any(marker in low for marker in FINAL_DB_ERRORS):
+        return None
+    return next((state for marker, state in TRANSIENT_DB_STATES if marker in low), None)
+
+
+def ready_command(db_type: str) -> list[str]:
+    """A real query over TCP on the container's loopback: the postgres image's init-time server does not
+    listen on TCP, so this cannot succeed against a server that is about to be stopped."""
+    if db_type == "mysql":
+        return _sh('MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot -h 127.0.0.1 -N -B -e "SELECT 1"')
+    return _sh('PGPASSWORD="$POSTGRES_PASSWORD" exec psql -X -A -t -q -h 127.0.0.1 -U "${POSTGRES_USER:-postgres}" '
+               '-d postgres -c "SELECT 1"')
+
+
+def db_exec(engine: Engine, cid: str, command: Sequence[str], *, timeout: float = 120, what: str = "",
+            mutates: bool = True, interval: float = 1.0):
+    """Run a database command in the db container, retrying while the server is in a transient state.
+
+    A failure that is not transient raises at once with the command's message; after ``timeout`` seconds
+    of transient states it raises naming the last state seen. Returns the successful result.
+    """
+    deadline = time.monotonic() + timeout
+    what = what or "the database command"
+    while True:
+        res = exec_in(engine, cid, command, check=False, mutates=mutates, timeout=min(600, max(30.0, timeout)))
+        if res.ok:
+            return res
+        output = (res.stderr + res.stdout).strip()
+        state = transient_state(output)
+        if state is None:
+            raise AirgapError(f"{what} failed in container {cid[:12]}: {output[-500:] or f'exit {res.returncode}'}")
+        if time.monotonic() >= deadline:
+            raise AirgapError(f"{what}: the database in container {cid[:12]} was still {state} after {timeout:.0f}s "
+                              f"({output[-300:]}); check `{engine.runtime} logs {cid[:12]}` and retry")
+        LOG.info("database %s; retrying %s", state, what)
+        time.sleep(interval)
+
+
+def row_counts(engine: Engine, cid: str, db_type: str, database: str, timeout: float = 120) -> dict[str, int]:
+    res = db_exec(engine, cid, row_counts_command(db_type, database), mutates=False, timeout=timeout,
+                  what=f"counting the rows of {database}")
     return parse_row_counts(res.stdout)
 
 
-def database_exists(engine: Engine, cid: str, db_type: str, database: str) -> bool:
-    res = exec_in(engine, cid, exists_command(db_type, database), check=False, mutates=False)
-    return res.ok and res.stdout.strip() not in ("", "0")
+def database_exists(engine: Engine, cid: str, db_type: str, database: str, timeout: float = 120) -> bool:
+    res = db_exec(engine, cid, exists_command(db_type, database), mutates=False, timeout=timeout,
+                  what=f"looking up database {database}")
+    return res.stdout.strip() not in ("", "0")
 
 
-def wait_db(engine: Engine, cid: str, db_type: str, timeout: float = 120) -> None:
-    from .waiting import wait_until
+def wait_db(engine: Engine, cid: str, db_type: str, timeout: float = 120, settle: float = 2.0) -> None:
+    """Wait until the database answers a real query, twice, ``settle`` seconds apart (not one lucky probe).
 
-    probe = (["mysqladmin", "ping", "-uroot", "--silent"] if db_type == "mysql"
-             else _sh('exec pg_isready -q -U "${POSTGRES_USER:-postgres}"'))
-    wait_until(lambda: exec_in(engine, cid, probe, check=False, mutates=False, timeout=30).ok, timeout,
-               what=f"the database in container {cid[:12]} to accept connections")
+    Transient states (starting up, shutting down, recovering) are waited out; when the time is up the
+    error names the last state seen. A failure that is not transient (bad password...) raises at once.
+    """
+    deadline = time.monotonic() + timeout
+    first_ok: float | None = None
+    state = "not answering"
+    while True:
+        res = exec_in(engine, cid, ready_command(db_type), check=False, mutates=False, timeout=30)
+        now = time.monotonic()
+        if res.ok:
+            if first_ok is not None and now - first_ok >= settle:
+                return
+            first_ok = first_ok if first_ok is not None else now
+        else:
+            first_ok = None
+            output = (res.stderr + res.stdout).strip()
+            state = transient_state(output) or ""
+            if not state:
+                raise AirgapError(f"the database in container {cid[:12]} refuses a query: {output[-500:]}")
+        if now >= deadline:
+            raise AirgapError(f"timed out after {timeout:.0f}s waiting for the database in container {cid[:12]} to "
+                              f"accept queries (last state: {state}); check `{engine.runtime} logs {cid[:12]}`")
+        time.sleep(0.5)
 
 
 # --- SELinux -------------------------------------------------------------------------------------

@@ -46,8 +46,10 @@ def test_fixed_and_announced_bridge_mac_keeps_the_gateway(podman_engine, tracker
     [bridge] = bridges.bridges(engine, [network])
     assert bridge.network == network and len(bridge.gateways) == 1
     gateway, iface = bridge.gateways[0], bridge.interface
-    assert (bridges.SYS_NET / iface / "addr_assign_type").read_text().strip() != bridges.ADDR_SET, \
-        "this netavark fixes bridge MACs itself: the test has nothing to show on this host"
+    if (bridges.SYS_NET / iface / "addr_assign_type").read_text().strip() == bridges.ADDR_SET:
+        # netavark >= 1.9 sets the MAC itself: the move cannot be shown here. fix_macs' handling of that
+        # case ("already fixed") and of the moving case is covered by tests/test_bridges.py.
+        pytest.skip("this netavark fixes bridge MACs itself: nothing to show on this host")
 
     # the precondition of the bug: the bridge wears the lowest port MAC, so it moves when that container
     # leaves (as Dify's one-shot init_permissions does during `up`)

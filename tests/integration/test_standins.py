@@ -64,7 +64,11 @@ def test_seeded_registry_serves_docker_hub_names_to_a_mirrored_dockerd(docker_st
 
 
 def test_seeded_registry_serves_docker_hub_names_to_podman_with_a_mirror(docker_standins, tmp_path):
-    """podman with a registries.conf mirror (what lab.ensure_podman_config writes), in throwaway storage."""
+    """podman with a registries.conf mirror, in throwaway storage, pulling from THIS test's registry only.
+
+    Each name also gets a tag no other registry holds (``dal-<random>``): a pull of it can only succeed
+    through the registry seeded here, whatever another test or session left on the machine.
+    """
     engine, refs = docker_standins
     require_engine("podman")
     addr = f"127.0.0.1:{free_port()}"
@@ -76,15 +80,20 @@ def test_seeded_registry_serves_docker_hub_names_to_podman_with_a_mirror(docker_
                                    "CONTAINERS_REGISTRIES_CONF_DIR": str(drop_ins)})
     short = Path(tempfile.mkdtemp(prefix="dalpm-", dir="/tmp"))  # podman wants a runroot under 50 chars
     storage = ["--root", str(short / "root"), "--runroot", str(short / "run")]
+    unique = {ref: f"{ref.rsplit(':', 1)[0]}:dal-{uuid.uuid4().hex[:10]}" for ref in refs[:2]}
     try:
+        for ref, tagged in unique.items():
+            engine.run(["tag", standins.local_ref(engine, ref), tagged])
         with lab.registry(addr):
-            standins.seed_registry(engine, refs, addr)
-            for ref in refs:
+            standins.seed_registry(engine, [*refs, *unique.values()], addr)
+            for ref in [*refs, *unique.values()]:
                 podman.run([*storage, "pull", "-q", ref], timeout=300)
                 res = podman.run([*storage, "image", "inspect", "--format", "{{json .Config.Labels}}",
                                   f"docker.io/{standins.hub_path(ref)}"], mutates=False)
                 assert json.loads(res.stdout).get(standins.LABEL) == "1", ref
     finally:
+        for tagged in unique.values():
+            engine.run(["image", "rm", tagged], check=False)
         podman.run([*storage, "system", "reset", "--force"], check=False, timeout=120)
         shutil.rmtree(short, ignore_errors=True)
 
