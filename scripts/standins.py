@@ -35,21 +35,18 @@ from .errors import AirgapError
 DIFY_VERSION = "1.11.3"
 LABEL = "org.dify-airgap.standin"
 DIGEST_LABEL = "org.dify-airgap.standin.digest"
-SHARED_ENV = "DIFY_AIRGAP_SHARED"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXTRA_FILES = REPO_ROOT / "tests" / "fixtures" / "dify-1.11.3-extra" / "docker"
 #: Bump when the common helpers change in a way the per-image recipe digests would not see.
 RECIPE_VERSION = "1"
 
 
-def shared_dir() -> Path:
-    """The ``shared/`` folder next to the repository (``$DIFY_AIRGAP_SHARED`` overrides)."""
-    env = os.environ.get(SHARED_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 
 
-def default_fixture() -> Path:
-    return shared_dir() / "fixtures" / "dify-1.11.3"
+def default_fixture(version: str = "1.11.3") -> Path:
+    """The real Dify ``docker/`` tree of ``version`` vendored in tests/fixtures (SOURCE.txt says whence)."""
+    return FIXTURES_DIR / f"dify-{version}"
 
 
 def default_images(version: str = DIFY_VERSION) -> list[str]:
@@ -797,7 +794,7 @@ def complete_project(dest: Path, fixture: Path | None = None, extra: Path = EXTR
     """
     fixture = fixture or default_fixture()
     if not (fixture / "docker-compose.yaml").exists():
-        raise AirgapError(f"no Dify fixture at {fixture} (set ${SHARED_ENV} to the shared/ folder)")
+        raise AirgapError(f"no Dify fixture at {fixture} (tests/fixtures/dify-VERSION)")
     dest.mkdir(parents=True, exist_ok=True)
     for source in (fixture, extra):
         for path in sorted(source.rglob("*")):

@@ -11,7 +11,14 @@ import pytest
 from scripts.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = (ROOT.parent / "shared" / "fixtures" / "dify-1.11.3").resolve()
+#: Real Dify docker/ trees vendored from upstream releases (each has a SOURCE.txt); a fresh clone needs no ../shared.
+FIXTURE_ROOT = ROOT / "tests" / "fixtures"
+RELEASES = ("1.11.3", "1.16.0")
+FIXTURES = FIXTURE_ROOT / "dify-1.11.3"
+
+
+def release_fixture(version: str) -> Path:
+    return FIXTURE_ROOT / f"dify-{version}"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -72,8 +72,8 @@ def test_complete_project_has_every_bind_source(tmp_path):
     assert (dest / "docker-compose.yaml").read_bytes() == (FIXTURES / "docker-compose.yaml").read_bytes()
 
 
-def test_shared_dir_env_override(monkeypatch, tmp_path):
-    monkeypatch.setenv(standins.SHARED_ENV, str(tmp_path))
-    assert standins.default_fixture() == tmp_path / "fixtures" / "dify-1.11.3"
-    monkeypatch.delenv(standins.SHARED_ENV)
-    assert standins.shared_dir() == Path(standins.__file__).resolve().parents[2] / "shared"
+def test_default_fixture_is_vendored_with_its_source_note():
+    for version in ("1.11.3", "1.16.0"):
+        fixture = standins.default_fixture(version)
+        assert fixture.is_relative_to(Path(standins.__file__).resolve().parents[1] / "tests" / "fixtures")
+        assert (fixture / "docker-compose.yaml").is_file() and (fixture / "SOURCE.txt").is_file()
