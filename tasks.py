@@ -77,13 +77,13 @@ def _split(value) -> list[str]:
     "all_profiles": "include every profile the compose file declares",
     "vector_stores": "also cover these vector stores, comma-separated (e.g. weaviate,qdrant,milvus)",
     "db_type": "override DB_TYPE (postgresql or mysql) for planning",
-    "version": "Dify version, used to find the project directory (default 1.11.3)",
+    "version": "expected Dify version: refused unless the compose file runs it (also finds ./dify-VERSION/docker)",
     "runtime": RUNTIME_HELP,
     "json": "print the plan as JSON",
 })
 @_fails_cleanly
 def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, vector_stores="",
-           db_type=None, version="1.11.3", runtime=None, json_=False):
+           db_type=None, version=None, runtime=None, json_=False):
     """List the exact images the Dify compose project needs, with the services needing each."""
     from scripts import compose_plan
     from scripts.project import resolve_env_file, resolve_project_dir
@@ -92,11 +92,13 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
     plan = compose_plan.plan_images(engine_for(c, runtime), project, resolve_env_file(project, env_file),
                                     profiles=_split(profiles), vector_stores=_split(vector_stores),
                                     all_profiles=all_profiles, db_type=db_type)
+    compose_plan.check_version(plan, version)
     print(compose_plan.images_json(plan) if json_ else plan.render())
 
 
 @task(help={
-    "version": "Dify version to bundle (default 1.11.3)",
+    "version": "Dify release: the tag to fetch with --source; otherwise a check (refused unless the compose "
+               "file runs it). The bundle's version is always read from the compose file",
     "project_dir": "Dify's docker/ directory of that version (default: $DIFY_AIRGAP_PROJECT_DIR, "
                    "./dify-VERSION/docker)",
     "env_file": "env file whose COMPOSE_PROFILES decides the profiles (default: PROJECT_DIR/.env, else .env.example)",
@@ -123,7 +125,7 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
     "dry_run": "print the plan and the exact commands; change nothing",
 }, iterable=["plugins"])
 @_fails_cleanly
-def bundle(c, version="1.11.3", project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
+def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
            vector_stores="", all_profiles=False, platform=None, compression="zstd", chunk_size=None,
            pull="missing", target_python="3.9", wheelhouse=None, plugins=None, plugin_sign_key=None,
            source=None, archive=False, dry_run=False, daemon_snapshot=None):
@@ -138,6 +140,8 @@ def bundle(c, version="1.11.3", project_dir=None, env_file=None, output="bundles
 
     if source and project_dir:
         raise Exit("error: give --source or --project-dir, not both", code=2)
+    if source and not version:
+        raise Exit("error: --source needs --version (the release tag to fetch, e.g. 1.16.0)", code=2)
     engine = engine_for(c, runtime, dry_run=dry_run)
     checkout = sources.checkout(source, version, dry_run=dry_run) if source else \
         nullcontext(resolve_project_dir(project_dir, version))
@@ -145,7 +149,8 @@ def bundle(c, version="1.11.3", project_dir=None, env_file=None, output="bundles
         image_plan = compose_plan.plan_images(engine, project, resolve_env_file(project, env_file),
                                               profiles=_split(profiles), vector_stores=_split(vector_stores),
                                               all_profiles=all_profiles)
-        plan = bundler.make_plan(image_plan, version=version, project_dir=project, output=Path(output),
+        compose_plan.check_version(image_plan, version)
+        plan = bundler.make_plan(image_plan, version=image_plan.dify_version, project_dir=project, output=Path(output),
                                  platform=platform or bundler.host_platform(), compression=compression,
                                  chunk_size=chunk_size, pull=pull, target_python=target_python,
                                  wheelhouse=wheelhouse, plugins=_split(plugins or []),

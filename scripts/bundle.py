@@ -288,13 +288,19 @@ def save_compressed(engine: Engine, refs: Sequence[str], directory: Path, name: 
             "sha256": writer.sha256, "uncompressed_size": raw, "parts": writer.parts}
 
 
+def site_env_file(path: str) -> bool:
+    """A rendered env layer of 1.14+ (``envs/**/NAME.env``): site values and secrets, never shipped."""
+    return path.startswith("envs/") and path.endswith(".env")
+
+
 def copy_tree(src: Path, dest: Path, excludes: Sequence[str] = ()) -> None:
     def ignore(directory: str, names: list[str]) -> set[str]:
         rel = Path(directory).relative_to(src)
         skipped = set()
         for n in names:
             path = (rel / n).as_posix()
-            if path in excludes or n in ("__pycache__", ".pytest_cache") or n.endswith(".pyc"):
+            if (path in excludes or n in ("__pycache__", ".pytest_cache") or n.endswith(".pyc")
+                    or (excludes and site_env_file(path))):
                 skipped.add(n)
         return skipped
 

@@ -21,7 +21,7 @@ from dotenv import dotenv_values
 from .console import LOG, table
 from .engine import Engine
 from .errors import AirgapError
-from .project import COMPOSE_FILE
+from .project import COMPOSE_FILE, ComposeProject
 
 ALL = "*"
 
@@ -42,6 +42,8 @@ class ImagePlan:
     images: list[PlannedImage]
     warnings: list[str] = field(default_factory=list)
     dropped_services: list[str] = field(default_factory=list)
+    dify_version: str = ""  # the langgenius/dify-api tag of the compose file
+    daemon_version: str = ""  # the plugin daemon's version (its image tag)
 
     @property
     def refs(self) -> list[str]:
@@ -56,7 +58,8 @@ class ImagePlan:
     def render(self) -> str:
         rows = [[img.ref, ", ".join(img.services), ", ".join(img.profiles) or "(always)"]
                 for img in self.images]
-        lines = [f"project: {self.project_dir}", f"env file: {self.env_file}",
+        lines = [f"project: {self.project_dir}", f"dify: {self.dify_version or 'unknown'} "
+                 f"(plugin daemon {self.daemon_version or 'unknown'})", f"env file: {self.env_file}",
                  f"profiles: {', '.join(self.profiles) or '(none)'}", "",
                  table(["image", "services", "profiles"], rows), "",
                  f"{len(self.images)} distinct images"]
@@ -134,9 +137,45 @@ def choose_profiles(env_file: Path, declared: Sequence[str], *, profiles: Iterab
     return unique, stores, warnings
 
 
+#: DB_TYPE values Dify supports (1.11.3's .env.example comment; 1.16.0 keeps the same profiles).
+DB_TYPES = ("postgresql", "mysql", "oceanbase", "seekdb")
+#: VECTOR_STORE values Dify supports (1.11.3's .env.example comment). Those without a compose service
+#: are external (cloud) stores: no image is planned for them; anything else is a typo and refused.
+VECTOR_STORES = ("weaviate", "oceanbase", "seekdb", "qdrant", "milvus", "myscale", "relyt", "pgvector", "pgvecto-rs",
+                 "chroma", "opensearch", "oracle", "tencent", "elasticsearch", "elasticsearch-ja", "analyticdb",
+                 "couchbase", "vikingdb", "opengauss", "tablestore", "vastbase", "tidb", "tidb_on_qdrant", "baidu",
+                 "lindorm", "huawei_cloud", "upstash", "matrixone", "clickzetta", "alibabacloud_mysql", "iris")
+
+
+def check_store_names(env_file: Path, declared: Sequence[str], db_type: str | None,
+                      vector_stores: Iterable[str]) -> None:
+    """Refuse a DB_TYPE / VECTOR_STORE that matches no profile (nor, for stores, a known external one)."""
+    values = {k: v for k, v in dotenv_values(env_file, interpolate=False).items() if v is not None}
+    db = db_type or _interpolate("${DB_TYPE:-postgresql}", values)
+    db_profiles = [p for p in declared if p in DB_TYPES]
+    if db not in db_profiles:
+        hint = difflib.get_close_matches(db, db_profiles, n=1)
+        raise AirgapError(f"DB_TYPE={db!r} matches no database profile of the compose file"
+                          + (f"; did you mean {hint[0]!r}?" if hint else "")
+                          + f" (valid: {', '.join(db_profiles)})")
+    known = [*dict.fromkeys([*(p for p in declared if p in VECTOR_STORES), *VECTOR_STORES])]
+    for store in [_interpolate("${VECTOR_STORE:-weaviate}", values), *vector_stores]:
+        store = store.strip()
+        if store and store not in declared and store not in VECTOR_STORES:
+            hint = difflib.get_close_matches(store, known, n=1)
+            raise AirgapError(f"VECTOR_STORE={store!r} is not a vector store Dify knows"
+                              + (f"; did you mean {hint[0]!r}?" if hint else "")
+                              + f" (with a service here: {', '.join(p for p in declared if p in VECTOR_STORES)};"
+                              f" external: {', '.join(s for s in VECTOR_STORES if s not in declared)})")
+
+
 def compose_config(engine: Engine, project_dir: Path, env_file: Path, profiles: Sequence[str],
                    files: Sequence[str] = ()) -> dict:
     """The provider's resolved project (``config``), parsed. Read-only: runs even in dry-run.
+
+    Runs on a staged copy (:meth:`ComposeProject.staged`) whose ``.env`` is ``env_file``: Dify 1.14+
+    requires ``.env``, and Compose then EXITS 0 WITH EMPTY OUTPUT when it is missing. An empty or
+    service-less result is an error naming what compose said, never an empty plan.
 
     ``config`` needs no daemon, so a Compose v2 binary is preferred when present, whatever the
     runtime: podman-compose 1.x cannot parse Dify's file unaided ("missing networks: default").
@@ -147,9 +186,21 @@ def compose_config(engine: Engine, project_dir: Path, env_file: Path, profiles: 
             engine = docker_side
     provider = engine.compose()
     args = ["config"] if provider.is_podman_compose else ["config", "--format", "json"]
-    res = engine.compose_run(args, project_dir=str(project_dir), env_file=str(env_file), files=files,
-                             profiles=profiles, mutates=False, timeout=120)
-    return yaml.safe_load(res.stdout) or {}
+    project = ComposeProject(project_dir, tuple(files) or (COMPOSE_FILE,))
+    with project.staged(env_file) as staged:
+        res = engine.compose_run(args, project_dir=str(staged), env_file=str(staged / ".env"), files=files,
+                                 profiles=profiles, mutates=False, timeout=120, check=False)
+    said = (res.stderr.strip() or res.stdout.strip())[-1500:].replace(str(staged), str(project_dir))
+    if not res.ok:
+        raise AirgapError(f"compose could not read the project {project_dir} (exit {res.returncode}): {said}")
+    try:
+        config = yaml.safe_load(res.stdout) or {}
+    except yaml.YAMLError as exc:
+        raise AirgapError(f"compose config of {project_dir} printed something that is not YAML/JSON: {exc}") from None
+    if not isinstance(config, dict) or not config.get("services"):
+        raise AirgapError(f"compose config of {project_dir} lists no service (profiles: {', '.join(profiles)})"
+                          + (f": {said}" if said else "") + "; is the env file complete?")
+    return config
 
 
 def plan_images(engine: Engine, project_dir: Path, env_file: Path, *, profiles: Iterable[str] = (),
@@ -158,6 +209,8 @@ def plan_images(engine: Engine, project_dir: Path, env_file: Path, *, profiles: 
     """The de-duplicated image set with the services and profiles that need each image."""
     compose_files = list(files) or [COMPOSE_FILE]
     declared = declared_profiles(project_dir, compose_files)
+    if not all_profiles:
+        check_store_names(env_file, declared, db_type, vector_stores)
     chosen, stores, warnings = choose_profiles(env_file, declared, profiles=profiles,
                                                vector_stores=vector_stores, all_profiles=all_profiles,
                                                db_type=db_type)
@@ -182,11 +235,27 @@ def plan_images(engine: Engine, project_dir: Path, env_file: Path, *, profiles: 
     for entry in images.values():
         if any(not (config["services"][s].get("profiles")) for s in entry.services):
             entry.profiles = []  # at least one service needs it always
+    if not images:
+        raise AirgapError(f"the plan for {project_dir} holds no image (services: "
+                          f"{', '.join(config.get('services') or {}) or 'none'}); nothing to bundle")
     for w in warnings:
         LOG.warning("warning: %s", w)
+    project = ComposeProject(project_dir, tuple(compose_files))
     return ImagePlan(project_dir=str(project_dir), env_file=str(env_file), profiles=chosen,
                      vector_stores=stores, images=sorted(images.values(), key=lambda i: i.ref),
-                     warnings=warnings, dropped_services=dropped)
+                     warnings=warnings, dropped_services=dropped, dify_version=project.dify_version,
+                     daemon_version=project.daemon_version)
+
+
+def check_version(plan: ImagePlan, expected: str | None) -> None:
+    """The compose file must name its release (the dify-api tag); ``--version`` must agree when given."""
+    if not plan.dify_version:
+        raise AirgapError(f"{plan.project_dir}: no langgenius/dify-api image in the compose file, so the Dify "
+                          f"release is unknown; is this Dify's docker/ directory?")
+    if expected and expected.lstrip("v") != plan.dify_version:
+        raise AirgapError(f"--version {expected} does not match the project: {plan.project_dir} runs Dify "
+                          f"{plan.dify_version} (langgenius/dify-api:{plan.dify_version}); drop --version or "
+                          f"point --project-dir at the {expected} release")
 
 
 def _declares_image(project_dir: Path, files: Sequence[str], service: str) -> bool:

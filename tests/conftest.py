@@ -92,6 +92,14 @@ def tracker():
     t.cleanup()
 
 
+@pytest.fixture(params=RELEASES)
+def release_dir(request) -> Path:
+    """Each vendored Dify release's docker/ tree (read-only: copy it before writing)."""
+    path = release_fixture(request.param)
+    assert (path / "docker-compose.yaml").exists(), f"missing Dify fixture at {path}"
+    return path
+
+
 @pytest.fixture(scope="session")
 def fixture_dir() -> Path:
     assert (FIXTURES / "docker-compose.yaml").exists(), f"missing Dify fixture at {FIXTURES}"
