@@ -435,8 +435,13 @@ def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=
         return
     keys = list(dict.fromkeys(list(report.sources) + report.changed))
     rows = [(k, report.status(k), "changed" if k in report.changed else "same",
-             "(secret)" if envfile.is_secret_key(k) else report.values.get(k, "")) for k in keys]
-    print(redact(table(["KEY", "FROM", "VS CURRENT", "VALUE"], rows)))
+             report.placed.get(k, target.name), "(secret)" if envfile.is_secret_key(k) else report.values.get(k, ""))
+            for k in keys]
+    print(redact(table(["KEY", "FROM", "VS CURRENT", "FILE", "VALUE"], rows)))
+    if report.placed:
+        print(f"\n{len(report.placed)} key(s) this release declares in envs/** went to the block at the end of "
+              f"{target.name} (compose reads .env last, so they win)"
+              + (f"; also written: {', '.join(report.layer_files)}" if report.layer_files else ""))
     if report.merge:
         print("\nupgrade merge:")
         print(redact("\n".join(f"  {line}" for line in report.merge.lines()) or "  nothing to report"))

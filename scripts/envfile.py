@@ -69,6 +69,11 @@ SECRET_GROUPS: tuple[SecretGroup, ...] = (
     SecretGroup(("ELASTICSEARCH_PASSWORD",), "password", "api and elasticsearch ELASTIC_PASSWORD"),
     SecretGroup(("OPENGAUSS_PASSWORD",), "complex", "api and opengauss GS_PASSWORD (complexity enforced)"),
     SecretGroup(("ORACLE_PWD",), "complex", "oracle container's SYS password"),
+    # Dify 1.14+ agent services (envs/core-services/dify-agent.env.example; .env.example repeats them)
+    SecretGroup(("DIFY_AGENT_SERVER_SECRET_KEY",), "token", "agent_backend's JWE key for Agent Stub tokens; read by "
+                                                           "api, worker, api_websocket, agent_backend, plugin_daemon"),
+    SecretGroup(("DIFY_AGENT_SHELLCTL_AUTH_TOKEN",), "token", "agent_backend -> local_sandbox SHELLCTL_AUTH_TOKEN"),
+    SecretGroup(("DIFY_AGENT_LOCAL_SANDBOX_AUTH_TOKEN",), "token", "agent_backend -> local_sandbox (1.17+; mandatory)"),
     # External services whose example value is Dify's shared default password: a public value must not
     # linger in a production file; sites using these stores supply the real password in their site file.
     SecretGroup(("ALIBABACLOUD_MYSQL_PASSWORD",), "password", "external store; supply the real one"),
@@ -332,9 +337,19 @@ REMOVED_HEADER = (
 )
 
 
+LAYERED_HEADER = (
+    "# ------------------------------------------------------------------",
+    "# dify-airgap: settings this Dify release declares in envs/**/*.env.example (named after each key).",
+    "# Compose lists ./.env LAST in every env_file list and interpolates ${...} from .env only, so a value",
+    "# here reaches every service that reads that envs file, and wins over it. Managed by `invoke env`.",
+    "# ------------------------------------------------------------------",
+)
+
+
 def render_text(lines: list[Line], values: Mapping[str, str], extras: Mapping[str, str] = (),
-                removed: Mapping[str, str] = ()) -> str:
-    """The example's lines with ``values`` put in place; ``extras`` and ``removed`` appended."""
+                removed: Mapping[str, str] = (), layered: Mapping[str, tuple[str, str]] = ()) -> str:
+    """The example's lines with ``values`` put in place; ``layered`` ({key: (value, envs file)}),
+    ``extras`` and ``removed`` appended."""
     out = []
     for line in lines:
         if line.key is None:
@@ -343,6 +358,10 @@ def render_text(lines: list[Line], values: Mapping[str, str], extras: Mapping[st
             out.append(line.raw)  # untouched: byte-identical to the example
         else:
             out.append(f"{line.key}={format_value(line.key, values[line.key])}")
+    if layered:
+        out += ["", *LAYERED_HEADER]
+        for key, (value, origin) in dict(layered).items():
+            out += [f"# {origin}", f"{key}={format_value(key, value)}"]
     if extras:
         out += ["", *EXTRA_HEADER]
         out += [f"{k}={format_value(k, v)}" for k, v in dict(extras).items()]
@@ -401,6 +420,8 @@ class EnvReport:
     sources: dict[str, str] = field(default_factory=dict)   # key -> layer, for keys not at example value
     values: dict[str, str] = field(default_factory=dict)    # non-secret values of changed/overridden keys
     added: list[str] = field(default_factory=list)       # site additions appended at the end
+    placed: dict[str, str] = field(default_factory=dict)  # key -> file it was written to (when not in place)
+    layer_files: list[str] = field(default_factory=list)  # envs/** files written (a service reads no .env)
     warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
     written: bool = False
@@ -618,6 +639,68 @@ def merge_upgrade(old_env: Path, old_example: Path, new_example: Path) -> tuple[
     return render_text(lines, values, extras, removed), report
 
 
+# --- release layers (Dify 1.14+: envs/**) ---------------------------------------------------------
+
+
+@dataclass
+class ReleaseLayers:
+    """The keys a release declares in ``envs/**/*.env.example`` but not in ``.env.example``.
+
+    ``defaults``: key -> the example's value (first file wins); ``origin``: key -> the file(s) naming it;
+    ``own_files``: envs files some service reads WITHOUT also reading ``.env`` (a value for one of their
+    keys must be written into that file itself, e.g. 1.16's local-sandbox.env).
+    """
+
+    defaults: dict[str, str] = field(default_factory=dict)
+    origin: dict[str, list[str]] = field(default_factory=dict)
+    own_files: set[str] = field(default_factory=set)
+    interpolated: set[str] = field(default_factory=set)
+
+    def files_for(self, key: str) -> list[str]:
+        """Where a value for ``key`` must be written besides ``.env`` (empty: .env alone reaches every reader)."""
+        if key in self.interpolated:
+            return []
+        return [f for f in self.origin.get(key, []) if f in self.own_files]
+
+
+def release_layers(project_dir: Path, example: Mapping[str, str]) -> ReleaseLayers:
+    """Read the release's ``envs/**`` layer examples and which services read which file (see ReleaseLayers)."""
+    from .project import ComposeProject
+
+    project = ComposeProject(Path(project_dir))
+    layers = ReleaseLayers()
+    examples = project.env_examples()
+    if not examples:
+        return layers
+    for rel in examples:
+        for key, value in read_env(project_dir / rel).items():
+            if key in example:
+                continue
+            layers.defaults.setdefault(key, value)
+            layers.origin.setdefault(key, []).append(rel[: -len(".example")])
+    for name in project.services():
+        files = [ref.path for ref in project.env_files(name)]
+        if files and ".env" not in files:
+            layers.own_files.update(f for f in files if f.startswith("envs/"))
+    text = compose_text(project_dir, False)
+    layers.interpolated = {k for k in layers.defaults if re.search(r"\$\{?" + re.escape(k) + r"\b", text)}
+    return layers
+
+
+def render_layer_file(project_dir: Path, rel: str, values: Mapping[str, str], dry_run: bool) -> bool:
+    """Write ``envs/X.env`` from ``envs/X.env.example`` with ``values`` in place (0600); True if changed."""
+    example = project_dir / f"{rel}.example"
+    lines = parse_lines(_read_text(example))
+    known = env_from_lines(lines)
+    text = render_text(lines, {k: v for k, v in values.items() if k in known})
+    out = project_dir / rel
+    if out.is_file() and _read_text(out) == text:
+        return False
+    if not dry_run:
+        write_atomic(out, text)
+    return True
+
+
 # --- rendering -----------------------------------------------------------------------------------
 
 _LAYER_RANK = {"example": 0, "template": 1, "old env": 2, "site file": 3, "server url": 4, "command line": 5}
@@ -655,9 +738,11 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
         raise AirgapError(f"{example_path} is missing; --project-dir must be Dify's docker/ directory")
     lines = parse_lines(_read_text(example_path))
     example = env_from_lines(lines)
+    layers = ReleaseLayers() if middleware else release_layers(project_dir, example)
+    known = {**layers.defaults, **example}  # every key the release reads, .env.example's first
     report = EnvReport(path=out, example=example_path, dry_run=dry_run)
-    values: dict[str, str] = dict(example)
-    source: dict[str, str] = {k: "example" for k in example}
+    values: dict[str, str] = dict(known)
+    source: dict[str, str] = {k: "example" for k in known}
     extras: dict[str, str] = {}
     extra_source: dict[str, str] = {}
     removed: dict[str, str] = {}
@@ -666,14 +751,14 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
 
     def apply(layer: str, data: Mapping[str, str], *, unknown: str) -> None:
         for key, value in data.items():
-            if key in example:
+            if key in known:
                 values[key], source[key] = value, layer
                 if _layer(layer) in ("old env", "site file", "command line"):
                     explicit[key] = (layer, value)
                 continue
             if unknown == "skip":
                 continue
-            close = suggest(key, example)
+            close = suggest(key, known)
             if unknown == "check" and close:
                 errors.append(f"{key} ({layer}) is not a key of {example_path.name}; did you mean {close}?")
                 continue
@@ -689,9 +774,9 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
             raise AirgapError("--upgrade-from needs --old-example: the .env.example of the release that "
                               "OLD_ENV was made from (keep it next to the old .env)")
         old_env, base_env = read_env(upgrade_from), read_env(old_example)
-        _values, custom, old_extras, removed, report.merge = _merge(old_env, base_env, example)
+        _values, custom, old_extras, removed, report.merge = _merge(old_env, base_env, known)
         for d in report.merge.default_changed:  # user kept the old default: take the new one
-            values[d["key"]], source[d["key"]] = example[d["key"]], "example"
+            values[d["key"]], source[d["key"]] = known[d["key"]], "example"
         apply("old env", custom, unknown="extra")
         apply("old env", old_extras, unknown="extra")
     # 3. site file
@@ -710,7 +795,7 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
         defaults |= known_defaults(read_env(old_example))
     existing = read_env(out) if out.is_file() else None
     for group in SECRET_GROUPS:
-        keys = [k for k in group.keys if k in example]
+        keys = [k for k in group.keys if k in known]
         if not keys:
             continue
         given = [(k, explicit[k]) for k in keys if k in explicit]
@@ -755,12 +840,20 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
                 if pw:
                     register_secret(pw)
 
-    errors += _validate(lines, example, values, extras, defaults, middleware, project_dir, report)
+    errors += _validate(lines, known, values, extras, defaults, middleware, project_dir, report)
     if errors:
         raise AirgapError(f"{len(errors)} problem(s) in the env layers; nothing was written:\n  - "
                           + "\n  - ".join(errors))
 
-    text = render_text(lines, values, extras, removed)
+    layered = {k: (values[k], "declared in " + ", ".join(layers.origin[k])) for k in layers.defaults
+               if values[k] != layers.defaults[k] or k in explicit}
+    text = render_text(lines, {k: values[k] for k in example}, extras, removed, layered)
+    own: dict[str, dict[str, str]] = {}
+    for key in layered:
+        report.placed[key] = out.name
+        for rel in layers.files_for(key):
+            own.setdefault(rel, {})[key] = values[key]
+            report.placed[key] = f"{rel} and {out.name}"
     before = existing if existing is not None else example
     after = env_from_lines(parse_lines(text))
     report.changed = [k for k in after if before.get(k) != after[k]]
@@ -772,6 +865,9 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
     if not dry_run:
         write_atomic(out, text)
         report.written = True
+    for rel, data in own.items():  # a service reads this envs file and not .env: the value goes there too
+        if render_layer_file(project_dir, rel, data, dry_run) and rel not in report.layer_files:
+            report.layer_files.append(rel)
     return report
 
 

@@ -72,8 +72,8 @@ def test_every_public_default_secret_is_gone(rendered, example):
 
 def test_linked_secrets_are_equal(rendered):
     env = read_env(rendered[0])
-    for group in SECRET_GROUPS:
-        assert len({env[k] for k in group.keys if k in env}) == 1, group.keys
+    for group in SECRET_GROUPS:  # groups of later releases are absent from older ones
+        assert len({env[k] for k in group.keys if k in env}) == (1 if any(k in env for k in group.keys) else 0)
     assert env["SANDBOX_API_KEY"] == env["CODE_EXECUTION_API_KEY"]
     assert env["WEAVIATE_API_KEY"] == env["WEAVIATE_AUTHENTICATION_APIKEY_ALLOWED_KEYS"]
     assert env["CELERY_BROKER_URL"] == f"redis://:{env['REDIS_PASSWORD']}@redis:6379/1"
