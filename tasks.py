@@ -275,15 +275,17 @@ def preflight(c, path, runtime=None, prefix="/opt/dify", set_=None, json_=False)
     "base_url": "public base URL instead of --server-ip, e.g. https://dify.example.local",
     "site_file": "your site's KEY=VALUE file for .env (storage, external DB, internal PyPI mirror...)",
     "set": "KEY=VALUE for .env, repeatable; beats every other layer",
+    "model_server": "URL of a model server on the site network (Ollama, vLLM...), repeatable: allowed through "
+                    "Dify 1.15+'s SSRF proxy (SSRF_PROXY_ALLOW_PRIVATE_IPS/_DOMAINS)",
     "timeout": "seconds to wait for every service to be running/healthy (default 600)",
     "selinux": "relabel bind mounts with :z: auto (when podman runs with SELinux enforcing), on, off",
     "no_start": "install everything but do not start the stack",
     "json": "print the result as JSON",
     "dry_run": "print every command and file change; change nothing",
-}, iterable=["set_"])
+}, iterable=["set_", "model_server"])
 @_fails_cleanly
 def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=None, site_file=None, set_=None,
-            timeout=600, selinux="auto", no_start=False, json_=False, dry_run=False):
+            timeout=600, selinux="auto", no_start=False, json_=False, dry_run=False, model_server=None):
     """Install a bundle on this (air-gapped) host and start Dify: verify, load, .env, overrides, up, wait."""
     from pathlib import Path
 
@@ -296,7 +298,8 @@ def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=
     opts = installer.InstallOptions(bundle=Path(path), runtime=engine.runtime, prefix=Path(prefix),
                                     server_ip=server_ip, base_url=base_url,
                                     site_file=Path(site_file) if site_file else None,
-                                    overrides=parse_overrides(set_ or []), timeout=float(timeout),
+                                    overrides=parse_overrides(set_ or []), model_servers=list(model_server or []),
+                                    timeout=float(timeout),
                                     selinux=selinux, start=not no_start, dry_run=dry_run)
     report = installer.install(opts)
     print(installer.summary_json(report) if json_ else report.render())
@@ -406,15 +409,17 @@ def rehearse(c, path, runtime="docker", timeout=600):
     "regenerate_secrets": "make new secrets instead of keeping those of the existing output file "
                           "(breaks an installed Dify: database passwords are fixed at first start)",
     "upgrade_from": "your .env of the previous Dify release: three-way merge into this release's .env.example",
+    "model_server": "URL of a model server on the site network (Ollama, vLLM...), repeatable: Dify 1.15+'s SSRF "
+                    "proxy denies private addresses unless allowed (SSRF_PROXY_ALLOW_PRIVATE_IPS/_DOMAINS)",
     "old_example": "the .env.example your --upgrade-from file was made from (required with --upgrade-from)",
     "middleware": "render middleware.env from middleware.env.example (middleware/dev compose mode)",
     "dry_run": "show which keys would change (never secret values) and write nothing",
     "json": "print the report as JSON (no secret values)",
-}, iterable=["set_"])
+}, iterable=["set_", "model_server"])
 @_fails_cleanly
 def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=None, set_=None,
         regenerate_secrets=False, upgrade_from=None, old_example=None, middleware=False, dry_run=False,
-        json_=False):
+        json_=False, model_server=None):
     """Write Dify's .env for this site: offline settings, server URLs, strong secrets (mode 0600)."""
     from pathlib import Path
 
@@ -429,7 +434,7 @@ def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=
         site_file=Path(site_file) if site_file else None, overrides=envfile.parse_overrides(set_ or []),
         regenerate_secrets=regenerate_secrets, middleware=middleware, dry_run=dry_run,
         upgrade_from=Path(upgrade_from) if upgrade_from else None,
-        old_example=Path(old_example) if old_example else None)
+        old_example=Path(old_example) if old_example else None, model_servers=model_server or [])
     if json_:
         print(redact(json.dumps(report.to_dict(), indent=2)))
         return

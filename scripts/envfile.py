@@ -703,11 +703,46 @@ def render_layer_file(project_dir: Path, rel: str, values: Mapping[str, str], dr
 
 # --- rendering -----------------------------------------------------------------------------------
 
-_LAYER_RANK = {"example": 0, "template": 1, "old env": 2, "site file": 3, "server url": 4, "command line": 5}
+_LAYER_RANK = {"example": 0, "template": 1, "old env": 2, "site file": 3, "server url": 4, "model server": 5,
+               "command line": 6}
 
 
 def _layer(source: str) -> str:
     return source.split(" ", 1)[0] if source.startswith("template") else source
+
+
+SSRF_ALLOW_IPS, SSRF_ALLOW_DOMAINS = "SSRF_PROXY_ALLOW_PRIVATE_IPS", "SSRF_PROXY_ALLOW_PRIVATE_DOMAINS"
+
+
+def model_server_settings(urls: Iterable[str], current: Mapping[str, str]) -> dict[str, str]:
+    """``--model-server URL``: let Dify's SSRF proxy (1.15+ denies private ranges) reach exactly these hosts.
+
+    IP addresses go to SSRF_PROXY_ALLOW_PRIVATE_IPS (squid ``dst``), names to ..._DOMAINS (``dstdomain``),
+    added to what the other layers already allow. A URL without an http(s) scheme and host is refused.
+    """
+    import ipaddress
+
+    ips = [v for v in re.split(r"[,\s]+", current.get(SSRF_ALLOW_IPS, "")) if v]
+    domains = [v for v in re.split(r"[,\s]+", current.get(SSRF_ALLOW_DOMAINS, "")) if v]
+    for url in urls:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise AirgapError(f"--model-server {url!r} is not a URL; write it as Dify will call it, e.g. "
+                              f"http://10.0.0.7:11434")
+        host = parts.hostname
+        try:
+            ipaddress.ip_address(host)
+            target = ips
+        except ValueError:
+            target = domains
+        if host not in target:
+            target.append(host)
+    out = {}
+    if ips:
+        out[SSRF_ALLOW_IPS] = ",".join(ips)
+    if domains:
+        out[SSRF_ALLOW_DOMAINS] = ",".join(domains)
+    return out
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:
@@ -726,7 +761,8 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
                     site_file: Path | None = None, overrides: dict | None = None,
                     regenerate_secrets: bool = False, middleware: bool = False,
                     templates_dir: Path = TEMPLATES_DIR, dry_run: bool = False,
-                    upgrade_from: Path | None = None, old_example: Path | None = None) -> EnvReport:
+                    upgrade_from: Path | None = None, old_example: Path | None = None,
+                    model_servers: Iterable[str] = ()) -> EnvReport:
     """Render the production env file from the project's example and the layers above it.
 
     Raises AirgapError (with every problem listed) when the result must not be used: a public default
@@ -786,7 +822,16 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
     base = base_url_for(server_ip, base_url, {**values, **(overrides or {})})  # --set EXPOSE_NGINX_PORT counts
     if base:
         apply("server url", url_values(example, base, middleware), unknown="skip")
-    # 5. --set KEY=VALUE
+    # 5. model servers on the site network (--model-server): the SSRF proxy's private allow list
+    model_servers = [u for u in model_servers or () if u]
+    if model_servers:
+        allow = model_server_settings(model_servers, values)
+        if SSRF_ALLOW_IPS in known:
+            apply("model server", allow, unknown="skip")
+        else:
+            report.warnings.append(f"--model-server: this release's SSRF proxy has no {SSRF_ALLOW_IPS} (it "
+                                   "does not deny private ranges before Dify 1.15): nothing to allow")
+    # 6. --set KEY=VALUE
     apply("command line", dict(overrides or {}), unknown="check")
 
     # secrets: explicit (highest layer) > existing output file > generated

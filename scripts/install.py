@@ -55,6 +55,7 @@ class InstallOptions:
     base_url: str | None = None
     site_file: Path | None = None
     overrides: dict[str, str] = field(default_factory=dict)
+    model_servers: list[str] = field(default_factory=list)  # --model-server: allowed through the SSRF proxy
     timeout: float = 600
     selinux: str = "auto"      # auto (relabel when enforcing), on, off
     start: bool = True
@@ -352,7 +353,7 @@ def _env(opts: InstallOptions, bundle: Path, project: Path, env_path: Path, old_
          state_dir: Path, now: str) -> list[str]:
     templates = bundle / "env-templates"
     common = dict(server_ip=opts.server_ip, base_url=opts.base_url, site_file=opts.site_file,
-                  overrides=opts.overrides, templates_dir=templates)
+                  overrides=opts.overrides, templates_dir=templates, model_servers=opts.model_servers)
     source_dir = project if (project / ".env.example").is_file() else bundle / "docker"
     if not env_path.is_file():
         report = render_env_file(source_dir, env_path, dry_run=opts.dry_run, **common)

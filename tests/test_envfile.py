@@ -345,3 +345,13 @@ def test_store_warnings_and_malformed_set(fixture_dir, tmp_path):
     with pytest.raises(AirgapError, match="not KEY=VALUE"):
         envfile.parse_overrides(["VECTOR_STORE"])
     assert envfile.parse_overrides(["A=b=c", "B="]) == {"A": "b=c", "B": ""}
+
+
+def test_model_server_urls_become_the_ssrf_allow_lists():
+    got = envfile.model_server_settings(["http://10.0.0.7:11434", "https://llm.corp:8443/v1", "http://10.0.0.7:1"],
+                                        {"SSRF_PROXY_ALLOW_PRIVATE_IPS": "10.9.9.9"})
+    assert got == {"SSRF_PROXY_ALLOW_PRIVATE_IPS": "10.9.9.9,10.0.0.7",
+                   "SSRF_PROXY_ALLOW_PRIVATE_DOMAINS": "llm.corp"}
+    for bad in ("10.0.0.7", "ftp://10.0.0.7", "http://"):
+        with pytest.raises(AirgapError, match="--model-server .* is not a URL"):
+            envfile.model_server_settings([bad], {})

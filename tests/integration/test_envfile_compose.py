@@ -189,3 +189,18 @@ def test_upgrade_from_a_customised_1113_env_reaches_the_1160_services(compose_en
     assert config["services"]["db_postgres"]["environment"]["POSTGRES_PASSWORD"] == old_env["DB_PASSWORD"]
     assert api["CONSOLE_API_URL"] == f"http://{IP}"
     assert any(key in report.placed for key in SITE_1113), "no key was reported as moved to the envs block"
+
+
+def test_model_servers_reach_the_ssrf_proxys_allow_list_where_the_release_has_one(compose_engine, project):
+    env_file = project / ".env"
+    urls = ["http://10.0.0.7:11434", "http://vllm.corp.local:8000/v1", "http://10.0.0.7:8001"]
+    report = render_env_file(project, env_file, server_ip=IP, model_servers=urls)
+    config = yaml.safe_load(_config(compose_engine, project, env_file, "--format", "json"))
+    proxy = config["services"]["ssrf_proxy"]["environment"]
+    if "SSRF_PROXY_ALLOW_PRIVATE_IPS" in (project / "docker-compose.yaml").read_text():
+        assert proxy["SSRF_PROXY_ALLOW_PRIVATE_IPS"] == "10.0.0.7"
+        assert proxy["SSRF_PROXY_ALLOW_PRIVATE_DOMAINS"] == "vllm.corp.local"
+        assert report.sources["SSRF_PROXY_ALLOW_PRIVATE_IPS"] == "model server"
+    else:  # before 1.15 the proxy denies no private range: nothing to allow, and the operator is told
+        assert not any("PRIVATE" in key for key in proxy)
+        assert any("--model-server" in w and "nothing to allow" in w for w in report.warnings)
