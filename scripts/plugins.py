@@ -26,6 +26,7 @@ from urllib.parse import quote, urlparse
 from . import plugin_sign
 from .console import LOG, human_size
 from .errors import AirgapError
+from .project import ComposeProject
 
 DEFAULT_PYTHON = "3.12"            # the daemon image runs ubuntu:24.04's Python 3.12
 DEFAULT_ARCH = "amd64"
@@ -135,21 +136,14 @@ def _version(text: str):
 
 def daemon_version_from_compose(compose_file: str | os.PathLike) -> str:
     """The plugin daemon version from a compose file's ``langgenius/dify-plugin-daemon:X-local`` image."""
-    import yaml
-
     path = Path(compose_file)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise PluginError(f"cannot read {path}: {exc}; pass --daemon-version instead") from None
-    for service in (doc.get("services") or {}).values():
-        image = str((service or {}).get("image", ""))
-        if DAEMON_IMAGE in image and ":" in image.rsplit("/", 1)[-1]:
-            tag = image.rsplit(":", 1)[1]
-            m = re.match(r"v?(\d+(?:\.\d+){1,3})", tag)
-            if m:
-                return m.group(1)
-    raise PluginError(f"{path} has no {DAEMON_IMAGE}:VERSION image; pass --daemon-version")
+        version = ComposeProject(path.parent, (path.name,)).daemon_version
+    except AirgapError as exc:
+        raise PluginError(f"{exc}; pass --daemon-version instead") from None
+    if not version:
+        raise PluginError(f"{path} has no {DAEMON_IMAGE}:VERSION image; pass --daemon-version")
+    return version
 
 
 def daemon_supports_third_party_keys(daemon_version: str) -> bool:

@@ -16,18 +16,21 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 from . import deployment as dep
 from . import stack
 from .console import human_size, table
 from .doctor import selinux_mode
 from .engine import Engine, normalize_arch, version_tuple
+from .project import ComposeProject
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 #: `depends_on: {svc: {required: false}}` (Dify 1.11.3 uses it) needs Compose 2.20.
 REQUIRED_FALSE_COMPOSE = (2, 20)
 PODMAN_COMPOSE_MIN = (1, 1)
+#: `env_file: [{path: ..., required: false}]` (Dify 1.14+): Compose 2.24 and podman-compose 1.1.
+ENV_FILE_REQUIRED_COMPOSE = (2, 24)
+#: Dify 1.17+'s upstream quick start asks for Compose 2.35 (warned: the toolkit's own runs do not need it).
+RECENT_DIFY, RECENT_DIFY_COMPOSE = (1, 17), (2, 35)
 
 
 @dataclass
@@ -72,13 +75,20 @@ def _project_env(bundle: Path, prefix: Path, overrides: Mapping[str, str]) -> Pa
     return None
 
 
-def _uses_required_false(compose_file: Path) -> bool:
-    data = yaml.safe_load(compose_file.read_text()) or {}
-    for body in (data.get("services") or {}).values():
+def compose_needs(compose_file: Path) -> tuple[tuple[int, ...] | None, str]:
+    """The Compose version the file's features need (None: any v2) and the feature that needs it."""
+    if not compose_file.is_file():
+        return None, ""
+    project = ComposeProject(compose_file.parent, (compose_file.name,))
+    services = project.services()
+    if any(isinstance(svc.get("env_file"), list) and any(isinstance(e, dict) and "required" in e
+                                                         for e in svc["env_file"]) for svc in services.values()):
+        return ENV_FILE_REQUIRED_COMPOSE, "env_file `required: false` (Dify 1.14+ envs/ layout)"
+    for body in services.values():
         deps = (body or {}).get("depends_on")
         if isinstance(deps, dict) and any(isinstance(v, dict) and "required" in v for v in deps.values()):
-            return True
-    return False
+            return REQUIRED_FALSE_COMPOSE, "depends_on `required: false`"
+    return None, ""
 
 
 def port_free(port: int, host: str = "0.0.0.0") -> bool:
@@ -142,7 +152,8 @@ def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,
     if provider is None and engine.is_podman and venv_compose.exists():
         engine.compose_argv, engine._compose = (str(venv_compose),), None
         provider = engine.find_compose()
-    needs = REQUIRED_FALSE_COMPOSE if compose_file.is_file() and _uses_required_false(compose_file) else None
+    needs, feature = compose_needs(compose_file)
+    dify = version_tuple(ComposeProject(compose_file.parent).dify_version) if compose_file.is_file() else ()
     if provider is None:
         has_wheels = any(w.startswith("podman_compose-") for w in manifest.get("wheels", []))
         if engine.is_podman and has_wheels and wheels_can_provide_compose:
@@ -153,13 +164,19 @@ def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,
                        "install the docker-compose-plugin package" if not engine.is_podman
                        else "pip install podman-compose (offline: from the bundle's wheels/)")
     elif provider.is_podman_compose:
-        status = PASS if version_tuple(provider.version) >= PODMAN_COMPOSE_MIN else WARN
-        report.add("compose", status, f"{' '.join(provider.argv)} {provider.version}",
+        status = PASS if version_tuple(provider.version) >= PODMAN_COMPOSE_MIN else (FAIL if needs else WARN)
+        report.add("compose", status, f"{' '.join(provider.argv)} {provider.version}"
+                   + ("" if status == PASS or not needs else f": the compose file uses {feature}, which needs "
+                      f"podman-compose >= {'.'.join(map(str, PODMAN_COMPOSE_MIN))}"),
                    "" if status == PASS else "older than 1.1: use the bundle's podman-compose wheels")
     elif needs and version_tuple(provider.version) < needs:
         report.add("compose", FAIL, f"{' '.join(provider.argv)} {provider.version}: the compose file uses "
-                   f"depends_on `required: false`, which needs Compose >= {'.'.join(map(str, needs))}",
+                   f"{feature}, which needs Compose >= {'.'.join(map(str, needs))}",
                    "upgrade the docker-compose-plugin package")
+    elif dify >= RECENT_DIFY and version_tuple(provider.version) < RECENT_DIFY_COMPOSE:
+        report.add("compose", WARN, f"{' '.join(provider.argv)} {provider.version}: Dify "
+                   f"{'.'.join(map(str, dify))}'s quick start asks for Compose >= "
+                   f"{'.'.join(map(str, RECENT_DIFY_COMPOSE))}", "upgrade the docker-compose-plugin package")
     else:
         report.add("compose", PASS, f"{' '.join(provider.argv)} {provider.version}")
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from .console import LOG
 from .engine import Engine, classify
 from .errors import AirgapError
+from .project import ComposeProject
 
 TOOLKIT_ROOT = Path(__file__).resolve().parents[1]
 PODMAN_OVERRIDE = TOOLKIT_ROOT / "compose-overrides" / "podman.yaml"
@@ -136,12 +137,11 @@ def resolve(prefix: str | None = None, project_dir: str | None = None, project_n
 
 
 def dify_version_from_compose(compose_file: Path) -> str:
+    """The Dify release a compose file runs ("" when unreadable or not Dify's)."""
     try:
-        text = compose_file.read_text()
-    except OSError:
+        return ComposeProject(compose_file.parent, (compose_file.name,)).dify_version
+    except AirgapError:
         return ""
-    m = re.search(r"langgenius/dify-api:v?([0-9][\w.-]*)", text)
-    return m.group(1) if m else ""
 
 
 # --- containers ----------------------------------------------------------------------------------

@@ -1,0 +1,48 @@
+"""ComposeProject on every vendored Dify release: versions, env layers, staging (pure: no engine)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from scripts.errors import AirgapError
+from scripts.project import ComposeProject
+
+
+def test_versions_come_from_the_compose_files_images(release_dir):
+    project = ComposeProject(release_dir)
+    text = (release_dir / "docker-compose.yaml").read_text()
+    assert f"langgenius/dify-api:{project.dify_version}" in text
+    assert release_dir.name == f"dify-{project.dify_version}"
+    assert re.search(rf"langgenius/dify-plugin-daemon:{re.escape(project.daemon_version)}-local", text)
+
+
+def test_env_layers_are_read_in_compose_order(release_dir):
+    project = ComposeProject(release_dir)
+    refs = project.env_files("api")
+    if project.layered:
+        assert project.env_examples() and all(p.startswith("envs/") for p in project.env_examples())
+        assert refs[-1].path == ".env" and refs[-1].required, "./.env is listed last and required"
+        assert all(not r.required for r in refs[:-1])
+    else:
+        assert not project.env_examples() and not any(r.path.startswith("envs/") for r in refs)
+
+
+def test_staged_copy_has_the_env_file_as_dotenv_and_leaves_the_project_alone(release_dir, tmp_path):
+    project = ComposeProject(release_dir)
+    site = tmp_path / "site.env"
+    site.write_text("VECTOR_STORE=qdrant\n")
+    with project.staged(site) as staged:
+        assert (staged / ".env").read_text() == "VECTOR_STORE=qdrant\n"
+        assert (staged / "docker-compose.yaml").read_bytes() == (release_dir / "docker-compose.yaml").read_bytes()
+        for rel in project.env_examples():
+            assert (staged / rel).is_file()
+    assert not staged.exists()
+    assert not (release_dir / ".env").exists()
+
+
+def test_a_file_that_is_not_a_compose_mapping_is_refused_by_name(tmp_path):
+    (tmp_path / "docker-compose.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(AirgapError, match="docker-compose.yaml is not a compose file"):
+        ComposeProject(tmp_path).services()
