@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lab
+from . import envfile, lab
 from .console import LOG, setup_logging
 from .engine import Engine, subprocess_runner
 from .errors import AirgapError
@@ -49,21 +50,120 @@ def default_fixture(version: str = "1.11.3") -> Path:
     return FIXTURES_DIR / f"dify-{version}"
 
 
-def default_images(version: str = DIFY_VERSION) -> list[str]:
-    """The images of the default profile set (weaviate, postgresql) plus qdrant."""
-    return [
-        f"langgenius/dify-api:{version}",
-        f"langgenius/dify-web:{version}",
-        "postgres:15-alpine",
-        "redis:6-alpine",
-        "langgenius/dify-sandbox:0.2.12",
-        "langgenius/dify-plugin-daemon:0.5.2-local",
-        "ubuntu/squid:latest",
-        "nginx:latest",
-        "semitechnologies/weaviate:1.27.0",
-        "busybox:latest",
+#: The images of each vendored release's default profile set, in compose-file order, plus qdrant (the
+#: store other tests switch to). tests/test_standins.py checks them against :func:`release_facts`.
+RELEASE_IMAGES: dict[str, tuple[str, ...]] = {
+    "1.11.3": (
+        "langgenius/dify-api:1.11.3", "langgenius/dify-web:1.11.3", "postgres:15-alpine", "redis:6-alpine",
+        "langgenius/dify-sandbox:0.2.12", "langgenius/dify-plugin-daemon:0.5.2-local", "ubuntu/squid:latest",
+        "nginx:latest", "semitechnologies/weaviate:1.27.0", "busybox:latest", "langgenius/qdrant:v1.8.3",
+    ),
+    "1.16.0": (
+        "langgenius/dify-api:1.16.0", "langgenius/dify-web:1.16.0", "postgres:15-alpine", "redis:6-alpine",
+        "langgenius/dify-sandbox:0.2.15", "langgenius/dify-agent-local-sandbox:1.16.0",
+        "langgenius/dify-plugin-daemon:0.6.3-local", "langgenius/dify-agent-backend:1.16.0",
+        "ubuntu/squid:latest", "nginx:latest", "semitechnologies/weaviate:1.27.0", "busybox:latest",
         "langgenius/qdrant:v1.8.3",
-    ]
+    ),
+}
+
+
+def default_images(version: str = DIFY_VERSION) -> list[str]:
+    """The images of ``version``'s default profile set (weaviate, postgresql[, collaboration]) plus qdrant.
+
+    A version with no vendored fixture gets 1.11.3's set with its own dify-api/dify-web tags.
+    """
+    if version in RELEASE_IMAGES:
+        return list(RELEASE_IMAGES[version])
+    return [ref.replace(":1.11.3", f":{version}") if ref.startswith(("langgenius/dify-api:", "langgenius/dify-web:"))
+            else ref for ref in RELEASE_IMAGES["1.11.3"]]
+
+
+# --- what a release's compose file runs (read from the vendored fixture) -------------------------
+
+@dataclass(frozen=True)
+class ReleaseFacts:
+    """What a Dify release's docker-compose.yaml runs with the default profiles of its .env.example."""
+
+    fixture: Path
+    env: dict[str, str]             #: .env.example, interpolated as compose reads it
+    profiles: tuple[str, ...]       #: COMPOSE_PROFILES, resolved
+    services: dict[str, str]        #: active service -> image, in file order
+    healthchecked: frozenset[str]   #: active services with a healthcheck that is not disabled
+    one_shot: frozenset[str]        #: services others wait for with service_completed_successfully
+    published_ports: tuple[str, ...]  #: .env keys holding the host side of a published port
+    environment: dict[str, dict[str, str]]  #: service -> its `environment:` interpolated with ``env``
+
+    @property
+    def version(self) -> str:
+        """The release, from the api service's image tag (what /health reports)."""
+        return split_ref(self.services["api"])[1]
+
+    @property
+    def images(self) -> list[str]:
+        return list(dict.fromkeys(self.services.values()))
+
+    @property
+    def sandbox_proxy_port(self) -> int | None:
+        """The port on which ssrf_proxy reverse-proxies the sandbox by default (1.11.3: 8194; 1.16: none)."""
+        port = self.environment.get("ssrf_proxy", {}).get("REVERSE_PROXY_PORT", "")
+        return int(port) if port.isdigit() else None
+
+
+def _truthy(value) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
+
+
+def published_port_keys(ports: Iterable) -> list[str]:
+    """The variables giving the HOST side of compose ``ports`` entries.
+
+    ``"${EXPOSE_NGINX_PORT:-80}:${NGINX_PORT:-80}"`` -> ``["EXPOSE_NGINX_PORT"]``; an optional leading
+    host IP is skipped; literal host ports and long-syntax entries name no variable.
+    """
+    keys = []
+    for entry in ports or ():
+        m = re.match(r"^(?:[0-9.]+:)?\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?+-][^}]*)?\}:", str(entry)) \
+            if isinstance(entry, str) else None
+        if m:
+            keys.append(m.group(1))
+    return keys
+
+
+def release_facts(fixture: Path | str) -> ReleaseFacts:
+    """Read a vendored release (``tests/fixtures/dify-VERSION`` or a version string) without an engine."""
+    import yaml
+
+    fixture = default_fixture(fixture) if isinstance(fixture, str) else fixture
+    env = envfile.resolve_all(envfile.read_env(fixture / ".env.example"))
+    profiles = tuple(p.strip() for p in env.get("COMPOSE_PROFILES", "").split(",") if p.strip())
+    data = yaml.safe_load((fixture / "docker-compose.yaml").read_text(encoding="utf-8")) or {}
+    services: dict[str, str] = {}
+    healthchecked, one_shot, ports = set(), set(), []
+    environment: dict[str, dict[str, str]] = {}
+    all_services = data.get("services") or {}
+    for name, svc in all_services.items():
+        svc = svc or {}
+        if svc.get("profiles") and not set(svc["profiles"]) & set(profiles):
+            continue
+        services[name] = envfile.interpolate(str(svc.get("image", "")), env)
+        check = svc.get("healthcheck") or {}
+        test = check.get("test")
+        disabled = _truthy(envfile.interpolate(str(check.get("disable", False)), env))
+        if test and not disabled and not (isinstance(test, list) and test[:1] == ["NONE"]):
+            healthchecked.add(name)
+        ports += [key for key in published_port_keys(svc.get("ports")) if key not in ports]
+        raw_env = svc.get("environment") or {}
+        if isinstance(raw_env, list):
+            raw_env = dict(item.split("=", 1) if "=" in item else (item, "") for item in raw_env)
+        environment[name] = {k: envfile.interpolate(str(v if v is not None else ""), env) for k, v in raw_env.items()}
+    for name in services:
+        deps = all_services[name].get("depends_on") or {}
+        if isinstance(deps, dict):
+            one_shot.update(dep for dep, cond in deps.items()
+                            if (cond or {}).get("condition") == "service_completed_successfully")
+    return ReleaseFacts(fixture=fixture, env=env, profiles=profiles, services=services,
+                        healthchecked=frozenset(healthchecked), one_shot=frozenset(one_shot & set(services)),
+                        published_ports=tuple(ports), environment=environment)
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -201,6 +301,8 @@ route() {
   case "$REQUEST_PATH" in
     /health) json "{\"pid\": $$, \"status\": \"ok\", \"version\": \"$DIFY_VERSION\"}" ;;
     /console/api/ping) json '{"result": "pong"}' ;;
+    /socket.io/*)  # collaboration (api_websocket): an Engine.IO polling handshake, no session behind it
+      text '0{"sid": "dify-airgap-standin", "upgrades": [], "pingInterval": 25000, "pingTimeout": 20000}' ;;
     /console/api/setup) json '{"step": "not_started"}' ;;
     /console/api/version)
       json "{\"version\": \"$DIFY_VERSION\", \"release_notes\": \"\", \"can_auto_update\": false}" ;;
@@ -224,7 +326,8 @@ fi
 case "${MODE:-api}" in
   worker|beat)
     echo "[stand-in] celery ${MODE} ready (does nothing)"
-    trap 'exit 0' TERM INT
+    echo $$ > /tmp/standin-celery.pid  # for the celery stub (worker healthcheck)
+    trap 'rm -f /tmp/standin-celery.pid; exit 0' TERM INT
     while :; do sleep 3600 & wait $!; done ;;
   job)
     exec flask "$@" ;;
@@ -234,9 +337,22 @@ esac
 """)
     flask = "#!/bin/sh\n# dify-airgap stand-in: Dify's flask CLI (db upgrade, reset-password...) does nothing.\n" \
             'echo "[stand-in] flask $*: nothing to do"\n'
+    celery = r"""#!/bin/sh
+# dify-airgap stand-in: `celery -A celery_healthcheck.celery inspect ping` (the compose healthcheck of
+# worker and worker_beat) answers for the stand-in celery process of this container; nothing else.
+case " $* " in
+  *" inspect ping "*)
+    if pid=$(cat "${STANDIN_CELERY_PIDFILE:-/tmp/standin-celery.pid}" 2>/dev/null) && kill -0 "$pid" 2>/dev/null; then
+      printf -- '->  celery@%s: OK\n        pong\n\n1 node online.\n' "$(hostname)"; exit 0
+    fi
+    echo "Error: No nodes replied within time constraint" >&2; exit 69 ;;
+esac
+echo "[stand-in] celery $*: not implemented" >&2; exit 64
+"""
     return Recipe(
         files={"/entrypoint.sh": entry, "/usr/local/lib/standin/routes-api": routes,
-               "/usr/local/bin/flask": flask, "/app/api/storage/.keep": ""},
+               "/usr/local/bin/flask": flask, "/usr/local/bin/celery": celery, "/usr/local/bin/curl": CURL,
+               "/app/api/storage/.keep": ""},
         changes=(f"ENV DIFY_VERSION={version}", "ENV DIFY_PORT=5001", "WORKDIR /app/api",
                  "EXPOSE 5001", 'ENTRYPOINT ["/bin/bash", "/entrypoint.sh"]'))
 
@@ -478,12 +594,14 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ -f "$conf" ] || { echo "FATAL: Unable to open configuration file: $conf" >&2; exit 1; }
+# the configuration with its `include FILE` lines replaced by the files (Dify 1.16 generates two)
+flat=$(awk '$1 == "include" { while ((getline line < $2) > 0) print line; close($2); next } { print }' "$conf")
 set --
-peer=$(awk '$1 == "cache_peer" { print $2 ":" $4; exit }' "$conf")
-for port in $(awk '$1 == "http_port" && $3 != "accel" { print $2 }' "$conf"); do
+peer=$(echo "$flat" | awk '$1 == "cache_peer" { print $2 ":" $4; exit }')
+for port in $(echo "$flat" | awk '$1 == "http_port" && $3 != "accel" { print $2 }'); do
   set -- "$@" /usr/local/lib/standin/squid-forward:"$port"
 done
-for port in $(awk '$1 == "http_port" && $3 == "accel" { print $2 }' "$conf"); do
+for port in $(echo "$flat" | awk '$1 == "http_port" && $3 == "accel" { print $2 }'); do
   set -- "$@" /usr/local/lib/standin/squid-accel:"$port"
 done
 [ $# -gt 0 ] || { echo "FATAL: no http_port in $conf" >&2; exit 1; }
@@ -557,6 +675,69 @@ route() {
                            'ENTRYPOINT ["./entrypoint.sh"]'))
 
 
+def _agent_backend(ref: str) -> Recipe:
+    _, version = split_ref(ref)
+    routes = r"""# dify-agent-backend stand-in routes
+route() {
+  case "$REQUEST_PATH" in
+    /health|/healthz) json "{\"status\": \"ok\", \"version\": \"$DIFY_AGENT_VERSION\"}" ;;
+    /agent-stub|/agent-stub/*)
+      json '{"code": "unauthorized", "message": "stand-in: agent stub token required", "status": 401}' \
+        "401 UNAUTHORIZED" ;;
+    *) not_found ;;
+  esac
+}
+"""
+    entry = _serve_entry(ref, r"""# Like the real backend, refuse to start without the settings compose derives for it.
+missing=""
+for key in DIFY_AGENT_REDIS_URL DIFY_AGENT_PLUGIN_DAEMON_URL DIFY_AGENT_PLUGIN_DAEMON_API_KEY \
+           DIFY_AGENT_INNER_API_URL DIFY_AGENT_INNER_API_KEY DIFY_AGENT_SHELLCTL_ENTRYPOINT \
+           DIFY_AGENT_SERVER_SECRET_KEY; do
+  eval "value=\${$key:-}"
+  [ -n "$value" ] || missing="$missing $key"
+done
+[ -z "$missing" ] || { echo "[stand-in] dify-agent: missing settings:$missing" >&2; exit 1; }
+case "$DIFY_AGENT_REDIS_URL" in
+  redis://*|rediss://*) ;;
+  *) echo "[stand-in] dify-agent: DIFY_AGENT_REDIS_URL is not a redis:// URL: $DIFY_AGENT_REDIS_URL" >&2; exit 1 ;;
+esac
+export DIFY_AGENT_VERSION
+echo "[stand-in] dify-agent backend $DIFY_AGENT_VERSION" \
+  "(plugin daemon $DIFY_AGENT_PLUGIN_DAEMON_URL, shell $DIFY_AGENT_SHELLCTL_ENTRYPOINT)"
+exec standin-serve /usr/local/lib/standin/routes-agent:"${DIFY_AGENT_PORT:-5050}"
+""")
+    return Recipe(files={"/app/entrypoint.sh": entry, "/usr/local/lib/standin/routes-agent": routes,
+                         "/usr/local/bin/curl": CURL},
+                  changes=(f"ENV DIFY_AGENT_VERSION={version}", "ENV DIFY_AGENT_PORT=5050", "WORKDIR /app",
+                           "EXPOSE 5050", 'ENTRYPOINT ["/bin/sh", "/app/entrypoint.sh"]'))
+
+
+def _local_sandbox(ref: str) -> Recipe:
+    _, version = split_ref(ref)
+    routes = r"""# dify-agent-local-sandbox (shellctl) stand-in routes: /healthz open, the rest needs the token if set
+route() {
+  case "$REQUEST_PATH" in
+    /healthz) json "{\"status\": \"ok\", \"version\": \"$SHELLCTL_VERSION\"}" ;;
+    *)
+      if [ -n "${SHELLCTL_AUTH_TOKEN:-}" ]; then
+        case "$HEADERS" in
+          *"Bearer $SHELLCTL_AUTH_TOKEN"*) ;;
+          *) json '{"error": "unauthorized"}' "401 Unauthorized"; return ;;
+        esac
+      fi
+      json '{"error": "stand-in: shell commands are not run"}' "501 Not Implemented" ;;
+  esac
+}
+"""
+    entry = _serve_entry(ref, r"""export SHELLCTL_VERSION
+exec standin-serve /usr/local/lib/standin/routes-shellctl:"${SHELLCTL_PORT:-5004}"
+""")
+    return Recipe(files={"/usr/local/bin/shellctl-server": entry, "/usr/local/lib/standin/routes-shellctl": routes,
+                         "/usr/local/bin/curl": CURL},
+                  changes=(f"ENV SHELLCTL_VERSION={version}", "ENV SHELLCTL_PORT=5004", "EXPOSE 5004",
+                           'ENTRYPOINT ["/usr/local/bin/shellctl-server"]'))
+
+
 def _busybox(ref: str) -> Recipe:
     return Recipe(files={}, changes=('CMD ["sh"]',))
 
@@ -573,6 +754,8 @@ RECIPES = {
     "nginx": _nginx,
     "semitechnologies/weaviate": _weaviate,
     "langgenius/qdrant": _qdrant,
+    "langgenius/dify-agent-backend": _agent_backend,
+    "langgenius/dify-agent-local-sandbox": _local_sandbox,
     "busybox": _busybox,
 }
 
@@ -785,18 +968,34 @@ def seed_registry(engine: Engine, refs: Iterable[str], registry_addr: str) -> di
 
 # --- a complete Dify docker/ directory ------------------------------------------------------------
 
-def complete_project(dest: Path, fixture: Path | None = None, extra: Path = EXTRA_FILES) -> Path:
-    """Copy the real Dify compose fixture plus the files it bind-mounts into ``dest``.
+def extra_files(fixture: Path) -> Path | None:
+    """The bind-mounted files a PARTIAL fixture lacks: ``tests/fixtures/<fixture name>-extra/docker``.
 
-    The shared fixture holds only the compose files, env examples and nginx templates; the compose
-    file also mounts nginx/docker-entrypoint.sh, ssrf_proxy/*, volumes/sandbox/*. A missing bind
-    source would become an empty directory and break the services' ``cp`` entrypoints.
+    Only 1.11.3's tree is partial; a complete tree (1.16.0) has none, and must not get 1.11.3's
+    entrypoints and squid template copied over its own.
+    """
+    extra = fixture.parent / f"{fixture.name}-extra" / "docker"
+    return extra if extra.is_dir() else None
+
+
+def complete_project(dest: Path, fixture: Path | None = None, extra: Path | None = None) -> Path:
+    """Copy the real Dify compose fixture, plus the files it bind-mounts if it lacks them, into ``dest``.
+
+    The 1.11.3 fixture holds only the compose files, env examples and nginx templates; the compose
+    file also mounts nginx/docker-entrypoint.sh, ssrf_proxy/*, volumes/sandbox/*, which come from
+    :func:`extra_files` (or ``extra``). A missing bind source would become an empty directory and
+    break the services' ``cp`` entrypoints. The 1.16.0 fixture is a complete docker/ tree. The
+    fixture's own SOURCE.txt is left out; ``.env`` is never written here (Dify 1.14+ requires one:
+    the caller copies .env.example with its own values).
     """
     fixture = fixture or default_fixture()
     if not (fixture / "docker-compose.yaml").exists():
         raise AirgapError(f"no Dify fixture at {fixture} (tests/fixtures/dify-VERSION)")
+    extra = extra if extra is not None else extra_files(fixture)
     dest.mkdir(parents=True, exist_ok=True)
     for source in (fixture, extra):
+        if source is None:
+            continue
         for path in sorted(source.rglob("*")):
             if path.name == "SOURCE.txt" and path.parent == source:
                 continue
@@ -828,18 +1027,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="engine to build into (default: docker)")
     p_build.add_argument("--version", default=DIFY_VERSION, help="Dify version for the dify-api/web tags")
     p_build.add_argument("--image", action="append", dest="images",
-                         help="build only this image (repeatable); default: the default profile set + qdrant")
+                         help="build only this image (repeatable); default: --version's default profile set + qdrant")
     p_build.add_argument("--force", action="store_true", help="rebuild even when up to date")
     p_build.add_argument("--seed", action="store_true", help="then push them to the lab registry (Docker Hub mirror)")
     p_build.add_argument("--registry", default=lab.REGISTRY_ADDR,
                          help=f"registry address for --seed (default: {lab.REGISTRY_ADDR})")
     p_project = sub.add_parser("project", help="write a complete Dify docker/ directory (fixture + bind-mounted files)")
     p_project.add_argument("dest", type=Path, help="destination directory")
+    p_project.add_argument("--version", default=DIFY_VERSION, help="the vendored release to copy (tests/fixtures)")
     args = parser.parse_args(argv)
     setup_logging()
     try:
         if args.cmd == "project":
-            print(complete_project(args.dest))
+            print(complete_project(args.dest, fixture=default_fixture(args.version)))
             return 0
         engine = Engine(args.runtime)
         refs = build_standins(engine, args.version, args.images, force=args.force)
