@@ -283,6 +283,16 @@ def _base(url: str, suffix: str) -> str:
     return url[: -len(suffix)] if suffix and url.endswith(suffix) else url
 
 
+def ollama_base(url: str) -> str:
+    """The Ollama server's base URL whether given as host:port, .../api or .../api/tags."""
+    return _base(_base(url, "/api/tags"), "/api")
+
+
+def vllm_base(url: str) -> str:
+    """The OpenAI-compatible server's base URL whether given as host:port, .../v1 or .../v1/models."""
+    return _base(_base(url, "/v1/models"), "/v1")
+
+
 def _with_latest(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
@@ -317,7 +327,7 @@ def ollama_validator(model: str | None, url: str = "") -> Validator:
 
 def check_ollama(url: str, model: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Check:
     """Ollama answers ``GET /api/tags``; with ``model``, it is among ``models[].name`` (":latest" optional)."""
-    base = _base(url, "/api/tags")
+    base = ollama_base(url)
     return check_http_json("ollama", f"{base}/api/tags", ollama_validator(model, base), timeout,
                            hint="is `ollama serve` running, and listening on this address (OLLAMA_HOST=0.0.0.0)?")
 
@@ -349,8 +359,7 @@ def check_vllm(url: str, api_key: str | None = None, model: str | None = None,
     if api_key:
         register_secret(api_key)
         headers["Authorization"] = f"Bearer {api_key}"
-    base = _base(url, "/v1/models")
-    base = _base(base, "/v1")
+    base = vllm_base(url)
     outcome = http_get(f"{base}/v1/models", timeout, headers)
     check = judge("vllm", outcome, vllm_validator(model, base), timeout,
                   hint="is vLLM running, and listening on this address (--host 0.0.0.0)?")
@@ -359,6 +368,59 @@ def check_vllm(url: str, api_key: str | None = None, model: str | None = None,
                       "VLLM_API_KEY)" if api_key else
                       "vLLM was started with an API key: pass it with --vllm-api-key")
     return check
+
+
+# --- model servers as Dify reaches them: from the api container, through the SSRF proxy ----------------
+
+SSRF_HINT = ("allow it: `invoke env --model-server URL` (or SSRF_PROXY_ALLOW_PRIVATE_IPS / "
+             "SSRF_PROXY_ALLOW_PRIVATE_DOMAINS in your site file), re-run install, so ssrf_proxy restarts with it")
+
+
+def proxied_argv(url: str, proxy: str, timeout: float) -> list[str]:
+    """``sh -c`` fetching ``url`` through ``proxy``, printing the response headers (curl, else busybox wget)."""
+    t = str(max(1, round(timeout)))
+    script = ('if command -v curl >/dev/null 2>&1; then exec curl -sS -o /dev/null -D - -m "$3" -x "$2" "$1"; fi; '
+              'http_proxy="$2" https_proxy="$2" exec timeout "$3" wget -S -O /dev/null "$1" 2>&1')
+    return ["sh", "-c", script, "sh", url, proxy, t]
+
+
+def judge_proxied(name: str, url: str, proxy: str, returncode: int, output: str, timeout: float) -> Check:
+    """What the api container got through the SSRF proxy: refused by squid, unreachable, or an answer."""
+    low = output.lower()
+    codes = re.findall(r"http/[\d.]+\s+(\d{3})", low)
+    status = int(codes[-1]) if codes else None
+    squid_error = re.search(r"x-squid-error:\s*(\S+)", low)
+    via = f"from the api container through {proxy}"
+    if squid_error and squid_error.group(1).upper() == "ERR_ACCESS_DENIED" or (status == 403 and "squid" in low):
+        return Check(name, FAIL, f"the SSRF proxy refused {url} ({via}): Dify cannot reach this server", SSRF_HINT)
+    if squid_error or (status in (502, 503, 504) and "squid" in low):
+        return Check(name, FAIL, f"the SSRF proxy could not connect to {_host_port(url)} "
+                                 f"({squid_error.group(1) if squid_error else status}; {via})",
+                     "the proxy is allowed but the server does not answer from the Docker host's network: "
+                     "check its address, port and firewall")
+    if status is not None:
+        return Check(name, PASS, f"{url} answers HTTP {status} {via}")
+    if returncode in (28, 124, 143) or "timed out" in low:
+        return Check(name, FAIL, f"timeout: no answer for {url} within {timeout:g}s ({via})",
+                     "is the proxy (ssrf_proxy) running? `invoke check` lists its container above")
+    return Check(name, FAIL, f"{url} could not be fetched {via}: {_preview(output) or f'exit {returncode}'}",
+                 "is ssrf_proxy running, and the URL right?")
+
+
+def check_through_proxy(engine: Engine, container: str, name: str, url: str, proxy: str,
+                        timeout: float = DEFAULT_TIMEOUT) -> Check:
+    res = engine.probe(["exec", container, *proxied_argv(url, proxy, timeout)], timeout=timeout + 30)
+    return judge_proxied(name, url, proxy, res.returncode, f"{res.stdout}\n{res.stderr}", timeout)
+
+
+def model_urls(ollama_url: str | None, vllm_url: str | None) -> list[tuple[str, str]]:
+    """(check name, URL Dify calls) for the model servers asked for."""
+    out = []
+    if ollama_url:
+        out.append(("ollama via dify's proxy", f"{ollama_base(ollama_url)}/api/tags"))
+    if vllm_url:
+        out.append(("vllm via dify's proxy", f"{vllm_base(vllm_url)}/v1/models"))
+    return out
 
 
 # --- the deployment ------------------------------------------------------------------------------------
@@ -507,7 +569,8 @@ def web_check(base: str, timeout: float, verify_tls: bool) -> Check:
 
 
 def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
-                     timeout: float = DEFAULT_TIMEOUT, nginx_url: str | None = None) -> list[Check]:
+                     timeout: float = DEFAULT_TIMEOUT, nginx_url: str | None = None,
+                     models: Sequence[tuple[str, str]] = ()) -> list[Check]:
     """The checks of an installed Dify: services, images, API health, console and web via nginx, plugin daemon.
 
     ``nginx_url`` overrides the base URL nginx is reached at (default: 127.0.0.1 and the published
@@ -557,6 +620,10 @@ def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
         url = daemon_url if api_up else f"http://localhost:{values.get('PLUGIN_DAEMON_PORT') or 5002}/health/check"
         checks.append(judge("plugin daemon /health/check", container_get(engine, via, url, timeout), _daemon_health,
                             timeout, hint=f"`{engine.runtime} logs --tail 50 {daemon.container}` shows why"))
+    proxy = values.get("SSRF_PROXY_HTTP_URL") or "http://ssrf_proxy:3128"
+    for name, url in models:  # as Dify calls them: from the api container, through the SSRF proxy
+        checks.append(check_through_proxy(engine, api.container, name, url, proxy, timeout) if api_up else
+                      Check(name, FAIL, "cannot ask: the api container is not running", "see `service api` above"))
     return checks
 
 
@@ -589,7 +656,8 @@ def _run_once(deployment, engine, ollama_url, ollama_model, vllm_url, vllm_api_k
               nginx_url) -> CheckReport:
     report = CheckReport()
     if deployment is not None:
-        report.checks += check_deployment(deployment, engine, timeout=timeout, nginx_url=nginx_url)
+        report.checks += check_deployment(deployment, engine, timeout=timeout, nginx_url=nginx_url,
+                                          models=model_urls(ollama_url, vllm_url))
     if ollama_url:
         report.checks.append(check_ollama(ollama_url, ollama_model, timeout))
     if vllm_url:

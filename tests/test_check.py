@@ -313,3 +313,49 @@ def test_task_wait_option_exit_code():
         res = _invoke("--skip-deployment", "--ollama-url", url, "--wait", "30")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "PASS    ollama" in res.stdout
+
+
+# --- model servers through Dify's SSRF proxy (what the api container gets back) -------------------------
+
+SQUID_DENIED = ("HTTP/1.1 403 Forbidden\r\nServer: squid/6.13\r\nX-Squid-Error: ERR_ACCESS_DENIED 0\r\n"
+                "Content-Type: text/html;charset=utf-8\r\n\r\n")
+SQUID_CONNECT_FAIL = "HTTP/1.1 503 Service Unavailable\r\nServer: squid\r\nX-Squid-Error: ERR_CONNECT_FAIL 111\r\n\r\n"
+OLLAMA_OK = "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n\r\n"
+VLLM_NEEDS_KEY = "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n\r\n"
+BUSYBOX_WGET_OK = "Connecting to ssrf_proxy:3128 (172.18.0.5:3128)\n  HTTP/1.1 200 OK\n  Content-Type: text/json\n"
+
+
+@pytest.mark.parametrize(("code", "output", "status", "says"), [
+    (0, SQUID_DENIED, check.FAIL, "the SSRF proxy refused"),
+    (0, SQUID_CONNECT_FAIL, check.FAIL, "could not connect to 10.0.0.7:11434 (err_connect_fail"),
+    (0, OLLAMA_OK, check.PASS, "answers HTTP 200 from the api container through http://ssrf_proxy:3128"),
+    (0, VLLM_NEEDS_KEY, check.PASS, "answers HTTP 401"),  # reachable: the key is the vllm check's business
+    (0, BUSYBOX_WGET_OK, check.PASS, "answers HTTP 200"),
+    (28, "curl: (28) Operation timed out after 5001 milliseconds", check.FAIL, "timeout"),
+    (7, "curl: (7) Failed to connect to ssrf_proxy port 3128: Connection refused", check.FAIL, "could not be fetched"),
+])
+def test_a_model_server_through_the_ssrf_proxy_is_judged_by_what_squid_answered(code, output, status, says):
+    got = check.judge_proxied("ollama via dify's proxy", "http://10.0.0.7:11434/api/tags", "http://ssrf_proxy:3128",
+                              code, output, 5)
+    assert got.status == status and says in got.detail, got
+    if "refused" in says:
+        assert "--model-server" in got.hint and "SSRF_PROXY_ALLOW_PRIVATE_IPS" in got.hint
+
+
+def test_proxied_fetch_passes_url_and_proxy_as_arguments_never_inside_the_script():
+    argv = check.proxied_argv("http://10.0.0.7:11434/api/tags?x=$(id)", "http://ssrf_proxy:3128", 4.6)
+    assert argv[:2] == ["sh", "-c"] and argv[3:] == ["sh", "http://10.0.0.7:11434/api/tags?x=$(id)",
+                                                      "http://ssrf_proxy:3128", "5"]
+    assert "$(id)" not in argv[2] and '-x "$2"' in argv[2] and 'http_proxy="$2"' in argv[2]
+
+
+def test_model_urls_are_the_endpoints_dify_calls():
+    assert check.model_urls("http://h:11434/api", "http://v:8000/v1") == [
+        ("ollama via dify's proxy", "http://h:11434/api/tags"), ("vllm via dify's proxy", "http://v:8000/v1/models")]
+    assert check.model_urls(None, None) == []
+
+
+@pytest.mark.parametrize("given", ["h:11434", "http://h:11434", "http://h:11434/", "http://h:11434/api",
+                                   "http://h:11434/api/tags"])
+def test_ollama_url_in_any_common_spelling_asks_api_tags_once(given):
+    assert check.ollama_base(given) + "/api/tags" == "http://h:11434/api/tags"
