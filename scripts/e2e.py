@@ -203,14 +203,15 @@ def airgapped(outer: Engine, bundle: Path, runtime: str, *, check: bool = True, 
 # --- the online half ------------------------------------------------------------------------------
 
 def online_bundle(outer: Engine, work: Path, *, drop_image: str | None = None, target_python: str = GAP_PYTHON,
-                  compression: str = "zstd") -> Path:
-    """Stand-ins -> throwaway registry (Docker Hub mirror) -> empty dockerd pulls -> `invoke bundle`."""
+                  compression: str = "zstd", version: str = "1.11.3") -> Path:
+    """Stand-ins -> throwaway registry (Docker Hub mirror) -> empty dockerd pulls -> `invoke bundle`,
+    on the REAL compose project of Dify ``version`` (a vendored release tree, no .env: as downloaded)."""
     from . import bundle as bundler
     from . import compose_plan, lab, standins
 
-    refs = standins.default_images()
+    refs = standins.default_images(version)
     standins.build_standins(outer, images=refs)
-    project = standins.complete_project(work / "dify-1.11.3" / "docker")
+    project = standins.complete_project(work / f"dify-{version}" / "docker", fixture=standins.default_fixture(version))
     addr = f"127.0.0.1:{free_port()}"
     with lab.registry(addr):
         standins.seed_registry(outer, refs, addr)
@@ -227,7 +228,7 @@ def online_bundle(outer: Engine, work: Path, *, drop_image: str | None = None, t
                 if res.returncode:
                     raise AirgapError(f"invoke bundle failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
                 LOG.info("%s", res.stdout.strip()[-2000:])
-                return next((work / "bundles").glob("dify-1.11.3-airgap-*"))
+                return next((work / "bundles").glob(f"dify-{version}-airgap-*"))
             # a bundle WITHOUT one image, through the same code: the far side must name what is missing
             plan = compose_plan.plan_images(online, project, project / ".env.example")
             for ref in plan.refs:
@@ -236,23 +237,23 @@ def online_bundle(outer: Engine, work: Path, *, drop_image: str | None = None, t
                 raise AirgapError(f"--drop-image {drop_image} is not one of the planned images: "
                                   f"{', '.join(plan.refs)}")
             plan.images = [i for i in plan.images if i.ref != drop_image]
-            made = bundler.make_plan(plan, version="1.11.3", project_dir=project, output=work / "bundles",
+            made = bundler.make_plan(plan, version=plan.dify_version, project_dir=project, output=work / "bundles",
                                      platform=bundler.host_platform(), compression=compression, chunk_size=None,
                                      pull="never", target_python=target_python)
             return bundler.build(online, made)
 
 
-def run(runtime: str, *, drop_image: str | None = None, keep: bool = False) -> str:
+def run(runtime: str, *, drop_image: str | None = None, keep: bool = False, version: str = "1.11.3") -> str:
     outer = Engine("docker")
     if not outer.answers():
         raise AirgapError("the lab docker does not answer: run `python -m scripts.lab up` (as root) first")
     work = Path(tempfile.mkdtemp(prefix="dal-e2e-", dir="/var/tmp"))
     started = time.monotonic()
     try:
-        bundle = online_bundle(outer, work, drop_image=drop_image)
+        bundle = online_bundle(outer, work, drop_image=drop_image, version=version)
         online_s = time.monotonic() - started
         transcript = airgapped(outer, bundle, runtime)
-        return (f"{transcript}\n\ne2e-{runtime}: online bundle {online_s:.0f}s, "
+        return (f"{transcript}\n\ne2e-{runtime} (Dify {version}): online bundle {online_s:.0f}s, "
                 f"total {time.monotonic() - started:.0f}s: OK")
     finally:
         if not keep:
@@ -266,11 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--drop-image", help="leave this image out of the bundle (negative run: install must "
                                              "fail at the missing-image check naming it)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (bundle) for inspection")
+    parser.add_argument("--version", default="1.11.3", help="the vendored Dify release to run (tests/fixtures)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     setup_logging(verbose=args.verbose)
     try:
-        print(run(args.runtime, drop_image=args.drop_image, keep=args.keep))
+        print(run(args.runtime, drop_image=args.drop_image, keep=args.keep, version=args.version))
     except AirgapError as exc:
         print(f"e2e-{args.runtime}: FAILED\n{exc}", file=sys.stderr)
         return 1

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from scripts import e2e
 from scripts.engine import Engine
 from scripts.errors import AirgapError
 
-from ..conftest import require_engine
+from ..conftest import RELEASES, require_engine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 
+@pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("runtime", ["docker", "podman"])
-def test_bundle_then_airgapped_install_and_check(runtime):
+def test_bundle_then_airgapped_install_and_check(runtime, release):
     require_engine("docker")  # the outer engine that runs the throwaway containers
-    transcript = e2e.run(runtime)
+    transcript = e2e.run(runtime, version=release)
     print(transcript)
     assert "network interfaces: lo\n" in transcript
     assert "DNS lookup of pypi.org inside: FAILS" in transcript
     assert "sha256sum -c: OK" in transcript
     assert "nothing changed" in transcript  # the second install
+    # check's first row: the install recorded the release its compose file runs
+    assert re.search(rf"compose project \S+, Dify {re.escape(release)}\b", transcript)
     if runtime == "podman":
         assert "podman-compose preinstalled: no" in transcript
         assert "podman-compose installed from the bundle's wheels" in transcript
