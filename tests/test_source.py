@@ -163,3 +163,21 @@ def test_links_inside_docker_dir_are_kept(tmp_path):
                                        _link("dify-1.11.3/docker/b.conf", "nginx/a.conf")])
     with source.checkout(str(ok), VERSION, cache=tmp_path / "c") as docker:
         assert (docker / "b.conf").is_symlink() and (docker / "b.conf").read_text() == "x"
+
+
+def test_release_tarball_of_every_layout_gives_its_whole_docker_dir(release_dir, tmp_path):
+    """1.14+ trees carry envs/**: extracted with the rest; the version check reads the same dify-api tag."""
+    from scripts.project import ComposeProject
+
+    version = ComposeProject(release_dir).dify_version
+    tree = tmp_path / f"dify-{version}"
+    standins.complete_project(tree / "docker", fixture=release_dir)
+    path = tmp_path / f"{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(tree, arcname=tree.name)
+    docker = source.fetch(str(path), version, tmp_path / "work")
+    want = sorted(p.relative_to(tree / "docker") for p in (tree / "docker").rglob("*") if p.is_file())
+    assert sorted(p.relative_to(docker) for p in docker.rglob("*") if p.is_file()) == want
+    assert ComposeProject(docker).env_examples() == ComposeProject(release_dir).env_examples()
+    with pytest.raises(AirgapError, match=f"holds Dify {version}"):
+        source.fetch(str(path), "0.0.1", tmp_path / "work2")

@@ -1,4 +1,4 @@
-"""`invoke install` / `preflight` / `down` on real engines, from a bundle of the REAL 1.11.3 project.
+"""`invoke install` / `preflight` / `down` on real engines, from bundles of the REAL Dify projects (1.11.3, 1.16.0).
 
 The bundle holds the stand-in images (named like Dify's). Docker installs into the lab's dockerd
 (stand-ins already present: the load is skipped by image id, which is also the re-run path) and, for
@@ -30,7 +30,7 @@ from scripts.errors import AirgapError, ImageMissing
 from scripts.lab import free_port
 from scripts.manifest import load_manifest
 
-from ..conftest import FIXTURES, ROOT, require_engine
+from ..conftest import RELEASES, ROOT, release_fixture, require_engine
 
 pytestmark = pytest.mark.integration
 
@@ -41,23 +41,32 @@ def port_settings() -> dict[str, str]:
             "EXPOSE_PLUGIN_DEBUGGING_PORT": str(free_port())}
 
 
-@pytest.fixture(scope="module")
-def standin_bundles(tmp_path_factory):
-    """(full bundle, bundle without weaviate's image), both of the real project with stand-ins."""
+@pytest.fixture(scope="module", params=RELEASES)
+def standin_bundles(request, tmp_path_factory):
+    """(full bundle, bundle without weaviate's image), both of a real release's project with stand-ins."""
     engine = require_engine("docker")
-    with standins.present(engine):
-        yield _make_bundles(engine, tmp_path_factory.mktemp("install-bundles"))
+    with standins.present(engine, standins.default_images(request.param)):
+        yield _make_bundles(engine, tmp_path_factory.mktemp(f"install-bundles-{request.param}"), request.param)
 
 
-def _make_bundles(engine: Engine, root: Path) -> tuple[Path, Path]:
-    project = standins.complete_project(root / "dify" / "docker", fixture=FIXTURES)
+def _make_bundles(engine: Engine, root: Path, version: str = "1.11.3") -> tuple[Path, Path]:
+    project = standins.complete_project(root / "dify" / "docker", fixture=release_fixture(version))
     plan = compose_plan.plan_images(engine, project, project / ".env.example")
-    settings = dict(version="1.11.3", project_dir=project, platform=bundler.host_platform(), compression="zstd",
-                    chunk_size=None, pull="never", target_python=f"{sys.version_info[0]}.{sys.version_info[1]}")
+    settings = dict(version=plan.dify_version, project_dir=project, platform=bundler.host_platform(),
+                    compression="zstd", chunk_size=None, pull="never",
+                    target_python=f"{sys.version_info[0]}.{sys.version_info[1]}")
     full = bundler.build(engine, bundler.make_plan(plan, output=root / "full", **settings))
     plan.images = [i for i in plan.images if not i.ref.startswith("semitechnologies/weaviate")]
     partial = bundler.build(engine, bundler.make_plan(plan, output=root / "partial", **settings))
     return full, partial
+
+
+#: Tests of one behaviour that does not depend on the layout run on the newest vendored release only.
+LATEST_ONLY = pytest.mark.parametrize("standin_bundles", [RELEASES[-1]], indirect=True)
+
+
+def bundle_release(bundle: Path) -> str:
+    return load_manifest(bundle)["dify_version"]
 
 
 @pytest.fixture
@@ -91,8 +100,8 @@ def _assert_installed_and_rerun_is_a_noop(opts: installer.InstallOptions, engine
     report = installer.install(opts)
     prefix = opts.prefix.resolve()
     assert report.changed
-    active = {"api", "worker", "worker_beat", "web", "db_postgres", "redis", "sandbox", "plugin_daemon",
-              "ssrf_proxy", "nginx", "weaviate", "init_permissions"}
+    version = bundle_release(opts.bundle)
+    active = set(standins.release_facts(release_fixture(version)).services)
     assert set(report.services) == active
     env = prefix / "docker" / ".env"
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
@@ -100,9 +109,9 @@ def _assert_installed_and_rerun_is_a_noop(opts: installer.InstallOptions, engine
     assert "CONSOLE_API_URL=http://10.1.2.3:" in text and "MARKETPLACE_ENABLED=false" in text
     assert f"EXPOSE_NGINX_PORT={opts.overrides['EXPOSE_NGINX_PORT']}" in text
     record = dep.load(prefix)
-    assert record.runtime == engine.runtime and record.dify_version == "1.11.3"
+    assert record.runtime == engine.runtime and record.dify_version == version
     assert any(f.endswith("offline.yaml") for f in record.compose_files)
-    assert {i["ref"] for i in record.images} >= {"langgenius/dify-api:1.11.3", "busybox:latest"}
+    assert {i["ref"] for i in record.images} >= {f"langgenius/dify-api:{version}", "busybox:latest"}
     # nginx routes the console API to the api (the real nginx config, the stand-in api)
     import urllib.request
 
@@ -131,7 +140,7 @@ def test_install_check_rerun_and_down(runtime, standin_bundles, tmp_path, reques
         _assert_installed_and_rerun_is_a_noop(opts, engine)
         if runtime == "podman":  # every image really came out of the bundle into empty storage
             loaded = engine.run(["images", "--format", "{{.Repository}}:{{.Tag}}"], mutates=False).stdout.split()
-            assert "docker.io/langgenius/dify-api:1.11.3" in loaded
+            assert f"docker.io/langgenius/dify-api:{bundle_release(full)}" in loaded
         (opts.prefix / "docker" / "volumes" / "app").mkdir(parents=True, exist_ok=True)
         (opts.prefix / "docker" / "volumes" / "app" / "keep.txt").write_text("data")
     finally:
@@ -141,6 +150,7 @@ def test_install_check_rerun_and_down(runtime, standin_bundles, tmp_path, reques
     assert (opts.prefix / "docker" / "volumes" / "app" / "keep.txt").read_text() == "data", "down must keep data"
 
 
+@LATEST_ONLY
 def test_bundle_missing_an_image_fails_before_anything_starts(standin_bundles, tmp_path):
     _, partial = standin_bundles
     require_engine("docker")
@@ -153,9 +163,10 @@ def test_bundle_missing_an_image_fails_before_anything_starts(standin_bundles, t
         assert "Nothing was started" in message
         assert empty.run(["ps", "-a", "-q"], mutates=False).stdout.strip() == ""
         # the rest of the bundle was loaded, so the message is about exactly one image
-        assert empty.image_exists("langgenius/dify-api:1.11.3")
+        assert empty.image_exists(f"langgenius/dify-api:{bundle_release(partial)}")
 
 
+@LATEST_ONLY
 def test_port_in_use_fails_preflight_naming_it(standin_bundles, tmp_path):
     full, _ = standin_bundles
     engine = require_engine("docker")
@@ -173,6 +184,7 @@ def test_port_in_use_fails_preflight_naming_it(standin_bundles, tmp_path):
     assert not (tmp_path / "opt").exists(), "a failed preflight must change nothing"
 
 
+@LATEST_ONLY
 def test_dry_run_changes_nothing(standin_bundles, tmp_path, capsys):
     full, _ = standin_bundles
     require_engine("docker")
@@ -182,6 +194,7 @@ def test_dry_run_changes_nothing(standin_bundles, tmp_path, capsys):
     assert not (tmp_path / "opt").exists()
 
 
+@LATEST_ONLY
 def test_install_task_cli_dry_run(standin_bundles, tmp_path):
     """The real `invoke install` command line, help text and dry-run."""
     full, _ = standin_bundles
@@ -199,6 +212,7 @@ def test_install_task_cli_dry_run(standin_bundles, tmp_path):
     assert not (tmp_path / "opt").exists()
 
 
+@LATEST_ONLY
 def test_newer_bundle_is_an_upgrade_env_merged_and_backed_up(standin_bundles, tmp_path):
     """Same images, a newer docker/ (a new .env key): .env backed up 0600 and merged, old set noted."""
     full, _ = standin_bundles
@@ -209,7 +223,7 @@ def test_newer_bundle_is_an_upgrade_env_merged_and_backed_up(standin_bundles, tm
     example.write_text(example.read_text() + "\n# added by the newer release\nNEW_RELEASE_KEY=from-new\n")
     plan = compose_plan.plan_images(engine, newer_project, example)
     newer = bundler.build(engine, bundler.make_plan(
-        plan, version="1.11.3", project_dir=newer_project, output=tmp_path / "newer-out",
+        plan, version=plan.dify_version, project_dir=newer_project, output=tmp_path / "newer-out",
         platform=bundler.host_platform(), compression="zstd", chunk_size=None, pull="never",
         target_python=f"{sys.version_info[0]}.{sys.version_info[1]}"))
 
@@ -237,3 +251,73 @@ def test_newer_bundle_is_an_upgrade_env_merged_and_backed_up(standin_bundles, tm
     assert secret in merged.splitlines(), "secrets are kept across an upgrade"
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert dep.load(opts.prefix).bundle != old_key
+
+
+#: A 1.11.3 site's customisations; 1.16.0 moved most of these keys out of .env.example into envs/**.
+SITE_1113 = {"MAIL_TYPE": "smtp", "SMTP_SERVER": "mail.example.internal", "SMTP_PORT": "2525",
+             "UPLOAD_FILE_SIZE_LIMIT": "30", "MAIL_DEFAULT_SEND_FROM": "dify@example.internal"}
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _container_env(engine: Engine, container: str) -> dict[str, str]:
+    res = engine.run(["inspect", "--format", "{{json .Config.Env}}", container], mutates=False)
+    return dict(item.split("=", 1) for item in json.loads(res.stdout) if "=" in item)
+
+
+def test_upgrade_across_layouts_1113_to_1160_keeps_settings_secrets_and_data(tmp_path):
+    """A running 1.11.3 install with a customised .env, then the 1.16.0 bundle over it: the site's settings
+    reach the 1.16.0 containers (most now live in envs/** upstream), secrets and data are kept, check green."""
+    from scripts import check
+
+    engine = require_engine("docker")
+    old_ver, new_ver = RELEASES[0], RELEASES[-1]
+    with standins.present(engine, [*standins.default_images(old_ver), *standins.default_images(new_ver)]):
+        old_bundle, _ = _make_bundles(engine, tmp_path / "b-old", old_ver)
+        new_bundle, _ = _make_bundles(engine, tmp_path / "b-new", new_ver)
+        site = tmp_path / "site.env"
+        site.write_text("".join(f"{k}={v}\n" for k, v in SITE_1113.items()))
+        opts = _options(old_bundle, tmp_path / "opt", "docker", site_file=site)
+        try:
+            installer.install(opts)
+            docker_dir = opts.prefix / "docker"
+            env_path = docker_dir / ".env"
+            env_path.write_text(env_path.read_text().replace("LOG_LEVEL=INFO", "LOG_LEVEL=WARNING"))
+            old_env = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in env_path.read_text().splitlines()
+                       if "=" in line and not line.startswith("#")}
+            storage = docker_dir / "volumes" / "app" / "storage"
+            storage.mkdir(parents=True, exist_ok=True)
+            (storage / "upload-1.txt").write_text("a file a user uploaded under 1.11.3\n")
+            data_before = {d: _tree_digest(docker_dir / "volumes" / d) for d in ("app", "db")}
+
+            report = installer.install(_options(new_bundle, opts.prefix, "docker", overrides=opts.overrides,
+                                                project_name=opts.project_name))
+            assert "upgrade from" in report.render()
+            record = dep.load(opts.prefix)
+            assert record.dify_version == new_ver
+            assert set(report.services) == set(standins.release_facts(release_fixture(new_ver)).services)
+
+            states = stack.states(engine, opts.project_name, lambda args, **kw: record.compose(engine, args, **kw))
+            api_env = _container_env(engine, states["api"].container)
+            for key, value in {**SITE_1113, "LOG_LEVEL": "WARNING"}.items():
+                assert api_env.get(key) == value, f"{key} did not reach the running {new_ver} api"
+            for key in ("SECRET_KEY", "DB_PASSWORD", "REDIS_PASSWORD", "PLUGIN_DAEMON_KEY"):
+                assert api_env[key] == old_env[key], f"{key} changed across the upgrade"
+            agent_env = _container_env(engine, states["agent_backend"].container)
+            assert agent_env["DIFY_AGENT_SERVER_SECRET_KEY"] != "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"
+            assert {d: _tree_digest(docker_dir / "volumes" / d) for d in ("app", "db")} == data_before
+            backups = list((opts.prefix / installer.STATE_DIR).glob("env-backup-*"))
+            assert backups and "LOG_LEVEL=WARNING" in backups[0].read_text()
+
+            result = check.run_checks(record, engine=engine, wait=150)
+            assert result.ok, result.render()
+            assert f"Dify {new_ver}" in result.by_name("deployment").detail
+        finally:
+            if (opts.prefix / dep.STATE_FILE).exists():
+                installer.down(opts.prefix.resolve())
+    assert not _leftovers(engine, opts.project_name)
