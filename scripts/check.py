@@ -390,10 +390,14 @@ def judge_proxied(name: str, url: str, proxy: str, returncode: int, output: str,
     codes = re.findall(r"http/[\d.]+\s+(\d{3})", low)
     status = int(codes[-1]) if codes else None
     squid_error = re.search(r"x-squid-error:\s*(\S+)", low)
+    # An answer squid made itself says "Server: squid/x.y" (curl shows it). busybox wget shows NO header of an
+    # error answer, only "server returned error: HTTP/1.1 403 Forbidden" (seen on real squid 5.7): there a
+    # 403 / 50x is taken as the proxy's, as a model server's list endpoint rarely answers those itself.
+    from_squid = bool(re.search(r"^\s*server:\s*squid", low, re.MULTILINE)) or "server returned error" in low
     via = f"from the api container through {proxy}"
-    if squid_error and squid_error.group(1).upper() == "ERR_ACCESS_DENIED" or (status == 403 and "squid" in low):
+    if squid_error and squid_error.group(1).upper() == "ERR_ACCESS_DENIED" or (status == 403 and from_squid):
         return Check(name, FAIL, f"the SSRF proxy refused {url} ({via}): Dify cannot reach this server", SSRF_HINT)
-    if squid_error or (status in (502, 503, 504) and "squid" in low):
+    if squid_error or (status in (502, 503, 504) and from_squid):
         return Check(name, FAIL, f"the SSRF proxy could not connect to {_host_port(url)} "
                                  f"({squid_error.group(1) if squid_error else status}; {via})",
                      "the proxy is allowed but the server does not answer from the Docker host's network: "
