@@ -203,7 +203,7 @@ def check_podman_dns(timeout: float = 30, disable_dns: bool = False) -> str:
                          check=False, timeout=timeout)
         if not res.ok or "Address" not in res.stdout.split("Name:", 1)[-1]:
             raise AirgapError(f"podman containers cannot resolve each other's names on a {backend} network "
-                              f"(nslookup {tag}: {(res.stdout + res.stderr).strip()[-300:] or 'no answer'}). "
+                              f"(nslookup {tag}: {' '.join((res.stdout + res.stderr).split())[-300:] or 'no answer'}). "
                               "Is aardvark-dns installed (apt-get install aardvark-dns)?")
     finally:
         engine.run(["rm", "--force", "--time", "0", tag], check=False, timeout=60)

@@ -331,6 +331,11 @@ BUSYBOX_WGET_OK = "Connecting to ssrf_proxy:3128 (172.18.0.5:3128)\n  HTTP/1.1 2
     (0, OLLAMA_OK, check.PASS, "answers HTTP 200 from the api container through http://ssrf_proxy:3128"),
     (0, VLLM_NEEDS_KEY, check.PASS, "answers HTTP 401"),  # reachable: the key is the vllm check's business
     (0, BUSYBOX_WGET_OK, check.PASS, "answers HTTP 200"),
+    # busybox wget shows no header of an error answer (seen on real squid 5.7): the proxy's 403 / 503
+    (1, "Connecting to ssrf_proxy:3128 (10.89.0.5:3128)\nwget: server returned error: HTTP/1.1 403 Forbidden",
+     check.FAIL, "the SSRF proxy refused"),
+    (1, "Connecting to ssrf_proxy:3128 (10.89.0.5:3128)\nwget: server returned error: HTTP/1.1 503 Service "
+        "Unavailable", check.FAIL, "could not connect"),
     (28, "curl: (28) Operation timed out after 5001 milliseconds", check.FAIL, "timeout"),
     (7, "curl: (7) Failed to connect to ssrf_proxy port 3128: Connection refused", check.FAIL, "could not be fetched"),
 ])
