@@ -1,10 +1,11 @@
-"""The REAL Dify 1.11.3 compose project up on a real engine, with stand-ins and a REAL PostgreSQL.
+"""The REAL Dify compose project (1.11.3 by default) up on a real engine, with stand-ins and a REAL PostgreSQL.
 
 Shared by the snapshot and backup integration tests. The stand-in postgres only fakes pg_dump/psql,
 so ``db_postgres`` runs Debian's real PostgreSQL 15 here (a debootstrap root with ``postgresql``,
 cached by the lab) behind the official image's env contract (POSTGRES_USER/PASSWORD/DB, PGDATA),
 through one extra compose file. Everything else is the stand-ins of tests/integration/test_standins.py,
-whose project and readiness helpers are reused as they are.
+whose project and readiness helpers are reused as they are. ``version`` picks another vendored release
+(tests/fixtures/dify-VERSION); its services, healthchecks and one-shot services come from its compose file.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts import lab
+from scripts import lab, standins
 from scripts.engine import Engine
 from scripts.stackdata import Stack
 from scripts.waiting import wait_until
-from tests.integration.test_standins import OVERRIDES, _all_up, _project, _states
+from tests.integration.test_standins import FACTS, OVERRIDES, _all_up, _project, _states
 
 PG_IMAGE = "localhost/dify-airgap-lab/postgres:15-bookworm"
 PG_PACKAGES = ("postgresql",)
@@ -57,8 +58,8 @@ services:
     volumes:
       - ./lab-pg-entrypoint.sh:/lab-pg-entrypoint.sh:ro
 """
-ALL_SERVICES = {"api", "worker", "worker_beat", "web", "db_postgres", "redis", "sandbox", "plugin_daemon",
-                "ssrf_proxy", "nginx", "weaviate", "init_permissions"}
+#: 1.11.3's default-profile services (read from its compose file); ``RunningStack.services`` for others.
+ALL_SERVICES = set(FACTS.services)
 
 
 def ensure_real_postgres(engine: Engine) -> bool:
@@ -76,6 +77,12 @@ class RunningStack:
     engine: Engine
     stack: Stack
     ports: dict[str, int] = field(default_factory=dict)
+    facts: standins.ReleaseFacts = FACTS
+
+    @property
+    def services(self) -> set[str]:
+        """Every service of the release's default profile set."""
+        return set(self.facts.services)
 
     def compose(self, args, **kwargs):
         return self.stack.compose(self.engine, args, **kwargs)
@@ -93,7 +100,8 @@ class RunningStack:
                          "-d", database, "-c", sql)
 
     def wait_up(self, services: set[str], timeout: float = 240) -> None:
-        wait_until(lambda: _all_up(self.engine, self.stack.project_dir, self.stack.project_name, services),
+        wait_until(lambda: _all_up(self.engine, self.stack.project_dir, self.stack.project_name, services,
+                                   self.facts.healthchecked, self.facts.one_shot),
                    timeout=timeout, what=f"{sorted(services)} running (healthy where checked)",
                    on_timeout=lambda: json.dumps(_states(self.engine, self.stack.project_dir,
                                                          self.stack.project_name), indent=1)[-3000:])
@@ -109,15 +117,16 @@ class RunningStack:
             self.engine.run(["rm", "--force", *left], check=False)
 
 
-def make_project(engine: Engine, directory: Path, name: str) -> tuple[Stack, dict[str, int]]:
-    """A complete Dify docker/ directory with free ports and the real-postgres override."""
-    project, ports = _project(directory)
+def make_project(engine: Engine, directory: Path, name: str,
+                 facts: standins.ReleaseFacts = FACTS) -> tuple[Stack, dict[str, int]]:
+    """A complete Dify docker/ directory (with .env) with free ports and the real-postgres override."""
+    project, ports = _project(directory, facts)
     (project / PG_OVERRIDE).write_text(PG_OVERRIDE_TEXT)
     (project / "lab-pg-entrypoint.sh").write_text(PG_ENTRYPOINT)
     files = ["docker-compose.yaml", PG_OVERRIDE]
     if engine.is_podman:
         files.append(str(OVERRIDES / "podman.yaml"))
-    return Stack(project, name, project / ".env", files, runtime=engine.runtime, dify_version="1.11.3"), ports
+    return Stack(project, name, project / ".env", files, runtime=engine.runtime, dify_version=facts.version), ports
 
 
 def project_name(prefix: str = "dalsnap") -> str:
@@ -126,12 +135,17 @@ def project_name(prefix: str = "dalsnap") -> str:
 
 @contextmanager
 def running_stack(engine: Engine, directory: Path, services: set[str] | None = None,
-                  name: str | None = None) -> Iterator[RunningStack]:
-    """Bring the project up (``services`` and their deps, default all) and always tear it down."""
+                  name: str | None = None, version: str | None = None) -> Iterator[RunningStack]:
+    """Bring the project up (``services`` and their deps, default all) and always tear it down.
+
+    ``version``: a vendored release other than 1.11.3 (its stand-ins must be present, e.g.
+    ``standins.present(engine, standins.default_images(version))``).
+    """
     if engine.is_podman:
         lab.allow_podman_internal_networks()
-    stack, ports = make_project(engine, directory, name or project_name())
-    running = RunningStack(engine, stack, ports)
+    facts = standins.release_facts(version) if version else FACTS
+    stack, ports = make_project(engine, directory, name or project_name(), facts)
+    running = RunningStack(engine, stack, ports, facts)
     try:
         running.compose(["up", "-d", *sorted(services or ())], timeout=600)
         yield running
