@@ -572,6 +572,21 @@ def web_check(base: str, timeout: float, verify_tls: bool) -> Check:
                  hint="is the nginx (and web) service up, and EXPOSE_NGINX_PORT in .env the port published?")
 
 
+def websocket_check(base: str, timeout: float, verify_tls: bool) -> Check:
+    """Dify 1.14+'s collaboration websocket (api_websocket) answers a socket.io handshake through nginx."""
+    url = f"{base}/socket.io/?EIO=4&transport=polling"
+    outcome = http_get(url, timeout, {"Accept": "*/*"}, verify_tls=verify_tls)
+    hint = ("nginx resolves api_websocket at request time through the `resolver` of nginx/conf.d/"
+            "default.conf.template (127.0.0.11 = Docker's DNS; under podman compose-overrides/podman.yaml points "
+            "it at aardvark-dns): is api_websocket running?")
+    if outcome.kind == "ok" and outcome.body.startswith("0{"):
+        return Check("websocket via nginx", PASS, f"socket.io handshake at {base}/socket.io/")
+    if outcome.kind == "ok":
+        return Check("websocket via nginx", FAIL, f"{url} answered, but not a socket.io handshake: "
+                                                  f"{_preview(outcome.body)!r}", hint)
+    return judge("websocket via nginx", outcome, lambda data: (PASS, "", ""), timeout, hint=hint)
+
+
 def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
                      timeout: float = DEFAULT_TIMEOUT, nginx_url: str | None = None,
                      models: Sequence[tuple[str, str]] = ()) -> list[Check]:
@@ -610,6 +625,8 @@ def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
                                        "(a firewall in front of this host does not matter here: this is 127.0.0.1)",
                                   verify_tls=not https))
     checks.append(web_check(base, timeout, verify_tls=not https))
+    if "api_websocket" in specs:
+        checks.append(websocket_check(base, timeout, verify_tls=not https))
 
     daemon = current.get("plugin_daemon")
     daemon_url = (values.get("PLUGIN_DAEMON_URL") or "http://plugin_daemon:5002").rstrip("/") + "/health/check"

@@ -364,3 +364,15 @@ def test_model_urls_are_the_endpoints_dify_calls():
                                    "http://h:11434/api/tags"])
 def test_ollama_url_in_any_common_spelling_asks_api_tags_once(given):
     assert check.ollama_base(given) + "/api/tags" == "http://h:11434/api/tags"
+
+
+def test_websocket_check_wants_a_socket_io_handshake_through_nginx():
+    handshake = '0{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000}'
+    with serve({"/socket.io/": Reply(200, handshake, content_type="text/plain")}) as base:
+        assert check.websocket_check(base, 5, True).status == PASS
+    with serve({"/socket.io/": Reply(200, "<html>web</html>", content_type="text/html")}) as base:
+        got = check.websocket_check(base, 5, True)
+        assert got.status == FAIL and "not a socket.io handshake" in got.detail and "resolver" in got.hint
+    with serve({"/socket.io/": Reply(502, "bad gateway", content_type="text/html")}) as base:
+        got = check.websocket_check(base, 5, True)
+        assert got.status == FAIL and "HTTP 502" in got.detail

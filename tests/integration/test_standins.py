@@ -285,13 +285,11 @@ def test_real_compose_file_comes_up(version, runtime, release_standins, tmp_path
         if "api_websocket" in services:
             websocket = json.loads(api_get(f"http://api_websocket:{facts.env['DIFY_PORT']}/health"))
             assert websocket["version"] == facts.version
-            if _nginx_resolver(project) != DOCKER_DNS or not engine.is_podman:
-                # nginx -> $socket_io_upstream, resolved at request time through the template's resolver
-                status, _, body = _get(f"{base}/socket.io/?EIO=4&transport=polling")
-                assert status == 200 and body.startswith("0{"), body
-            # else podman: nothing answers DNS on 127.0.0.11 (aardvark-dns is on the network gateway), so
-            # nginx answers /socket.io/ with 502 after 30 s ("could not be resolved"): a known gap of
-            # Dify's template on podman, see compose-overrides/podman.yaml.
+            # nginx -> $socket_io_upstream, resolved at request time through the template's resolver (on podman
+            # compose-overrides/podman.yaml points it at aardvark-dns instead of Docker's 127.0.0.11)
+            assert _nginx_resolver(project) == DOCKER_DNS
+            status, _, body = _get(f"{base}/socket.io/?EIO=4&transport=polling")
+            assert status == 200 and body.startswith("0{"), body
     finally:
         down = ["down", "-v"] if engine.is_podman else ["down", "-v", "--remove-orphans", "--timeout", "5"]
         compose(down, check=False, timeout=300)
