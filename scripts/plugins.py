@@ -49,7 +49,6 @@ DEFAULT_NGINX_BODY = "100M"
 MAX_MEMBER_SIZE = 1 << 30
 MAX_TOTAL_SIZE = 4 << 30
 DEP_FILES = ("requirements.txt", "pyproject.toml", "uv.lock")
-PYPROJECT_SINCE = "0.5.3"          # first daemon that prefers pyproject.toml (uv sync)
 _MARKET_REF = re.compile(r"^(?P<author>[a-z0-9_-]{1,64})/(?P<name>[a-z0-9_-]{1,128}):"
                          r"(?P<version>\d{1,4}(?:\.\d{1,4}){1,3}(?:-\w{1,16})?)(?:@[a-f0-9]{32,64})?$")
 _INDEX_OPTION = re.compile(r"^\s*(-i|--index-url|--extra-index-url|--find-links|-f|--no-index|--trusted-host|"
@@ -150,8 +149,172 @@ def daemon_supports_third_party_keys(daemon_version: str) -> bool:
     return _version(daemon_version) >= _version(plugin_sign.THIRD_PARTY_KEYS_SINCE)
 
 
+
+# ------------------------------------------------------------------------------ daemon install rules
+
+DAEMON_REPO = "langgenius/dify-plugin-daemon"
+DAEMON_SETUP_GO = "internal/core/local_runtime/setup_python_environment.go"
+NEWEST_DAEMON_READ = "0.6.10"      # the newest daemon tag whose install code the table below was read from
+
+
+@dataclass(frozen=True)
+class DaemonRule:
+    """How one range of plugin daemon versions installs a plugin's Python dependencies.
+
+    Read from ``DAEMON_SETUP_GO`` (``installDependencies``, ``preparePipArgs``, ``prepareSyncArgs``,
+    ``detectDependencyFileType``), ``internal/types/app/config.go`` (PIP_* settings) and, for mirror
+    auto-detection, ``cmd/server/main.go``, at the tags named in ``source``. At every version the venv is
+    ``uv venv .venv --python 3.12`` and the install command gets only VIRTUAL_ENV, PATH, the listed env
+    and HTTP_PROXY/HTTPS_PROXY/NO_PROXY (never HOME, UV_* or PIP_* of the daemon)."""
+
+    first: str                     # first daemon tag of the range
+    last: str                      # last tag of the range (inclusive)
+    source: str                    # file@tag (commit) the row follows
+    pyproject: bool = False        # pyproject.toml present -> `uv sync --no-dev` (else requirements.txt only)
+    mirror_prefers_requirements: bool = False   # PIP_MIRROR_URL set + requirements.txt -> `uv pip install`
+    frozen: bool = False           # uv.lock present -> `uv sync --frozen`
+    ignore_lock_setting: bool = False           # PLUGIN_IGNORE_UV_LOCK=true drops --frozen
+    offline_when_fresh: bool = False            # 0.5.4: `--offline` for a package uploaded in the last 10 s
+    cache: str = ""                # UV_CACHE_DIR: "" (uv's default), "plugin" (<plugin>/.uv-cache),
+    #                                "shared" ($PLUGIN_WORKING_PATH/.uv-cache)
+    extra_split: str = "space"     # PIP_EXTRA_ARGS split on single spaces ("space") or any whitespace ("fields")
+    passes_env: tuple[str, ...] = ()            # daemon env copied to uv when set
+    mirror_auto_detect: bool = False            # PIP_MIRROR_AUTO_DETECT (default true) probes mirrors at start
+
+    @property
+    def name(self) -> str:
+        span = self.first if self.first == self.last else f"{self.first}-{self.last}"
+        return f"daemon {span} ({self.source})"
+
+    def covers(self, version: str) -> bool:
+        return _version(self.first) <= _version(version) <= _version(self.last)
+
+
+def _src(tag: str, commit: str, path: str = DAEMON_SETUP_GO) -> str:
+    return f"{DAEMON_REPO} {path}@{tag} ({commit})"
+
+
+DAEMON_RULES: tuple[DaemonRule, ...] = (
+    DaemonRule("0.0.0", "0.5.2", _src("0.5.2", "bf9e6e9b")),
+    DaemonRule("0.5.3", "0.5.3", _src("0.5.3", "91c5db64"), pyproject=True),
+    DaemonRule("0.5.4", "0.5.4", _src("0.5.4", "c100de86"), pyproject=True, offline_when_fresh=True,
+               cache="plugin"),
+    DaemonRule("0.5.5", "0.5.7", _src("0.5.5", "778fb254"), pyproject=True, frozen=True, cache="plugin",
+               extra_split="fields"),
+    DaemonRule("0.5.8", "0.5.8", _src("0.5.8", "81c6393f"), pyproject=True, frozen=True,
+               ignore_lock_setting=True, cache="plugin", extra_split="fields"),
+    DaemonRule("0.5.9", "0.6.2", _src("0.6.1", "6b151081"), pyproject=True, frozen=True,
+               ignore_lock_setting=True, cache="shared", extra_split="fields"),
+    DaemonRule("0.6.3", "0.6.3", _src("0.6.3", "54432d8a") + " + cmd/server/main.go", pyproject=True,
+               mirror_prefers_requirements=True, frozen=True, ignore_lock_setting=True, cache="shared",
+               extra_split="fields", mirror_auto_detect=True),
+    DaemonRule("0.6.4", NEWEST_DAEMON_READ, _src(NEWEST_DAEMON_READ, "1310a18b"), pyproject=True,
+               mirror_prefers_requirements=True, frozen=True, ignore_lock_setting=True, cache="shared",
+               extra_split="fields", mirror_auto_detect=True,
+               passes_env=("UV_INDEX_NEXUS_USERNAME", "UV_INDEX_NEXUS_PASSWORD", "SSL_CERT_FILE",
+                           "REQUESTS_CA_BUNDLE")),
+)
+# The daemon settings that shape the install command (Dify passes PIP_MIRROR_URL in docker-compose.yaml;
+# the others reach the daemon only through an env_file, i.e. `.env` on Dify 1.14+).
+DAEMON_SETTINGS = ("PIP_MIRROR_URL", "PIP_VERBOSE", "PIP_EXTRA_ARGS", "PLUGIN_IGNORE_UV_LOCK",
+                   "PIP_MIRROR_AUTO_DETECT")
+
+
+def daemon_rule(daemon_version: str) -> DaemonRule:
+    """The install rule of a daemon version; versions newer than the newest tag read get its rule."""
+    for rule in DAEMON_RULES:
+        if rule.covers(daemon_version):
+            return rule
+    if _version(daemon_version) > _version(DAEMON_RULES[-1].last):
+        return DAEMON_RULES[-1]
+    raise PluginError(f"no install rule for plugin daemon {daemon_version}")
+
+
+def _truthy(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "t", "yes", "y", "on")
+
+
+@dataclass
+class DaemonInstall:
+    """What one daemon does with one extracted plugin: the file it reads and the uv command it runs."""
+
+    rule: DaemonRule
+    daemon_version: str
+    file: str                      # requirements.txt or pyproject.toml
+    method: str                    # "uv pip install" or "uv sync"
+    argv: list[str]                # uv's arguments, exactly as the daemon builds them (no uv path)
+    env: dict[str, str]            # env beyond VIRTUAL_ENV/PATH: UV_CACHE_DIR (relative to the plugin/working
+    #                                path, see ``cache``) and passed-through variables
+    cache: str                     # "", "plugin" or "shared"
+    frozen: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def command(self) -> str:
+        return shlex.join(["uv", *self.argv])
+
+    def describe(self) -> str:
+        newer = "" if self.rule.covers(self.daemon_version) else \
+            f" (newer than {NEWEST_DAEMON_READ}, the newest tag read: assumed unchanged)"
+        return (f"daemon {self.daemon_version}{newer} reads {self.file} and runs `{self.command}`; "
+                f"rule: {self.rule.name}")
+
+
+def daemon_install(daemon_version: str, files: Sequence[str] | set[str],
+                   settings: dict | None = None, environ: dict | None = None) -> DaemonInstall:
+    """The daemon's install for a plugin holding ``files`` (names at its root), with the daemon settings
+    ``settings`` (PIP_MIRROR_URL, PIP_VERBOSE, PIP_EXTRA_ARGS, PLUGIN_IGNORE_UV_LOCK; Dify .env values) and
+    ``environ`` (the daemon's process env, for the variables a rule passes through)."""
+    rule = daemon_rule(daemon_version)
+    settings = settings or {}
+    files = set(files)
+    mirror = (settings.get("PIP_MIRROR_URL") or "").strip()
+    verbose = _truthy(settings.get("PIP_VERBOSE"), True)
+    extra_text = settings.get("PIP_EXTRA_ARGS") or ""
+    extra = (extra_text.split(" ") if rule.extra_split == "space" else extra_text.split()) if extra_text else []
+    notes = []
+    if rule.mirror_auto_detect and not mirror and _truthy(settings.get("PIP_MIRROR_AUTO_DETECT"), True):
+        notes.append("PIP_MIRROR_AUTO_DETECT is on (default): at start the daemon probes pypi.org and mirror "
+                     "candidates; offline none answers and PIP_MIRROR_URL stays empty (set "
+                     "PIP_MIRROR_AUTO_DETECT=false to skip the probe)")
+    has_req, has_pyproject = "requirements.txt" in files, "pyproject.toml" in files
+    if rule.mirror_prefers_requirements and mirror and has_req:
+        file = "requirements.txt"
+    elif rule.pyproject and has_pyproject:
+        file = "pyproject.toml"
+    elif has_req:
+        file = "requirements.txt"
+    else:
+        wanted = "requirements.txt or pyproject.toml" if rule.pyproject else "requirements.txt"
+        raise PluginError(f"daemon {daemon_version} needs {wanted} in the plugin (rule: {rule.name})")
+    frozen = False
+    if file == "requirements.txt":
+        argv = ["pip", "install"] + (["-i", mirror] if mirror else []) + ["-r", "requirements.txt"]
+        argv += (["-vvv"] if verbose else []) + extra
+        method = "uv pip install"
+    else:
+        frozen = rule.frozen and "uv.lock" in files
+        if frozen and rule.ignore_lock_setting and _truthy(settings.get("PLUGIN_IGNORE_UV_LOCK"), False):
+            frozen = False
+            notes.append("PLUGIN_IGNORE_UV_LOCK=true: uv.lock is not used with --frozen; uv re-locks at install")
+        argv = ["sync", "--no-dev"] + (["--frozen"] if frozen else []) + (["-i", mirror] if mirror else [])
+        argv += (["-v"] if verbose else []) + ([a for a in extra if a != "--frozen"] if frozen else extra)
+        method = "uv sync"
+        if rule.offline_when_fresh:
+            notes.append("daemon 0.5.4 adds --offline to `uv sync` for a package uploaded in the last 10 s; "
+                         "the proof runs without it (the stricter case)")
+    env = {}
+    environ = os.environ if environ is None else environ
+    for name in rule.passes_env:
+        if name in environ:
+            env[name] = environ[name]
+    return DaemonInstall(rule, daemon_version, file, method, argv, env, rule.cache, frozen, notes)
+
+
 def daemon_reads_pyproject(daemon_version: str) -> bool:
-    return _version(daemon_version) >= _version(PYPROJECT_SINCE)
+    return daemon_rule(daemon_version).pyproject
 
 
 # -------------------------------------------------------------------------------------------- sources
@@ -420,7 +583,8 @@ def requirements_input(workdir: Path, source: str, tmp: Path, with_pyproject: bo
     if req.is_file():
         text = req.read_text(encoding="utf-8")
     elif pyproject.is_file() and lock.is_file():
-        proc = _run([uv_bin(), "export", "--frozen", "--format", "requirements.txt", "--no-group", "dev",
+        # `--no-dev`, not the Dify CLI's `--no-group dev`: that one fails when no dev group is defined.
+        proc = _run([uv_bin(), "export", "--frozen", "--format", "requirements.txt", "--no-dev",
                      "--no-emit-project", "--no-hashes", "--no-header", "--no-annotate"], cwd=workdir,
                     env=_uv_env())
         if proc.returncode != 0:
@@ -670,15 +834,24 @@ def offline_requirements(pins: Sequence[Pin], target: Target) -> str:
 
 PYPROJECT_UV_BLOCK = """
 [tool.uv]
-# Written by dify-airgap repackage: install only from the bundled ./wheels (no network).
+# Written by dify-airgap repackage: install only from the bundled ./wheels (no network), for the daemon's
+# Python only (its wheels are the only ones bundled).
 no-index = true
 find-links = ["./wheels"]
-environments = ["sys_platform == 'linux'"]
+environments = ["sys_platform == 'linux' and python_version == '{python}'"]
 package = false
 """
+_DEP_GROUPS = re.compile(r"^\[dependency-groups\][ \t]*(?:#[^\n]*)?\n(?:(?!\[)[^\n]*\n?)*", re.M)
 
 
-def offline_pyproject(text: str, source: str = "pyproject.toml") -> str:
+def strip_dependency_groups(text: str) -> tuple[str, bool]:
+    """pyproject.toml without its [dependency-groups] table: the daemon runs `uv sync --no-dev`, but a
+    lock covers every group, so dev tools (pytest...) would need wheels too."""
+    new = _DEP_GROUPS.sub("", text)
+    return new, new != text
+
+
+def offline_pyproject(text: str, source: str = "pyproject.toml", python: str = DEFAULT_PYTHON) -> str:
     """pyproject.toml with a [tool.uv] table that installs from ./wheels only (daemon 0.5.3+ uses
     `uv sync`). Refuses a file that already configures uv: merging it safely needs a TOML editor."""
     if re.search(r"^\s*\[\[?tool\.uv(\.|\])", text, re.M):
@@ -689,13 +862,57 @@ def offline_pyproject(text: str, source: str = "pyproject.toml") -> str:
         from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
         try:
-            ok = SpecifierSet(m.group(1)).contains(f"{DEFAULT_PYTHON}.0", prereleases=True)
+            ok = SpecifierSet(m.group(1)).contains(f"{python}.0", prereleases=True)
         except InvalidSpecifier:
             ok = True
         if not ok:
-            raise PluginError(f"{source}: requires-python {m.group(1)!r} excludes Python {DEFAULT_PYTHON}, which "
+            raise PluginError(f"{source}: requires-python {m.group(1)!r} excludes Python {python}, which "
                               f"the plugin daemon runs; fix requires-python")
-    return text.rstrip("\n") + "\n" + PYPROJECT_UV_BLOCK
+    return text.rstrip("\n") + "\n" + PYPROJECT_UV_BLOCK.format(python=python)
+
+
+def lock_remote_sources(lock_text: str) -> list[str]:
+    """Packages of a uv.lock that would be fetched from somewhere else than the plugin folder: a registry
+    given by URL, a git/url source, or any http(s) URL of an sdist/wheel. Empty = installs from ./wheels."""
+    try:
+        import tomllib
+    except ImportError:                     # Python < 3.11
+        import tomli as tomllib
+
+    try:
+        lock = tomllib.loads(lock_text)
+    except tomllib.TOMLDecodeError as exc:
+        return [f"uv.lock does not parse ({exc})"]
+    remote = []
+    for pkg in lock.get("package", []):
+        name = f"{pkg.get('name')}=={pkg.get('version')}"
+        src = pkg.get("source", {})
+        registry = src.get("registry", "")
+        if any(k in src for k in ("git", "url")) or "://" in str(registry):
+            remote.append(f"{name} ({', '.join(f'{k}={v}' for k, v in src.items())})")
+            continue
+        urls = [d.get("url", "") for d in [pkg.get("sdist") or {}, *pkg.get("wheels", [])]]
+        if any("://" in u for u in urls):
+            remote.append(f"{name} (files at {next(u for u in urls if '://' in u)})")
+    return remote
+
+
+def relock_offline(workdir: Path, source: str) -> int:
+    """Rewrite uv.lock against ./wheels only, with no network (the pyproject already has our [tool.uv]).
+    Returns the number of locked packages; fails if any source is still remote."""
+    prefix, _label = isolation_prefix()
+    with tempfile.TemporaryDirectory(prefix="dal-lock-") as tmp:
+        env = _uv_env(UV_CACHE_DIR=tmp, UV_OFFLINE="1")
+        (workdir / "uv.lock").unlink(missing_ok=True)
+        proc = _run(prefix + [uv_bin(), "lock"], cwd=workdir, env=env)
+    if proc.returncode != 0:
+        raise PluginError(f"{source}: re-locking uv.lock against the bundled wheels failed:\n    "
+                          f"{_uv_error(proc.stderr)}")
+    text = (workdir / "uv.lock").read_text(encoding="utf-8")
+    remote = lock_remote_sources(text)
+    if remote:
+        raise PluginError(f"{source}: the re-locked uv.lock still has remote sources: {'; '.join(remote)}")
+    return text.count("[[package]]")
 
 
 def _ignores_wheels(pattern: str) -> bool:
@@ -750,32 +967,57 @@ def find_target_python(version: str) -> str | None:
 
 @dataclass
 class Proof:
-    mode: str          # "venv" (real interpreter, like the daemon) or "target" (uv --python-version/platform)
+    mode: str          # "venv" (target interpreter: the daemon's own command) or "target" (uv for the target tags)
     isolation: str
     commands: list[str]
     packages: int
+    rule: str = ""                 # the DaemonRule followed
+    daemon_command: str = ""       # the uv command the daemon runs for this package
+    file: str = ""                 # the dependency file the daemon reads
+    env: dict = field(default_factory=dict)   # the install command's environment (paths in the proof folder)
+    exact: bool = True             # False: no target interpreter here; uv installed for the target tags
 
 
 def proof_commands(target: Target, python_exe: str | None, uv: str,
-                   uv_sync: bool = False) -> tuple[str, list[list[str]]]:
-    """The daemon's install commands (``uv_sync``: daemon 0.5.3+ with pyproject.toml kept)."""
+                   install: DaemonInstall) -> tuple[str, list[list[str]]]:
+    """The commands of the proof. With a target interpreter: the daemon's venv, then its install command
+    exactly (``install.argv``), then `uv pip check`. Without one (another Python or architecture here):
+    uv installs for the target tags into a folder; `uv sync` is replaced by what it does: lock/export the
+    project (honouring --frozen) and install the result."""
     if python_exe:
-        install = [uv, "sync", "--no-dev"] if uv_sync else [uv, "pip", "install", "-r", "requirements.txt"]
-        return "venv", [[uv, "venv", ".venv", "--python", python_exe], install, [uv, "pip", "check"]]
-    # No target interpreter: let uv resolve and unpack for the target tags (honours [tool.uv] in cwd).
-    return "target", [[uv, "pip", "install", "-r", "pyproject.toml" if uv_sync else "requirements.txt",
-                       "--python-version", target.python, "--python-platform", target.uv_platform,
-                       "--target", ".proof-target"]]
+        return "venv", [[uv, "venv", ".venv", "--python", python_exe], [uv, *install.argv], [uv, "pip", "check"]]
+    for_target = ["--python-version", target.python, "--python-platform", target.uv_platform,
+                  "--target", ".proof-target"]
+    if install.method == "uv pip install":
+        return "target", [[uv, *install.argv, *for_target]]
+    export = [uv, "export", "--no-dev", "--no-emit-project", "--no-hashes", "--format", "requirements.txt",
+              "-o", ".proof-requirements.txt"] + (["--frozen"] if install.frozen else [])
+    return "target", [export, [uv, "pip", "install", "-r", ".proof-requirements.txt", *for_target]]
+
+
+_UV_LOG = re.compile(r"^\s*(\d+(\.\d+)?m?s\s+)*(DEBUG|TRACE|INFO)\b|^\s*(uv|uv_\w+)::|^\s+\d+(\.\d+)?m?s\s")
+
+
+def _uv_error(text: str, lines: int = 12) -> str:
+    """uv's own error lines from verbose output (-v/-vvv floods stderr with DEBUG lines)."""
+    kept = [line for line in text.splitlines() if line.strip() and not _UV_LOG.search(line)]
+    return _tail("\n".join(kept) if kept else text, lines)
+
+
+def daemon_files(workdir: Path) -> set[str]:
+    return {name for name in DEP_FILES if (workdir / name).is_file()}
 
 
 def prove_offline(package: str | os.PathLike, target: Target, *, python_exe: str | None | bool = None,
-                  daemon_version: str = DEFAULT_DAEMON_VERSION) -> Proof:
-    """Install the package's dependencies the way the daemon does, with networking disabled.
+                  daemon_version: str = DEFAULT_DAEMON_VERSION, settings: dict | None = None) -> Proof:
+    """Install the package's dependencies the way the target daemon does, with networking disabled.
 
-    The package is extracted into a fresh folder; ``uv pip install -r requirements.txt`` runs there with
-    the daemon's scrubbed environment (PATH, VIRTUAL_ENV) and an empty uv cache. With an interpreter of
-    the target version on a matching machine (``python_exe`` None = look for one, False = don't) it is
-    exactly the daemon's venv install; otherwise uv installs for the target tags into a folder."""
+    The package is extracted into a fresh folder; the daemon's rule (``daemon_install``: file chosen,
+    `uv pip install` / `uv sync [--frozen]`, -i/-v/extra args from ``settings``) gives the command, run
+    with the daemon's scrubbed environment (PATH, VIRTUAL_ENV, its UV_CACHE_DIR, fresh and empty) inside
+    a network namespace. With an interpreter of the target version on a matching machine (``python_exe``
+    None = look for one, False = don't) this is exactly the daemon's install; otherwise uv installs for the
+    target tags into a folder (``Proof.exact`` False)."""
     package = Path(package)
     host_machine = os.uname().machine
     if python_exe is None and host_machine == target.machine:
@@ -784,29 +1026,44 @@ def prove_offline(package: str | os.PathLike, target: Target, *, python_exe: str
     uv = uv_bin()
     prefix, isolation = isolation_prefix()
     with tempfile.TemporaryDirectory(prefix="dal-proof-") as tmp:
-        workdir, cache = Path(tmp) / "plugin", Path(tmp) / "uv-cache"
+        working_path = Path(tmp) / "cwd"          # stands for $PLUGIN_WORKING_PATH
+        workdir = working_path / "plugin"
         safe_extract(package, workdir)
-        uv_sync = daemon_reads_pyproject(daemon_version) and (workdir / "pyproject.toml").is_file()
-        mode, commands = proof_commands(target, python_exe, uv, uv_sync)
+        install = daemon_install(daemon_version, daemon_files(workdir), settings, environ={})
+        if install.method == "uv sync" and (workdir / "uv.lock").is_file() and install.frozen:
+            remote = lock_remote_sources((workdir / "uv.lock").read_text(encoding="utf-8"))
+            if remote:
+                raise OfflineInstallFailed(
+                    f"{package.name}: the daemon runs `{install.command}` and uv.lock fetches from the network: "
+                    f"{'; '.join(remote[:5])}{' ...' if len(remote) > 5 else ''}")
+        mode, commands = proof_commands(target, python_exe, uv, install)
+        cache = {"plugin": workdir / ".uv-cache", "shared": working_path / ".uv-cache"}.get(
+            install.cache, Path(tmp) / "uv-cache")   # "": uv's default cache in the daemon; fresh here
         env = {"PATH": os.pathsep.join([str(Path(uv).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-               "VIRTUAL_ENV": str(workdir / ".venv"), "UV_CACHE_DIR": str(cache),
-               "UV_PYTHON_DOWNLOADS": "never"}
+               "VIRTUAL_ENV": str(workdir / ".venv"), "UV_CACHE_DIR": str(cache), **install.env}
         if not prefix:
             env["UV_OFFLINE"] = "1"
         if mode == "target":
             env.pop("VIRTUAL_ENV")
             env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
-        for argv in commands:
-            proc = _run(prefix + argv, cwd=workdir, env=env, timeout=600)
+            env["UV_PYTHON_DOWNLOADS"] = "never"
+        for i, argv in enumerate(commands):
+            # the venv is made with the daemon's full env; only the install command gets the scrubbed one
+            run_env = {**env, "UV_PYTHON_DOWNLOADS": "never"} if mode == "venv" and i == 0 else env
+            proc = _run(prefix + argv, cwd=workdir, env=run_env, timeout=600)
             if proc.returncode != 0:
                 raise OfflineInstallFailed(
                     f"{package.name}: the offline install failed ({isolation}), so the daemon would need the "
-                    f"network:\n  command: {shlex.join(argv)}\n  exit code: {proc.returncode}\n    "
-                    f"{_tail(proc.stderr or proc.stdout)}\nA wheel is missing from wheels/ or requirements.txt "
-                    f"asks for something else; rerun `invoke repackage` on the original package.")
+                    f"network:\n  {install.describe()}\n  command: {shlex.join(argv)}\n  exit code: "
+                    f"{proc.returncode}\n    {_uv_error(proc.stderr or proc.stdout)}\nA wheel is missing from "
+                    f"wheels/, or the dependency file asks for something else; rerun `invoke repackage` on the "
+                    f"original package.")
         installed = workdir / (".proof-target" if mode == "target" else ".venv")
         count = len(list(installed.rglob("*.dist-info")))
-    return Proof(mode, isolation, [shlex.join(a) for a in commands], count)
+        shown_env = {k: v.replace(str(working_path), "$PLUGIN_WORKING_PATH") for k, v in env.items()
+                     if k != "PATH"}
+    return Proof(mode, isolation, [shlex.join(a) for a in commands], count, rule=install.rule.name,
+                 daemon_command=install.command, file=install.file, env=shown_env, exact=mode == "venv")
 
 
 # ---------------------------------------------------------------------------------------------- sizes
@@ -909,6 +1166,7 @@ def repackage(pkg: str, out_dir: str | os.PathLike, *, python: str = DEFAULT_PYT
     ref = parse_ref(pkg)
     source = fetch(ref, cache, marketplace_url)
     notes: list[str] = []
+    settings = {k: v for k, v in (env or {}).items() if k in DAEMON_SETTINGS}
     if key is not None:
         for warning in signing_env(daemon_version, "")[1]:
             LOG.warning("warning: %s", warning)
@@ -940,21 +1198,29 @@ def repackage(pkg: str, out_dir: str | os.PathLike, *, python: str = DEFAULT_PYT
         (workdir / "requirements.txt").write_text(offline_requirements(pins, target), encoding="utf-8")
 
         drop = {plugin_sign.VERIFICATION_FILE}
+        rule = daemon_rule(daemon_version)
         if keep_pyproject:
-            if not daemon_reads_pyproject(daemon_version):
-                notes.append(f"daemon {daemon_version} ignores pyproject.toml (it reads it from {PYPROJECT_SINCE}); "
-                             f"requirements.txt is what installs")
-            pyproject.write_text(offline_pyproject(pyproject.read_text(encoding="utf-8"), source.name),
-                                 encoding="utf-8")
+            if not rule.pyproject:
+                notes.append(f"daemon {daemon_version} reads only requirements.txt (rule: {rule.name}); "
+                             f"pyproject.toml is kept but unused")
+            text, stripped = strip_dependency_groups(pyproject.read_text(encoding="utf-8"))
+            if stripped:
+                notes.append("pyproject.toml: removed [dependency-groups] (the daemon installs with --no-dev; "
+                             "a lock of dev tools would need their wheels)")
+            pyproject.write_text(offline_pyproject(text, source.name, target.python), encoding="utf-8")
             if (workdir / "uv.lock").is_file():
-                drop.add("uv.lock")
-                notes.append("removed uv.lock: a PyPI-sourced lock makes `uv sync --frozen` download")
+                locked = relock_offline(workdir, source.name)
+                notes.append(f"uv.lock re-locked offline against the bundled wheels ({locked} packages, every "
+                             f"source ./wheels): `uv sync --frozen` installs it with no network")
         else:
             for name in ("pyproject.toml", "uv.lock"):
                 if (workdir / name).is_file():
                     drop.add(name)
                     notes.append(f"removed {name} (universal offline recipe: every daemon version then runs "
-                                 f"`uv pip install -r requirements.txt`)")
+                                 f"`uv pip install -r requirements.txt`; --keep-pyproject keeps it, re-locked)")
+        install = daemon_install(daemon_version, daemon_files(workdir) - drop, settings, environ={})
+        notes.append(install.describe())
+        notes.extend(install.notes)
         for name in (".difyignore", ".gitignore"):
             path = workdir / name
             if path.is_file():
@@ -966,8 +1232,8 @@ def repackage(pkg: str, out_dir: str | os.PathLike, *, python: str = DEFAULT_PYT
         out = Path(out_dir) / output_name(manifest, target)
         staged = Path(tmp) / out.name
         written = plugin_sign.write_package(staged, _entries_in_order(workdir, original, drop), sign_key=key)
-        proof = (prove_offline(staged, target, python_exe=proof_python, daemon_version=daemon_version)
-                 if prove else None)
+        proof = (prove_offline(staged, target, python_exe=proof_python, daemon_version=daemon_version,
+                               settings=settings) if prove else None)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         shutil.move(str(staged), str(out))
     written.path = out
@@ -1014,7 +1280,8 @@ def plan(pkgs: Sequence[str], out_dir: str | os.PathLike, *, python: str = DEFAU
     """What ``repackage_many`` would do, without downloading or writing anything (for --dry-run)."""
     target = Target(python, arch)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    mode, commands = proof_commands(target, None, "uv")
+    install = daemon_install(daemon_version, {"requirements.txt"})   # what repackage writes by default
+    mode, commands = proof_commands(target, None, "uv", install)
     rows = []
     for pkg in pkgs:
         ref = parse_ref(pkg)
@@ -1027,6 +1294,7 @@ def plan(pkgs: Sequence[str], out_dir: str | os.PathLike, *, python: str = DEFAU
             "wheel_cache": str(cache / "wheels"), "target": target.describe(), "daemon_version": daemon_version,
             "signed_with": str(sign_key) if sign_key else None,
             "out_dir": str(Path(out_dir)),
+            "daemon_rule": install.rule.name, "daemon_command": install.command,
             "proof": [shlex.join(["unshare", "-n", "--", *c]) for c in commands],
         })
     return rows

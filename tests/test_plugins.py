@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shlex
 import stat
 import zipfile
 from pathlib import Path
@@ -252,7 +253,8 @@ def test_offline_pyproject():
     out = plugins.offline_pyproject(text)
     assert out.startswith(text)
     for line in ("[tool.uv]", "no-index = true", 'find-links = ["./wheels"]',
-                 "environments = [\"sys_platform == 'linux'\"]", "package = false"):
+                 "environments = [\"sys_platform == 'linux' and python_version == '3.12'\"]",
+                 "package = false"):
         assert line in out
     with pytest.raises(PluginError, match=r"already has \[tool.uv\]"):
         plugins.offline_pyproject(text + "\n[tool.uv]\ndev-dependencies = []\n")
@@ -379,3 +381,87 @@ def test_plugin_verify_task(tmp_path, keypair):
         pkix.write_bytes(plugin_sign.load_private_key(keypair[0]).public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         tasks.plugin_verify(Context(), str(signed.path), public_key=[str(pkix)])
+
+
+# ------------------------------------------------------------------ daemon install rules (DAEMON_RULES)
+
+LOCKED = {"pyproject.toml", "uv.lock", "requirements.txt"}
+
+
+@pytest.mark.parametrize("version, files, settings, file, argv", [
+    # 0.5.2: requirements.txt only, pip verbose by default (PIP_VERBOSE=true)
+    ("0.5.2", LOCKED, {}, "requirements.txt", ["pip", "install", "-r", "requirements.txt", "-vvv"]),
+    ("0.5.2", {"requirements.txt"}, {"PIP_MIRROR_URL": "http://m/simple", "PIP_EXTRA_ARGS": "--offline  -q"},
+     "requirements.txt", ["pip", "install", "-i", "http://m/simple", "-r", "requirements.txt", "-vvv",
+                          "--offline", "", "-q"]),          # split on single spaces up to 0.5.4
+    ("0.5.3", LOCKED, {}, "pyproject.toml", ["sync", "--no-dev", "-v"]),            # no --frozen yet
+    ("0.5.5", LOCKED, {"PIP_VERBOSE": "false"}, "pyproject.toml", ["sync", "--no-dev", "--frozen"]),
+    ("0.6.1", {"pyproject.toml"}, {}, "pyproject.toml", ["sync", "--no-dev", "-v"]),
+    ("0.6.1", LOCKED, {"PIP_EXTRA_ARGS": "--offline  --frozen"}, "pyproject.toml",
+     ["sync", "--no-dev", "--frozen", "-v", "--offline"]),  # whitespace split, --frozen not doubled
+    ("0.6.1", LOCKED, {"PLUGIN_IGNORE_UV_LOCK": "true"}, "pyproject.toml", ["sync", "--no-dev", "-v"]),
+    ("0.5.7", LOCKED, {"PLUGIN_IGNORE_UV_LOCK": "true"}, "pyproject.toml",   # setting arrives in 0.5.8
+     ["sync", "--no-dev", "--frozen", "-v"]),
+    # 0.6.1 still syncs with a mirror; 0.6.3 then prefers requirements.txt
+    ("0.6.1", LOCKED, {"PIP_MIRROR_URL": "http://m/simple"}, "pyproject.toml",
+     ["sync", "--no-dev", "--frozen", "-i", "http://m/simple", "-v"]),
+    ("0.6.3", LOCKED, {"PIP_MIRROR_URL": "http://m/simple"}, "requirements.txt",
+     ["pip", "install", "-i", "http://m/simple", "-r", "requirements.txt", "-vvv"]),
+    ("0.6.3", {"pyproject.toml", "uv.lock"}, {"PIP_MIRROR_URL": "http://m/simple"}, "pyproject.toml",
+     ["sync", "--no-dev", "--frozen", "-i", "http://m/simple", "-v"]),
+    ("0.6.10", LOCKED, {}, "pyproject.toml", ["sync", "--no-dev", "--frozen", "-v"]),
+    ("0.7.0", {"requirements.txt"}, {}, "requirements.txt", ["pip", "install", "-r", "requirements.txt", "-vvv"]),
+])
+def test_daemon_install_command_per_version(version, files, settings, file, argv):
+    install = plugins.daemon_install(version, files, settings, environ={})
+    assert (install.file, install.argv) == (file, argv)
+    assert install.frozen == ("--frozen" in argv)
+    assert install.rule.covers(version) or version == "0.7.0"
+    assert install.command == "uv " + " ".join(shlex.quote(a) for a in argv)
+
+
+def test_daemon_rules_table_is_contiguous_and_cites_its_source():
+    rules = plugins.DAEMON_RULES
+    assert rules[0].first == "0.0.0" and rules[-1].last == plugins.NEWEST_DAEMON_READ
+    for a, b in zip(rules, rules[1:]):
+        assert plugins._version(a.last) < plugins._version(b.first)
+        assert not any(a.covers(v) and b.covers(v) for v in (a.last, b.first))
+    for rule in rules:
+        assert rule.source.startswith("langgenius/dify-plugin-daemon internal/core/local_runtime/"
+                                      "setup_python_environment.go@")
+    assert [plugins.daemon_rule(v).first for v in ("0.5.2", "0.5.4", "0.6.1", "0.6.3", "0.6.7", "0.9.1")] == \
+        ["0.0.0", "0.5.4", "0.5.9", "0.6.3", "0.6.4", "0.6.4"]
+    assert plugins.daemon_rule("0.6.1").cache == "shared" and plugins.daemon_rule("0.5.2").cache == ""
+    assert not plugins.daemon_reads_pyproject("0.5.2") and plugins.daemon_reads_pyproject("0.5.3")
+
+
+def test_daemon_install_env_and_notes():
+    environ = {"SSL_CERT_FILE": "/etc/ca.pem", "HOME": "/root", "UV_INDEX_URL": "http://x"}
+    assert plugins.daemon_install("0.6.3", {"requirements.txt"}, {}, environ).env == {}
+    assert plugins.daemon_install("0.6.4", {"requirements.txt"}, {}, environ).env == {"SSL_CERT_FILE": "/etc/ca.pem"}
+    auto = plugins.daemon_install("0.6.3", {"requirements.txt"}, {}, {}).notes
+    assert any("PIP_MIRROR_AUTO_DETECT" in n for n in auto)
+    assert plugins.daemon_install("0.6.3", {"requirements.txt"}, {"PIP_MIRROR_AUTO_DETECT": "false"}, {}).notes == []
+    assert plugins.daemon_install("0.6.1", {"requirements.txt"}, {}, {}).notes == []
+    with pytest.raises(PluginError, match="needs requirements.txt"):
+        plugins.daemon_install("0.5.2", {"pyproject.toml"})
+    described = plugins.daemon_install("0.9.0", {"pyproject.toml"}, {}, {}).describe()
+    assert "newer than 0.6.10" in described and "`uv sync --no-dev -v`" in described
+
+
+def test_lock_remote_sources_and_dependency_groups():
+    remote = ('version = 1\n[[package]]\nname = "six"\nversion = "1.17.0"\n'
+              'source = { registry = "https://pypi.org/simple" }\n'
+              'wheels = [{ url = "https://files.pythonhosted.org/six.whl", hash = "sha256:00" }]\n')
+    local = ('version = 1\n[[package]]\nname = "six"\nversion = "1.17.0"\nsource = { registry = "wheels" }\n'
+             'wheels = [{ path = "six-1.17.0-py2.py3-none-any.whl", hash = "sha256:00" }]\n'
+             '[[package]]\nname = "demo"\nversion = "0.1"\nsource = { virtual = "." }\n')
+    assert plugins.lock_remote_sources(remote) == ["six==1.17.0 (registry=https://pypi.org/simple)"]
+    assert plugins.lock_remote_sources(local) == []
+    git = '[[package]]\nname = "x"\nversion = "1"\nsource = { git = "https://github.com/a/x" }\n'
+    assert plugins.lock_remote_sources(git)[0].startswith("x==1 (git=")
+    text = ('[project]\nname = "p"\n\n[dependency-groups]\ndev = [\n    "pytest>=8",\n]\n\n'
+            '[build-system]\nrequires = ["hatchling"]\n')
+    out, stripped = plugins.strip_dependency_groups(text)
+    assert stripped and "pytest" not in out and "[build-system]" in out and out.startswith('[project]\nname = "p"')
+    assert plugins.strip_dependency_groups(out) == (out, False)

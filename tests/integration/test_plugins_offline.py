@@ -160,7 +160,9 @@ def test_offline_proof_with_a_real_312_interpreter_like_the_daemon(repacked):
         pytest.skip("no Python 3.12 interpreter here; the target-tag proof above covers the install")
     proof = plugins.prove_offline(repacked.path, Target("3.12", "amd64"))
     assert proof.mode == "venv" and proof.packages == repacked.wheels
-    assert proof.commands[1].endswith("uv pip install -r requirements.txt")
+    # the daemon's own command (0.5.2, PIP_VERBOSE defaults to true) in the venv it creates
+    assert proof.daemon_command == "uv pip install -r requirements.txt -vvv" and proof.exact
+    assert proof.commands[1].endswith(" pip install -r requirements.txt -vvv")
 
 
 def test_signed_arm64_with_pyproject_and_lock_removed(tmp_path, wheel_cache, keypair):
@@ -200,7 +202,8 @@ def test_keep_pyproject_for_daemon_053(tmp_path, wheel_cache):
         pyproject = zf.read("pyproject.toml").decode()
         requirements = zf.read("requirements.txt").decode()
     assert "no-index = true" in pyproject and requirements.startswith("--no-index\n")
-    assert "pyproject.toml" in r.proof.commands[0]                     # uv read [tool.uv] offline
+    assert (r.proof.file, r.proof.daemon_command) == ("pyproject.toml", "uv sync --no-dev -v")
+    assert "0.5.3" in r.proof.rule and not r.proof.exact              # target mode: uv read [tool.uv] offline
 
 
 def test_dependency_without_usable_wheel_is_named_with_reason(tmp_path, wheel_cache):

@@ -1,0 +1,181 @@
+"""Every plugin shape, repackaged for cp312 amd64, installs with the command each plugin daemon version
+runs (read from langgenius/dify-plugin-daemon at 0.5.2, 0.6.1, 0.6.3 and 0.6.10), inside a network
+namespace. The commands below are written out by hand from the daemon source, independently of
+plugins.DAEMON_RULES, and run on a fresh extraction of the package. Needs PyPI (resolution, wheels) and
+`unshare -n` as root; a Python 3.12 interpreter (pyenv, $DIFY_AIRGAP_TARGET_PYTHON) for the venv."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from scripts import plugins
+from scripts.plugins import OfflineInstallFailed, Target
+
+from ..conftest import IN_CI
+from .test_plugins_offline import make_difypkg
+
+pytestmark = pytest.mark.integration
+
+# Small wheels: two pure-Python, one binary (cp312 manylinux).
+DEPS = ["six==1.17.0", "orjson==3.10.18", "idna==3.10"]
+PYPROJECT = ('[project]\nname = "demo-tool"\nversion = "0.0.1"\nrequires-python = ">=3.11"\n'
+             f'dependencies = [{", ".join(repr(d).replace(chr(39), chr(34)) for d in DEPS)}]\n\n'
+             '[dependency-groups]\ndev = [\n    "pytest>=8",\n]\n')
+SHAPES = ("requirements", "pyproject", "pyproject+lock")
+VERSIONS = ("0.5.2", "0.6.1", "0.6.3", "0.6.10")
+IMPORTS = "import six, orjson, idna; assert orjson.dumps({'a': 1}) == b'{\"a\":1}'"
+REQ_CMD = ["pip", "install", "-r", "requirements.txt", "-vvv"]    # PIP_VERBOSE defaults to true
+
+
+def expected_command(version: str, shape: str, keep: bool) -> list[str]:
+    """By hand from setup_python_environment.go: 0.5.2 reads requirements.txt only; from 0.5.3
+    pyproject.toml wins (`uv sync --no-dev`, `-v`), with `--frozen` from 0.5.5 when uv.lock exists."""
+    if not keep or shape == "requirements" or version == "0.5.2":
+        return REQ_CMD
+    return ["sync", "--no-dev", "--frozen", "-v"] if shape == "pyproject+lock" else ["sync", "--no-dev", "-v"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_isolation_and_312():
+    prefix, label = plugins.isolation_prefix()
+    if not prefix or "unshare -n" not in label:
+        (pytest.fail if IN_CI else pytest.skip)(f"no network namespace for the offline proof ({label})")
+
+
+@pytest.fixture(scope="module")
+def python312() -> str:
+    found = plugins.find_target_python("3.12")
+    if not found:
+        (pytest.fail if IN_CI else pytest.skip)("no Python 3.12 interpreter (pyenv or $DIFY_AIRGAP_TARGET_PYTHON)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def wheel_cache(tmp_path_factory) -> Path:
+    cache = os.environ.get("DIFY_AIRGAP_TEST_CACHE")
+    return Path(cache) if cache else tmp_path_factory.mktemp("rules-cache")
+
+
+@pytest.fixture(scope="module")
+def pypi_lock(tmp_path_factory) -> str:
+    """A uv.lock as the official plugins ship it: locked online, every source on pypi.org."""
+    d = tmp_path_factory.mktemp("lock")
+    (d / "pyproject.toml").write_text(PYPROJECT)
+    proc = subprocess.run([plugins.uv_bin(), "lock", "--index-url", plugins.index_base()], cwd=d,
+                          capture_output=True, text=True, env=plugins._uv_env())
+    assert proc.returncode == 0, proc.stderr
+    text = (d / "uv.lock").read_text()
+    assert plugins.lock_remote_sources(text), "the online lock should point at an index"
+    return text
+
+
+def make_shape(path: Path, shape: str, lock: str) -> Path:
+    if shape == "requirements":
+        return make_difypkg(path, "\n".join(DEPS) + "\n")
+    extra = {"pyproject.toml": PYPROJECT} | ({"uv.lock": lock} if shape == "pyproject+lock" else {})
+    return make_difypkg(path, None, extra)
+
+
+def run_netless(argv: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["unshare", "-n", "--", *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def install_like_the_daemon(package: Path, work: Path, argv: list[str], python312: str,
+                            settings_env: dict | None = None) -> subprocess.CompletedProcess:
+    """Extract, `uv venv .venv --python 3.12`, then the daemon's command with the daemon's scrubbed env
+    (VIRTUAL_ENV, PATH, UV_CACHE_DIR under the working path; no HOME, UV_*, PIP_*), all with no network."""
+    plugin = work / "cwd" / "plugin"
+    with zipfile.ZipFile(package) as zf:
+        zf.extractall(plugin)
+    uv = plugins.uv_bin()
+    path = os.pathsep.join([str(Path(uv).parent), "/usr/bin", "/bin"])
+    venv = run_netless([uv, "venv", ".venv", "--python", python312], plugin,
+                       {"PATH": path, "UV_PYTHON_DOWNLOADS": "never", "UV_CACHE_DIR": str(work / "c0")})
+    assert venv.returncode == 0, venv.stderr
+    env = {"VIRTUAL_ENV": str(plugin / ".venv"), "PATH": path, "UV_CACHE_DIR": str(work / "cwd" / ".uv-cache"),
+           **(settings_env or {})}
+    proc = run_netless([uv, *argv], plugin, env)
+    if proc.returncode == 0:
+        check = run_netless([str(plugin / ".venv/bin/python"), "-c", IMPORTS], plugin, {"PATH": path})
+        assert check.returncode == 0, check.stderr
+    return proc
+
+
+CASES = [(v, s, k) for v in VERSIONS for s in SHAPES for k in ((False,) if s == "requirements" else (False, True))]
+
+
+@pytest.mark.parametrize("version, shape, keep", CASES, ids=[f"{v}-{s}-{'keep' if k else 'universal'}"
+                                                             for v, s, k in CASES])
+def test_shape_installs_offline_with_the_daemon_command(version, shape, keep, tmp_path, wheel_cache, pypi_lock,
+                                                        python312):
+    src = make_shape(tmp_path / "src.difypkg", shape, pypi_lock)
+    [r] = plugins.repackage_many([str(src)], tmp_path / "out", python="3.12", arch="amd64", daemon_version=version,
+                                 keep_pyproject=keep, cache_dir=wheel_cache)
+    want = expected_command(version, shape, keep)
+    # the repackager's own proof ran the same command, exactly, in a venv, in a namespace
+    assert r.proof.exact and r.proof.mode == "venv" and "unshare -n" in r.proof.isolation
+    assert r.proof.daemon_command == shlex.join(["uv", *want])
+    assert r.proof.packages == r.wheels == 3 and r.proof.commands[1].endswith(shlex.join(want))
+    assert r.proof.rule in [n for n in r.notes if n.startswith(f"daemon {version} reads")][0]
+    with zipfile.ZipFile(r.path) as zf:
+        names = set(zf.namelist())
+        lock = zf.read("uv.lock").decode() if "uv.lock" in names else None
+        pyproject = zf.read("pyproject.toml").decode() if "pyproject.toml" in names else None
+    assert "requirements.txt" in names and len([n for n in names if n.startswith("wheels/")]) == 3
+    if keep and shape != "requirements":
+        assert "no-index = true" in pyproject and "pytest" not in pyproject
+        if shape == "pyproject+lock":
+            assert lock and plugins.lock_remote_sources(lock) == [] and 'registry = "wheels"' in lock
+            assert "pytest" not in lock and any(n.startswith("uv.lock re-locked offline") for n in r.notes)
+    else:
+        assert pyproject is None and lock is None
+        for dropped in {"requirements": [], "pyproject": ["pyproject.toml"],
+                        "pyproject+lock": ["pyproject.toml", "uv.lock"]}[shape]:
+            assert any(n.startswith(f"removed {dropped}") for n in r.notes)
+    # independently: a fresh extraction, the hand-written daemon command, no network
+    proc = install_like_the_daemon(r.path, tmp_path / "daemon", want, python312)
+    assert proc.returncode == 0, f"{shlex.join(want)}:\n{proc.stderr[-3000:]}"
+
+
+def test_063_with_a_mirror_set_prefers_requirements_and_stays_offline(tmp_path, wheel_cache, pypi_lock, python312):
+    """0.6.3+: PIP_MIRROR_URL set (here a dead local port) -> `uv pip install -i MIRROR -r requirements.txt`
+    even when pyproject.toml and uv.lock are kept; the file's --no-index wins over -i."""
+    src = make_shape(tmp_path / "src.difypkg", "pyproject+lock", pypi_lock)
+    mirror = "http://127.0.0.1:9/simple"
+    [r] = plugins.repackage_many([str(src)], tmp_path / "out", daemon_version="0.6.3", keep_pyproject=True,
+                                 cache_dir=wheel_cache, env={"PIP_MIRROR_URL": mirror, "PIP_EXTRA_ARGS": "--offline"})
+    want = ["pip", "install", "-i", mirror, "-r", "requirements.txt", "-vvv", "--offline"]
+    assert r.proof.daemon_command == shlex.join(["uv", *want]) and r.proof.file == "requirements.txt"
+    assert install_like_the_daemon(r.path, tmp_path / "d", want, python312).returncode == 0
+
+
+def test_the_namespace_blocks_a_pypi_lock(tmp_path, pypi_lock, python312):
+    """Control: the official shape as shipped (PyPI-sourced uv.lock, no wheels) cannot install there, and
+    the proof refuses it before running anything."""
+    src = make_shape(tmp_path / "src.difypkg", "pyproject+lock", pypi_lock)
+    proc = install_like_the_daemon(src, tmp_path / "d", ["sync", "--no-dev", "--frozen", "-v"], python312)
+    assert proc.returncode != 0
+    assert any(w in proc.stderr for w in ("Failed to fetch", "dns error", "Network is unreachable", "error sending"))
+    with pytest.raises(OfflineInstallFailed, match=r"uv.lock fetches from the network: .*pypi"):
+        plugins.prove_offline(src, Target("3.12", "amd64"), daemon_version="0.6.10")
+
+
+def test_proof_fails_for_a_relocked_package_missing_a_wheel(tmp_path, wheel_cache, pypi_lock):
+    src = make_shape(tmp_path / "src.difypkg", "pyproject+lock", pypi_lock)
+    [r] = plugins.repackage_many([str(src)], tmp_path / "out", daemon_version="0.6.10", keep_pyproject=True,
+                                 cache_dir=wheel_cache, prove=False)
+    broken = tmp_path / "broken.difypkg"
+    with zipfile.ZipFile(r.path) as zin, zipfile.ZipFile(broken, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            if not info.filename.startswith("wheels/orjson-"):
+                zout.writestr(info, zin.read(info))
+    with pytest.raises(OfflineInstallFailed, match=r"uv sync --no-dev --frozen -v") as err:
+        plugins.prove_offline(broken, Target("3.12", "amd64"), daemon_version="0.6.10")
+    assert "orjson" in str(err.value)
