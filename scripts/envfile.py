@@ -655,6 +655,7 @@ class ReleaseLayers:
     origin: dict[str, list[str]] = field(default_factory=dict)
     own_files: set[str] = field(default_factory=set)
     interpolated: set[str] = field(default_factory=set)
+    dotenv_readers: set[str] = field(default_factory=set)  #: services given ./.env whole (env_file)
 
     def files_for(self, key: str) -> list[str]:
         """Where a value for ``key`` must be written besides ``.env`` (empty: .env alone reaches every reader)."""
@@ -680,6 +681,8 @@ def release_layers(project_dir: Path, example: Mapping[str, str]) -> ReleaseLaye
             layers.origin.setdefault(key, []).append(rel[: -len(".example")])
     for name in project.services():
         files = [ref.path for ref in project.env_files(name)]
+        if ".env" in files:
+            layers.dotenv_readers.add(name)
         if files and ".env" not in files:
             layers.own_files.update(f for f in files if f.startswith("envs/"))
     text = compose_text(project_dir, False)
@@ -702,6 +705,10 @@ def render_layer_file(project_dir: Path, rel: str, values: Mapping[str, str], dr
 
 
 # --- rendering -----------------------------------------------------------------------------------
+
+#: A template of keys services read from their environment that no example of the release declares (e.g. the
+#: plugin daemon's PIP_MIRROR_AUTO_DETECT): written to .env where services get it whole (Dify 1.14+), else skipped.
+PASSTHROUGH_TEMPLATE = "passthrough.env"
 
 _LAYER_RANK = {"example": 0, "template": 1, "old env": 2, "site file": 3, "server url": 4, "model server": 5,
                "command line": 6}
@@ -800,10 +807,17 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
                 continue
             extras[key], extra_source[key] = value, layer
 
-    # 1. templates (keys this release does not know are skipped: templates serve several versions)
+    # 1. templates (keys this release does not know are skipped: templates serve several versions), except
+    #    PASSTHROUGH_TEMPLATE's: written for releases whose services get .env whole (env_file: ./.env, 1.14+)
+    passthrough: set[str] = set()
     if templates_dir and Path(templates_dir).is_dir():
         for tpl in sorted(Path(templates_dir).glob("*.env")):
-            apply(f"template {tpl.name}", read_env(tpl), unknown="skip")
+            if tpl.name != PASSTHROUGH_TEMPLATE:
+                apply(f"template {tpl.name}", read_env(tpl), unknown="skip")
+            elif layers.dotenv_readers:
+                data = {k: v for k, v in read_env(tpl).items() if k not in known}
+                passthrough |= set(data)
+                apply(f"template {tpl.name}", data, unknown="extra")
     # 2. the user's old env, three-way merged (upgrade)
     if upgrade_from:
         if not old_example:
@@ -885,7 +899,8 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
                 if pw:
                     register_secret(pw)
 
-    errors += _validate(lines, known, values, extras, defaults, middleware, project_dir, report)
+    errors += _validate(lines, known, values, {k: v for k, v in extras.items() if k not in passthrough}, defaults,
+                        middleware, project_dir, report)
     if errors:
         raise AirgapError(f"{len(errors)} problem(s) in the env layers; nothing was written:\n  - "
                           + "\n  - ".join(errors))

