@@ -515,6 +515,10 @@ def repackage(c, package, pkg=None, out="plugins-offline", python="3.12", arch="
               f"daemon {r.daemon_version}")
         if r.proof:
             print(f"  offline proof: {r.proof.mode} install of {r.proof.packages} packages, {r.proof.isolation}")
+            if r.proof.daemon_command:
+                print(f"  daemon rule: {r.proof.rule}; reads {r.proof.file}; runs `{r.proof.daemon_command}`"
+                      + ("" if r.proof.exact else " (not exact: no Python of the daemon's version here; uv installed "
+                                                  "for its tags instead)"))
         for note in r.notes:
             print(f"  note: {note}")
         if r.advice:
