@@ -153,7 +153,7 @@ def check_store_names(env_file: Path, declared: Sequence[str], db_type: str | No
     values = {k: v for k, v in dotenv_values(env_file, interpolate=False).items() if v is not None}
     db = db_type or _interpolate("${DB_TYPE:-postgresql}", values)
     db_profiles = [p for p in declared if p in DB_TYPES]
-    if db not in db_profiles:
+    if db_profiles and db not in db_profiles:  # no database profile at all: an external DB or not Dify's file
         hint = difflib.get_close_matches(db, db_profiles, n=1)
         raise AirgapError(f"DB_TYPE={db!r} matches no database profile of the compose file"
                           + (f"; did you mean {hint[0]!r}?" if hint else "")

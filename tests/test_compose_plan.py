@@ -47,3 +47,15 @@ def test_external_vector_store_warns(fixture_dir):
 def test_unknown_profile_suggests_nearest(fixture_dir):
     with pytest.raises(AirgapError, match="did you mean 'certbot'"):
         choose_profiles(fixture_dir / ".env.example", declared_profiles(fixture_dir), profiles=["certbott"])
+
+
+def test_store_names_are_only_checked_against_a_file_that_declares_such_profiles(tmp_path):
+    from scripts.compose_plan import check_store_names
+
+    env = tmp_path / ".env"
+    env.write_text("DB_TYPE=postgresql\nVECTOR_STORE=weaviate\n")
+    check_store_names(env, [], None, [])  # a file without database profiles (external DB, a toy project)
+    with pytest.raises(AirgapError, match="DB_TYPE='postgresql' matches no database profile.*valid: mysql"):
+        check_store_names(env, ["mysql", "weaviate"], None, [])
+    with pytest.raises(AirgapError, match="VECTOR_STORE='qdrnt'"):
+        check_store_names(env, ["postgresql"], None, ["qdrnt"])

@@ -11,18 +11,24 @@ import sys
 
 import pytest
 
-from scripts import backup, snapshot
+from scripts import backup, snapshot, standins
 from scripts.engine import Engine
 from scripts.errors import AirgapError
 from scripts.stackdata import Stack
 from scripts.waiting import wait_until
-from tests.conftest import ROOT, require_engine
+from tests.conftest import RELEASES, ROOT, require_engine
 from tests.integration import dify_stack as ds
 from tests.integration.test_snapshot import real_postgres  # noqa: F401 - session fixture
-from tests.integration.test_standins import OVERRIDES, docker_standins, podman_standins  # noqa: F401
+from tests.integration.test_standins import (  # noqa: F401 - session fixtures
+    OVERRIDES,
+    docker_standins,
+    podman_standins,
+    release_standins,
+)
 
 pytestmark = pytest.mark.integration
 
+LAYER_FILE = "envs/core-services/api.env"
 WRITERS = {"api", "worker", "worker_beat", "plugin_daemon", "weaviate", "redis"}
 
 
@@ -46,6 +52,10 @@ def _plant(running: ds.RunningStack) -> None:
     env = running.stack.project_dir / ".env"
     env.write_text(env.read_text() + "SECRET_KEY=operator-secret-kept-0600\n")
     env.chmod(0o600)
+    if (running.stack.project_dir / "envs").is_dir():  # 1.14+: a rendered env layer holds site settings too
+        layer = running.stack.project_dir / LAYER_FILE
+        layer.write_text("MAIL_TYPE=smtp\nSMTP_SERVER=mail.example.internal\n")
+        layer.chmod(0o600)
     running.psql("dify", "CREATE TABLE accounts (id serial PRIMARY KEY, name text); "
                          "INSERT INTO accounts (name) SELECT 'user' || g FROM generate_series(1, 42) g; "
                          "CREATE TABLE apps (id serial PRIMARY KEY, title text); "
@@ -59,12 +69,14 @@ def _running(engine, stack: Stack) -> set[str]:
     return {s for s, st in _states(engine, stack.project_dir, stack.project_name).items() if st["state"] == "running"}
 
 
+@pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("source,target", [("docker", "podman")])
-def test_backup_on_one_engine_restore_on_the_other(source, target, request, tmp_path, real_postgres):  # noqa: F811
-    src = request.getfixturevalue(f"{source}_standins")[0]
-    dst = request.getfixturevalue(f"{target}_standins")[0]
-    with ds.running_stack(src, tmp_path / "ubuntu") as online:
-        online.wait_up(ds.ALL_SERVICES)
+def test_backup_on_one_engine_restore_on_the_other(source, target, release, release_standins,  # noqa: F811
+                                                   tmp_path, real_postgres):  # noqa: F811
+    src = release_standins(source, release)[0]
+    dst = release_standins(target, release)[0]
+    with ds.running_stack(src, tmp_path / "ubuntu", version=release) as online:
+        online.wait_up(online.services)
         _plant(online)
         volumes = online.stack.project_dir / "volumes"
         before = {name: ds.tree_digest(volumes / name) for name in ("app", "plugin_daemon", "weaviate", "redis")}
@@ -87,16 +99,19 @@ def test_backup_on_one_engine_restore_on_the_other(source, target, request, tmp_
     files = ["docker-compose.yaml", ds.PG_OVERRIDE, str(OVERRIDES / "podman.yaml")] if dst.is_podman \
         else ["docker-compose.yaml", ds.PG_OVERRIDE]
     stack = Stack(target_dir, ds.project_name("dalrest"), target_dir / ".env", files, runtime=dst.runtime)
-    restored = ds.RunningStack(dst, stack)
+    restored = ds.RunningStack(dst, stack, facts=standins.release_facts(release))
     try:
         outcome = backup.restore(dst, result, stack)
         for name, digest in before.items():
             assert ds.tree_digest(target_dir / "volumes" / name) == digest, name  # content, mode, uid 1001
         env = target_dir / ".env"
         assert env.read_bytes() == env_before and (env.stat().st_mode & 0o777) == 0o600
+        if (target_dir / "envs").is_dir():
+            layer = target_dir / LAYER_FILE
+            assert layer.read_text().startswith("MAIL_TYPE=smtp") and (layer.stat().st_mode & 0o777) == 0o600
         assert (target_dir / "nginx" / "conf.d" / "site-extra.conf").read_text().startswith("# the operator")
         assert outcome["row_counts"]["dify"] == {"accounts": 42, "apps": 2}
-        restored.wait_up(ds.ALL_SERVICES)
+        restored.wait_up(restored.services)
         assert restored.psql("dify", "SELECT count(*) FROM accounts").strip() == "42"
         with pytest.raises(AirgapError, match="already holds data"):
             backup.restore(dst, result, stack)  # never over live data without --force
