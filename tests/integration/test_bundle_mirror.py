@@ -43,7 +43,8 @@ def test_bundle_pulls_through_the_mirror_and_lists_exactly_the_planned_images(do
             out = tmp_path / "out"
             # the CLI, as a user runs it: the tasks' engine reaches the throwaway daemon through DOCKER_HOST
             res = subprocess.run([sys.executable, "-m", "invoke", "bundle", "--source", str(tarball),
-                                  "--runtime", "docker", "--pull", "missing", "--archive", "--output", str(out)],
+                                  "--version", "1.11.3", "--runtime", "docker", "--pull", "missing", "--archive",
+                                  "--output", str(out)],
                                  cwd=ROOT, capture_output=True, text=True, timeout=1800,
                                  env={**os.environ, **mirrored.env})
             assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
