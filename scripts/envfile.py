@@ -892,7 +892,7 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
 
     for key, value in list(values.items()) + list(extras.items()):
         # example values are public: registering e.g. TIDB_PUBLIC_KEY=dify would redact 'dify' everywhere
-        if is_secret_key(key) and value and value != example.get(key) and value not in defaults:
+        if is_secret_key(key) and value and value != known.get(key) and value not in defaults:
             register_secret(value)
             if key == "CELERY_BROKER_URL":
                 pw = urlsplit(value).password

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -355,3 +356,18 @@ def test_model_server_urls_become_the_ssrf_allow_lists():
     for bad in ("10.0.0.7", "ftp://10.0.0.7", "http://"):
         with pytest.raises(AirgapError, match="--model-server .* is not a URL"):
             envfile.model_server_settings([bad], {})
+
+
+def test_public_example_values_of_every_layer_are_never_registered_as_secrets(release_dir, tmp_path):
+    """1.16.0's envs/security.env.example has TIDB_ON_QDRANT_API_KEY=dify: registering it redacted every 'dify'
+    in the toolkit's output ('***-airgap'). Only values the site or the generator supplied are secrets."""
+    from scripts import console
+
+    project = tmp_path / "docker"
+    shutil.copytree(release_dir, project, copy_function=shutil.copyfile)
+    before = set(console._SECRETS)
+    render_env_file(project, project / ".env", server_ip=IP)
+    added = console._SECRETS - before
+    assert added, "generated secrets must be registered"
+    assert "dify" not in added and all(len(v) >= 24 for v in added), sorted(len(v) for v in added)
+    assert console.redact("dify-airgap install /tmp/dify images.tar") == "dify-airgap install /tmp/dify images.tar"
