@@ -67,12 +67,12 @@ class ImagePlan:
         return "\n".join(lines)
 
 
-def declared_profiles(project_dir: Path, files: Sequence[str] = (COMPOSE_FILE,)) -> list[str]:
+def declared_profiles(project_dir: Path | ComposeProject, files: Sequence[str] = (COMPOSE_FILE,)) -> list[str]:
     """Every profile any service declares, read from the compose file(s) as YAML."""
+    project = project_dir if isinstance(project_dir, ComposeProject) else ComposeProject(project_dir, tuple(files))
     found: list[str] = []
-    for name in files:
-        data = yaml.safe_load((project_dir / name).read_text()) or {}
-        for service in (data.get("services") or {}).values():
+    for doc in project.documents():
+        for service in (doc.get("services") or {}).values():
             for profile in (service or {}).get("profiles") or []:
                 if profile not in found:
                     found.append(profile)
@@ -208,7 +208,8 @@ def plan_images(engine: Engine, project_dir: Path, env_file: Path, *, profiles: 
                 files: Sequence[str] = ()) -> ImagePlan:
     """The de-duplicated image set with the services and profiles that need each image."""
     compose_files = list(files) or [COMPOSE_FILE]
-    declared = declared_profiles(project_dir, compose_files)
+    project = ComposeProject(project_dir, tuple(compose_files))  # the YAML is read once for the whole plan
+    declared = declared_profiles(project)
     if not all_profiles:
         check_store_names(env_file, declared, db_type, vector_stores)
     chosen, stores, warnings = choose_profiles(env_file, declared, profiles=profiles,
@@ -219,7 +220,7 @@ def plan_images(engine: Engine, project_dir: Path, env_file: Path, *, profiles: 
     dropped: list[str] = []
     for name, service in sorted((config.get("services") or {}).items()):
         ref = service.get("image")
-        if service.get("build") and not _declares_image(project_dir, compose_files, name):
+        if service.get("build") and not _declares_image(project, name):
             dropped.append(name)
             warnings.append(f"service {name!r} is built locally (build-only, image {ref!r}): "
                             f"it is not bundled; build it on the far side or drop its profile")
@@ -240,7 +241,6 @@ def plan_images(engine: Engine, project_dir: Path, env_file: Path, *, profiles: 
                           f"{', '.join(config.get('services') or {}) or 'none'}); nothing to bundle")
     for w in warnings:
         LOG.warning("warning: %s", w)
-    project = ComposeProject(project_dir, tuple(compose_files))
     return ImagePlan(project_dir=str(project_dir), env_file=str(env_file), profiles=chosen,
                      vector_stores=stores, images=sorted(images.values(), key=lambda i: i.ref),
                      warnings=warnings, dropped_services=dropped, dify_version=project.dify_version,
@@ -258,13 +258,9 @@ def check_version(plan: ImagePlan, expected: str | None) -> None:
                           f"point --project-dir at the {expected} release")
 
 
-def _declares_image(project_dir: Path, files: Sequence[str], service: str) -> bool:
+def _declares_image(project: ComposeProject, service: str) -> bool:
     """Does the compose source (not the resolved config) give this service an ``image:``?"""
-    for name in files:
-        data = yaml.safe_load((project_dir / name).read_text()) or {}
-        if ((data.get("services") or {}).get(service) or {}).get("image"):
-            return True
-    return False
+    return any(((doc.get("services") or {}).get(service) or {}).get("image") for doc in project.documents())
 
 
 def images_json(plan: ImagePlan) -> str:
