@@ -190,7 +190,7 @@ def compose_config(engine: Engine, project_dir: Path, env_file: Path, profiles: 
     with project.staged(env_file) as staged:
         res = engine.compose_run(args, project_dir=str(staged), env_file=str(staged / ".env"), files=files,
                                  profiles=profiles, mutates=False, timeout=120, check=False)
-    said = (res.stderr.strip() or res.stdout.strip())[-1500:].replace(str(staged), str(project_dir))
+    said = " ".join((res.stderr.strip() or res.stdout.strip()).split())[-600:].replace(str(staged), str(project_dir))
     if not res.ok:
         raise AirgapError(f"compose could not read the project {project_dir} (exit {res.returncode}): {said}")
     try:
