@@ -32,7 +32,7 @@ def lint(session: nox.Session) -> None:
 def lab(session: nox.Session) -> None:
     """Install and start the lab engines (dockerd, podman, compose v2, registry mirror)."""
     _install(session)
-    session.run("python", "-m", "scripts.lab", "up", *session.posargs)
+    session.run("python", "-m", "tests.lab.host", "up", *session.posargs)
 
 
 @nox.session
@@ -40,7 +40,7 @@ def tests(session: nox.Session) -> None:
     """Unit tests, then integration tests against real docker and podman (lab started first)."""
     _install(session)
     if _lab_possible():
-        session.run("python", "-m", "scripts.lab", "up")
+        session.run("python", "-m", "tests.lab.host", "up")
     else:
         session.warn("not root on Debian: the lab is not started; integration tests need running engines")
     # --durations: where CI time goes (shared/LAB.md budget: the whole .ci/run under 30 min on a fresh machine)
@@ -58,8 +58,8 @@ def unit(session: nox.Session) -> None:
 def standins(session: nox.Session) -> None:
     """Build the lab stand-in images named like Dify's and seed the lab registry (Docker Hub mirror)."""
     _install(session)
-    session.run("python", "-m", "scripts.lab", "up")
-    session.run("python", "-m", "scripts.standins", "build", "--seed", *session.posargs)
+    session.run("python", "-m", "tests.lab.host", "up")
+    session.run("python", "-m", "tests.lab.standins", "build", "--seed", *session.posargs)
 
 
 @nox.session
@@ -67,16 +67,31 @@ def bench(session: nox.Session) -> None:
     """Measure raw save, save|gzip, our bundle and both loads side by side (not part of `tests`); --size-mb N."""
     _install(session)
     if _lab_possible():
-        session.run("python", "-m", "scripts.lab", "up")
-    session.run("python", "-m", "scripts.bench", *session.posargs)
+        session.run("python", "-m", "tests.lab.host", "up")
+    session.run("python", "-m", "tests.lab.bench", *session.posargs)
 
 
 def _e2e(session: nox.Session, runtime: str) -> None:
     _install(session)
     if _lab_possible():
-        session.run("python", "-m", "scripts.lab", "up")
+        session.run("python", "-m", "tests.lab.host", "up")
     # -s: the transcript (network interfaces of the air-gapped container, install and check output) is shown
     session.run("pytest", "-s", "-m", "e2e", "tests/e2e", "-k", runtime, *session.posargs)
+
+
+@nox.session
+def rehearse(session: nox.Session) -> None:
+    """Prove a bundle before the transfer: install + check it in a --network none container (lab code, not shipped).
+
+    nox -s rehearse -- BUNDLE [--runtime podman] [--timeout 600]
+    """
+    if not session.posargs:
+        session.error("usage: nox -s rehearse -- BUNDLE [--runtime docker|podman] [--timeout SECONDS]")
+    _install(session)
+    if _lab_possible():
+        session.run("python", "-m", "tests.lab.host", "up")
+    bundle, *rest = session.posargs
+    session.run("python", "-m", "tests.lab.e2e", "--rehearse", bundle, *rest)
 
 
 @nox.session(name="e2e-docker")

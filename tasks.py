@@ -12,9 +12,9 @@ from functools import wraps
 from invoke import Exit, task
 
 from scripts import __version__
-from scripts.console import setup_logging
-from scripts.engine import Engine, resolve_runtime
-from scripts.errors import AirgapError
+from scripts.core.console import setup_logging
+from scripts.core.errors import AirgapError
+from scripts.engine.client import Engine, resolve_runtime
 
 RUNTIME_HELP = "docker or podman (default: invoke.yaml airgap.runtime, then $DIFY_AIRGAP_RUNTIME, then auto-detect)"
 
@@ -49,7 +49,7 @@ def engine_for(c, runtime: str | None, dry_run: bool = False) -> Engine:
 @_fails_cleanly
 def doctor(c, json_=False, runtime=None):
     """Report engines, compose providers, versions, SELinux, disk, and what is missing."""
-    from scripts import doctor as doc
+    from scripts.host import doctor as doc
 
     runtimes = (runtime,) if runtime else ("docker", "podman")
     report = doc.diagnose(runtimes)
@@ -85,8 +85,8 @@ def _split(value) -> list[str]:
 def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, vector_stores="",
            db_type=None, version=None, runtime=None, json_=False):
     """List the exact images the Dify compose project needs, with the services needing each."""
-    from scripts import compose_plan
-    from scripts.project import resolve_env_file, resolve_project_dir
+    from scripts.dify import plan as compose_plan
+    from scripts.dify.project import resolve_env_file, resolve_project_dir
 
     project = resolve_project_dir(project_dir, version)
     plan = compose_plan.plan_images(engine_for(c, runtime), project, resolve_env_file(project, env_file),
@@ -133,10 +133,10 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
     from contextlib import nullcontext
     from pathlib import Path
 
-    from scripts import bundle as bundler
-    from scripts import compose_plan
-    from scripts import source as sources
-    from scripts.project import resolve_env_file, resolve_project_dir
+    from scripts.bundle import build as bundler
+    from scripts.bundle import source as sources
+    from scripts.dify import plan as compose_plan
+    from scripts.dify.project import resolve_env_file, resolve_project_dir
 
     if source and project_dir:
         raise Exit("error: give --source or --project-dir, not both", code=2)
@@ -164,7 +164,7 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
         final = bundler.build(engine, plan)
     print(f"\nbundle: {final}")
     if archive:
-        from scripts.archive import archive_name
+        from scripts.bundle.archive import archive_name
 
         name = archive_name(final.name)
         print(f"archive: {final.parent / (name + '.part-000' if plan.chunk_size else name)} "
@@ -179,7 +179,7 @@ def verify(c, path, quick=False, json_=False):
     """Check every part and file of a bundle against its manifest; name anything missing or damaged."""
     from dataclasses import asdict
 
-    from scripts import manifest
+    from scripts.bundle import manifest
 
     report = manifest.verify(path, deep=not quick)
     print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2) if json_ else report.render())
@@ -192,7 +192,7 @@ def verify(c, path, quick=False, json_=False):
 @_fails_cleanly
 def inspect(c, path, json_=False):
     """Show what a bundle holds (images, sizes, platform, profiles, plugins) without unpacking it."""
-    from scripts import archive, manifest
+    from scripts.bundle import archive, manifest
 
     if archive.is_archive(path):  # read the first member only: nothing is unpacked
         data = archive.read_manifest(path)[0]
@@ -216,9 +216,9 @@ def push(c, path, registry, runtime=None, insecure=False, output=".", dry_run=Fa
     """Push a bundle's images to a private registry; write the mapping as compose override and Helm values."""
     from pathlib import Path
 
-    from scripts import archive
-    from scripts import manifest as manifests
-    from scripts import push as pusher
+    from scripts.bundle import archive
+    from scripts.bundle import manifest as manifests
+    from scripts.host import push as pusher
 
     engine = engine_for(c, runtime, dry_run=dry_run)
     if dry_run and archive.is_archive(path):  # plan from the archive's manifest; unpack nothing
@@ -253,10 +253,10 @@ def preflight(c, path, runtime=None, prefix="/opt/dify", set_=None, json_=False)
     """Can this host run this bundle? Disk, ports, engine, compose, architecture, SELinux: pass/warn/fail."""
     from pathlib import Path
 
-    from scripts import install as installer
-    from scripts import manifest
-    from scripts import preflight as checks
-    from scripts.envfile import parse_overrides
+    from scripts.bundle import manifest
+    from scripts.dify.envfile import parse_overrides
+    from scripts.host import install as installer
+    from scripts.host import preflight as checks
 
     engine = engine_for(c, runtime)
     bundle_dir = installer.open_bundle(Path(path))
@@ -289,8 +289,8 @@ def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=
     """Install a bundle on this (air-gapped) host and start Dify: verify, load, .env, overrides, up, wait."""
     from pathlib import Path
 
-    from scripts import install as installer
-    from scripts.envfile import parse_overrides
+    from scripts.dify.envfile import parse_overrides
+    from scripts.host import install as installer
 
     if selinux not in ("auto", "on", "off"):
         raise Exit(f"error: --selinux must be auto, on or off, not {selinux!r}", code=2)
@@ -318,7 +318,7 @@ def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False):
     """Stop the stack and remove its containers; data is kept unless --purge-data."""
     from pathlib import Path
 
-    from scripts import install as installer
+    from scripts.host import install as installer
 
     if purge_data and not yes and not dry_run:
         if not sys.stdin.isatty():
@@ -348,9 +348,9 @@ def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False):
 def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=None, vllm_api_key=None,
           vllm_model=None, timeout=10, wait=0, skip_deployment=False, json_=False):
     """Is Dify up? Containers, images, API health, console via nginx, plugin daemon, model servers."""
-    from scripts import check as checks
-    from scripts import deployment
-    from scripts.console import register_secret
+    from scripts.core.console import register_secret
+    from scripts.dify import deployment
+    from scripts.host import check as checks
 
     register_secret(vllm_api_key or "")
     if ollama_model and not ollama_url:
@@ -372,30 +372,6 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
     print(report.to_json() if json_ else report.render())
     if not report.ok:
         raise Exit(code=1)
-
-
-@task(help={
-    "path": "the bundle directory (or its archive / first part) to rehearse with",
-    "runtime": "engine of the rehearsed air-gapped host: docker (default) or podman (without podman-compose)",
-    "timeout": "seconds install may wait for the services (default 600)",
-})
-@_fails_cleanly
-def rehearse(c, path, runtime="docker", timeout=600):
-    """Prove a bundle before the transfer: install + check it in a container with NO network (needs docker)."""
-    from pathlib import Path
-
-    from scripts import e2e
-    from scripts import install as installer
-
-    if runtime not in ("docker", "podman"):
-        raise Exit(f"error: --runtime must be docker or podman, not {runtime!r}", code=2)
-    outer = Engine("docker")
-    if not outer.answers():
-        raise Exit("error: rehearse runs the air-gapped host as a container and needs a running docker "
-                   "on this machine (systemctl start docker)", code=1)
-    bundle_dir = installer.open_bundle(Path(path))
-    print(e2e.airgapped(outer, bundle_dir, runtime, timeout=float(timeout)))
-    print(f"\nrehearsal OK: {bundle_dir} installs and checks green on {runtime} with no network")
 
 
 @task(help={
@@ -423,9 +399,9 @@ def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=
     """Write Dify's .env for this site: offline settings, server URLs, strong secrets (mode 0600)."""
     from pathlib import Path
 
-    from scripts import envfile
-    from scripts.console import redact, table
-    from scripts.project import resolve_project_dir
+    from scripts.core.console import redact, table
+    from scripts.dify import envfile
+    from scripts.dify.project import resolve_project_dir
 
     project = resolve_project_dir(project_dir)
     target = Path(out) if out else project / ("middleware.env" if middleware else ".env")
@@ -485,12 +461,12 @@ def repackage(c, package, pkg=None, out="plugins-offline", python="3.12", arch="
               project_dir=None, sign_key=None, marketplace_url=None, cache_dir=None, keep_pyproject=False,
               dry_run=False, json_=False):
     """Make Dify plugins install offline: bundle their wheels, rewrite requirements, optionally sign."""
-    from scripts import plugins
-    from scripts.console import human_size, table
+    from scripts.core.console import human_size, table
+    from scripts.plugins import repackage as plugins
 
     pkgs = _split(package) + _split(pkg or [])
     if project_dir and not daemon_version:
-        from scripts.project import COMPOSE_FILE, resolve_project_dir
+        from scripts.dify.project import COMPOSE_FILE, resolve_project_dir
 
         daemon_version = plugins.daemon_version_from_compose(resolve_project_dir(project_dir) / COMPOSE_FILE)
     daemon_version = daemon_version or plugins.DEFAULT_DAEMON_VERSION
@@ -539,7 +515,8 @@ def repackage(c, package, pkg=None, out="plugins-offline", python="3.12", arch="
 @_fails_cleanly
 def plugin_keygen(c, out="plugin-keys", name="dify-plugin-site", bits=4096, force=False, daemon_version=None):
     """Create the site key pair that signs repackaged plugins, and print the daemon settings."""
-    from scripts import plugin_sign, plugins
+    from scripts.plugins import repackage as plugins
+    from scripts.plugins import sign as plugin_sign
 
     private, public = plugin_sign.write_keypair(out, name=name, bits=int(bits), force=force)
     env, warnings = plugins.signing_env(daemon_version or plugins.DEFAULT_DAEMON_VERSION,
@@ -562,7 +539,7 @@ def plugin_keygen(c, out="plugin-keys", name="dify-plugin-site", bits=4096, forc
 @_fails_cleanly
 def plugin_verify(c, package, public_key=None, json_=False):
     """Check a plugin package's signature with site public keys, as the plugin daemon would."""
-    from scripts import plugin_sign
+    from scripts.plugins import sign as plugin_sign
 
     keys = _split(public_key or [])
     if not keys:
@@ -578,7 +555,7 @@ def plugin_verify(c, package, public_key=None, json_=False):
         raise Exit(code=1)
 
 
-# --- snapshot-daemon / restore-daemon / backup / restore (scripts/snapshot.py, scripts/backup.py) ---------
+# --- snapshot-daemon / restore-daemon / backup / restore (scripts/data/snapshot.py, scripts/data/backup.py) ---------
 
 STACK_HELP = {
     "project_dir": "Dify's docker/ directory of the RUNNING compose project (default: $DIFY_AIRGAP_PROJECT_DIR "
@@ -597,11 +574,11 @@ def _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, d
     """The engine and the compose project the data commands work on."""
     from pathlib import Path
 
-    from scripts import stackdata
+    from scripts.data import stackdata
 
     compose_argv = ()
     if prefix and (Path(prefix) / "dify-airgap.json").is_file():
-        from scripts import deployment
+        from scripts.dify import deployment
 
         record = deployment.load(prefix)
         runtime = runtime or record.runtime
@@ -625,7 +602,7 @@ def snapshot_daemon(c, project_dir=None, prefix=None, project_name=None, compose
     """Snapshot the plugin daemon with every plugin installed: image, storage, DB rows, checksums."""
     from pathlib import Path
 
-    from scripts import snapshot
+    from scripts.data import snapshot
 
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
     plan = snapshot.make_plan(stack, Path(output), tag)
@@ -646,7 +623,7 @@ def snapshot_daemon(c, project_dir=None, prefix=None, project_name=None, compose
 def restore_daemon(c, snapshot, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None,
                    timeout=180, dry_run=False, json_=False):
     """Restore a plugin daemon snapshot here: image, storage, DB rows, compose override, health check."""
-    from scripts import snapshot as snap
+    from scripts.data import snapshot as snap
 
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
     result = snap.restore_daemon(engine, snapshot, stack, timeout=float(timeout))
@@ -673,7 +650,7 @@ def backup_(c, project_dir=None, prefix=None, project_name=None, compose_file=No
     """Back up a Dify installation: databases, storage, vector store, redis, .env, customised files."""
     from pathlib import Path
 
-    from scripts import backup as bk
+    from scripts.data import backup as bk
 
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
     plan = bk.make_plan(stack, Path(output))
@@ -700,7 +677,7 @@ def backup_(c, project_dir=None, prefix=None, project_name=None, compose_file=No
 def restore_(c, backup, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None,
              no_start=False, force=False, timeout=180, dry_run=False, json_=False):
     """Restore a backup on this host (any runtime, any path): files with owners, databases, row counts."""
-    from scripts import backup as bk
+    from scripts.data import backup as bk
 
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run, new=True)
     result = bk.restore(engine, backup, stack, start=not no_start, force=force, timeout=float(timeout))

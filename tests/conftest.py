@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.engine import Engine
+from scripts.engine.client import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Real Dify docker/ trees vendored from upstream releases (each has a SOURCE.txt); a fresh clone needs no ../shared.
@@ -29,7 +29,7 @@ def require_engine(runtime: str) -> Engine:
     engine = Engine(runtime)
     if engine.client_path() and engine.answers():
         return engine
-    reason = (f"{runtime} engine does not answer (run `python -m scripts.lab up` as root, "
+    reason = (f"{runtime} engine does not answer (run `python -m tests.lab.host up` as root, "
               f"or `nox -s tests`)")
     if IN_CI:
         pytest.fail(f"CI: {reason}", pytrace=False)

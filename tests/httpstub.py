@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from scripts.lab import free_port  # noqa: F401 - re-exported for the tests
+from tests.lab.host import free_port  # noqa: F401 - re-exported for the tests
 
 
 @dataclass

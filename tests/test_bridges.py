@@ -1,4 +1,4 @@
-"""scripts/bridges.py without an engine: which bridges, the exact `ip` command, the ARP frame, when to act."""
+"""scripts/engine/bridges.py without an engine: which bridges, the exact `ip` command, the ARP frame, when to act."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from scripts import bridges
-from scripts.engine import Engine, Result
+from scripts.engine import bridges
+from scripts.engine.client import Engine, Result
 
 NETWORKS = [
     {"name": "dify_default", "driver": "bridge", "network_interface": "podman6",

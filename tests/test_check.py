@@ -1,4 +1,4 @@
-"""scripts/check.py: HTTP checks against REAL servers on 127.0.0.1, failure wording, the report, the task."""
+"""scripts/host/check.py: HTTP checks against REAL servers on 127.0.0.1, failure wording, the report, the task."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts import check
-from scripts.check import FAIL, PASS, WARN, Check, CheckReport
-from scripts.deployment import Deployment
-from scripts.engine import Engine, Result
-from scripts.stack import ServiceSpec, ServiceState
+from scripts.dify.deployment import Deployment
+from scripts.dify.stack import ServiceSpec, ServiceState
+from scripts.engine.client import Engine, Result
+from scripts.host import check
+from scripts.host.check import FAIL, PASS, WARN, Check, CheckReport
 from tests.httpstub import Reply, free_port, ollama_tags, requests_seen, serve, vllm_models
 
 ROOT = Path(__file__).resolve().parents[1]

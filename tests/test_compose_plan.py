@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.compose_plan import _interpolate, choose_profiles, declared_profiles, env_profiles
-from scripts.errors import AirgapError
+from scripts.core.errors import AirgapError
+from scripts.dify.plan import _interpolate, choose_profiles, declared_profiles, env_profiles
 
 
 def test_declared_profiles_of_real_file(fixture_dir):
@@ -50,7 +50,7 @@ def test_unknown_profile_suggests_nearest(fixture_dir):
 
 
 def test_store_names_are_only_checked_against_a_file_that_declares_such_profiles(tmp_path):
-    from scripts.compose_plan import check_store_names
+    from scripts.dify.plan import check_store_names
 
     env = tmp_path / ".env"
     env.write_text("DB_TYPE=postgresql\nVECTOR_STORE=weaviate\n")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scripts import stackdata as sd
-from scripts.engine import Engine, Result
-from scripts.errors import AirgapError
+from scripts.core.errors import AirgapError
+from scripts.data import stackdata as sd
+from scripts.engine.client import Engine, Result
 
 PG_SHUTTING_DOWN = 'psql: error: connection to server at "127.0.0.1", port 5432 failed: FATAL:  the database ' \
                    'system is shutting down'

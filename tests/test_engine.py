@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.engine import (
+from scripts.core.errors import AirgapError, CommandFailed, ComposeMissing, EngineMissing, ImageMissing
+from scripts.engine.client import (
     ComposeProvider,
     Engine,
     Result,
@@ -14,7 +15,6 @@ from scripts.engine import (
     parse_compose_version,
     resolve_runtime,
 )
-from scripts.errors import AirgapError, CommandFailed, ComposeMissing, EngineMissing, ImageMissing
 
 
 class FakeRunner:

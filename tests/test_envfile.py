@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 from invoke import Context, Exit
 
-from scripts import envfile
-from scripts.envfile import (
+from scripts.core.errors import AirgapError
+from scripts.dify import envfile
+from scripts.dify.envfile import (
     KNOWN_DEFAULT_SECRETS,
     PUBLIC_URL_KEYS,
     SECRET_GROUPS,
@@ -24,7 +25,6 @@ from scripts.envfile import (
     render_env_file,
     resolve_value,
 )
-from scripts.errors import AirgapError
 
 ROOT = Path(__file__).resolve().parent.parent
 IP = "10.0.0.5"
@@ -361,7 +361,7 @@ def test_model_server_urls_become_the_ssrf_allow_lists():
 def test_public_example_values_of_every_layer_are_never_registered_as_secrets(release_dir, tmp_path):
     """1.16.0's envs/security.env.example has TIDB_ON_QDRANT_API_KEY=dify: registering it redacted every 'dify'
     in the toolkit's output ('***-airgap'). Only values the site or the generator supplied are secrets."""
-    from scripts import console
+    from scripts.core import console
 
     project = tmp_path / "docker"
     shutil.copytree(release_dir, project, copy_function=shutil.copyfile)

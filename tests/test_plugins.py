@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts import plugin_sign, plugins
-from scripts.plugin_sign import SignatureError
-from scripts.plugins import PluginError, Target, UnsafeArchive
+from scripts.plugins import repackage as plugins
+from scripts.plugins import sign as plugin_sign
+from scripts.plugins.repackage import PluginError, Target, UnsafeArchive
+from scripts.plugins.sign import SignatureError
 
 from .conftest import FIXTURES
 

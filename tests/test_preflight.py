@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from scripts import preflight
-from scripts.project import ComposeProject
+from scripts.dify.project import ComposeProject
+from scripts.host import preflight
 
 
 def test_compose_needs_follow_the_features_each_release_uses(release_dir):

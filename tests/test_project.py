@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from scripts.errors import AirgapError
-from scripts.project import ComposeProject
+from scripts.core.errors import AirgapError
+from scripts.dify.project import ComposeProject
 
 
 def test_versions_come_from_the_compose_files_images(release_dir):

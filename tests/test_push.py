@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts import push
-from scripts.engine import Engine
-from scripts.errors import AirgapError
+from scripts.core.errors import AirgapError
+from scripts.engine.client import Engine
+from scripts.host import push
 
 
 @pytest.mark.parametrize("ref, expected", [

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts import backup, snapshot, stackdata
-from scripts.engine import Engine, Result
-from scripts.errors import AirgapError
+from scripts.core.errors import AirgapError
+from scripts.data import backup, snapshot, stackdata
+from scripts.engine.client import Engine, Result
 from tests.conftest import FIXTURES
 
 SECRET = "s3cr3t-Pa55word"
@@ -77,7 +77,7 @@ def test_default_tag_is_derived_from_the_dify_version_and_date(tmp_path):
 
 
 def test_snapshot_plan_prints_the_commands_without_secrets(tmp_path):
-    from scripts.console import register_secret
+    from scripts.core.console import register_secret
 
     register_secret(SECRET)
     stack = stackdata.resolve(project_dir=str(_project(tmp_path)))
@@ -202,7 +202,7 @@ def test_a_snapshot_goes_into_a_bundle_verified(tmp_path):
     data = json.loads((root / "manifest.json").read_text())
     data["images"] = [{"ref": "localhost/dify-airgap/plugin-daemon-snapshot:1"}]
     (root / "manifest.json").write_text(json.dumps(data))
-    from scripts.manifest import sha256_file, write_sums
+    from scripts.bundle.manifest import sha256_file, write_sums
 
     write_sums(root, data["files"])
     staging = tmp_path / "bundle.partial"

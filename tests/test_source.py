@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts import source, standins
-from scripts.errors import AirgapError
+from scripts.bundle import source
+from scripts.core.errors import AirgapError
+from tests.lab import standins
 
 from .conftest import FIXTURES
 
@@ -167,7 +168,7 @@ def test_links_inside_docker_dir_are_kept(tmp_path):
 
 def test_release_tarball_of_every_layout_gives_its_whole_docker_dir(release_dir, tmp_path):
     """1.14+ trees carry envs/**: extracted with the rest; the version check reads the same dify-api tag."""
-    from scripts.project import ComposeProject
+    from scripts.dify.project import ComposeProject
 
     version = ComposeProject(release_dir).dify_version
     tree = tmp_path / f"dify-{version}"

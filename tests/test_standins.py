@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts import standins
-from scripts.errors import AirgapError
+from scripts.core.errors import AirgapError
 from tests.conftest import FIXTURES, RELEASES, release_fixture
+from tests.lab import standins
 
 
 @pytest.mark.parametrize("ref, expected", [
@@ -138,7 +138,7 @@ def test_complete_project_has_every_bind_source(tmp_path):
 def test_default_fixture_is_vendored_with_its_source_note():
     for version in ("1.11.3", "1.16.0"):
         fixture = standins.default_fixture(version)
-        assert fixture.is_relative_to(Path(standins.__file__).resolve().parents[1] / "tests" / "fixtures")
+        assert fixture.is_relative_to(Path(standins.__file__).resolve().parents[2] / "tests" / "fixtures")
         assert (fixture / "docker-compose.yaml").is_file() and (fixture / "SOURCE.txt").is_file()
 
 

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from scripts.errors import AirgapError
-from scripts.stackdata import stream_in
+from scripts.core.errors import AirgapError
+from scripts.data.stackdata import stream_in
 
 
 class Source(io.RawIOBase):

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from scripts import e2e
-from scripts.engine import Engine
-from scripts.errors import AirgapError
+from scripts.core.errors import AirgapError
+from scripts.engine.client import Engine
+from tests.lab import e2e
 
 from ..conftest import RELEASES, require_engine
 

@@ -20,11 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts import lab, standins
-from scripts.engine import Engine
-from scripts.stackdata import Stack
-from scripts.waiting import wait_until
+from scripts.core.waiting import wait_until
+from scripts.data.stackdata import Stack
+from scripts.engine.client import Engine
 from tests.integration.test_standins import FACTS, OVERRIDES, _all_up, _project, _states
+from tests.lab import host as lab
+from tests.lab import standins
 
 PG_IMAGE = "localhost/dify-airgap-lab/postgres:15-bookworm"
 PG_PACKAGES = ("postgresql",)

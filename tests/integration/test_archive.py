@@ -10,8 +10,8 @@ import tarfile
 
 import pytest
 
-from scripts import archive, manifest
-from scripts.errors import AirgapError
+from scripts.bundle import archive, manifest
+from scripts.core.errors import AirgapError
 
 from ..conftest import DAMAGE_KIND, ROOT, damage_file
 from .test_bundle import build, one_image_project

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from scripts import backup, snapshot, standins
-from scripts.engine import Engine
-from scripts.errors import AirgapError
-from scripts.stackdata import Stack
-from scripts.waiting import wait_until
+from scripts.core.errors import AirgapError
+from scripts.core.waiting import wait_until
+from scripts.data import backup, snapshot
+from scripts.data.stackdata import Stack
+from scripts.engine.client import Engine
 from tests.conftest import RELEASES, ROOT, require_engine
 from tests.integration import dify_stack as ds
 from tests.integration.test_snapshot import real_postgres  # noqa: F401 - session fixture
@@ -25,6 +25,7 @@ from tests.integration.test_standins import (  # noqa: F401 - session fixtures
     podman_standins,
     release_standins,
 )
+from tests.lab import standins
 
 pytestmark = pytest.mark.integration
 
@@ -183,8 +184,10 @@ def test_an_interrupted_backup_is_never_used(tmp_path, monkeypatch):
 _KILLED_BACKUP = r"""
 import sys
 from pathlib import Path
-from scripts import backup, snapshot, stackdata
-from scripts.engine import Engine
+from scripts.data import backup
+from scripts.data import snapshot
+from scripts.data import stackdata
+from scripts.engine.client import Engine
 args = sys.argv[1:]
 sep = args.index("--")
 project, name, files, out = Path(args[0]), args[1], args[2:sep], Path(args[sep + 1])

@@ -1,13 +1,13 @@
-"""scripts/bridges.py on the REAL rootful podman: a bridge's MAC moves when the port it wears leaves;
+"""scripts/engine/bridges.py on the REAL rootful podman: a bridge's MAC moves when the port it wears leaves;
 fixed + announced, it stays, the containers keep their gateway."""
 
 from __future__ import annotations
 
 import pytest
 
-from scripts import bridges
-from scripts.engine import Engine
-from scripts.waiting import wait_until
+from scripts.core.waiting import wait_until
+from scripts.engine import bridges
+from scripts.engine.client import Engine
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def _pings(engine: Engine, container: str, ip: str) -> bool:
 
 
 def test_fixed_and_announced_bridge_mac_keeps_the_gateway(podman_engine, tracker):
-    from scripts import lab
+    from tests.lab import host as lab
 
     engine = podman_engine
     image = tracker.image(engine, f"localhost/{tracker.name('dal-br')}:1")

@@ -8,9 +8,11 @@ import textwrap
 
 import pytest
 
-from scripts import bundle as bundler
-from scripts import compose_plan, lab, manifest
-from scripts.errors import AirgapError, ImageMissing
+from scripts.bundle import build as bundler
+from scripts.bundle import manifest
+from scripts.core.errors import AirgapError, ImageMissing
+from scripts.dify import plan as compose_plan
+from tests.lab import host as lab
 
 from ..conftest import DAMAGE_KIND, ROOT, damage_file
 
@@ -72,7 +74,7 @@ def test_bundle_is_complete_and_verifies(project, tmp_path):
     assert {i["ref"]: i["services"] for i in data["images"]}[refs[0]] == ["a", "a2"]
     assert data["runtime"] == engine.runtime and data["platform"] == bundler.host_platform()
     assert not (bundle / "docker" / ".env").exists(), ".env with secrets must never be bundled"
-    for path in ("docker/docker-compose.yaml", "toolkit/tasks.py", "toolkit/scripts/engine.py", "install.sh"):
+    for path in ("docker/docker-compose.yaml", "toolkit/tasks.py", "toolkit/scripts/engine/client.py", "install.sh"):
         assert (bundle / path).is_file(), path
     assert any(w.startswith("invoke-") for w in data["wheels"])
     assert any(w.startswith("podman_compose-") for w in data["wheels"])

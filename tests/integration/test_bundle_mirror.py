@@ -10,8 +10,11 @@ import tarfile
 
 import pytest
 
-from scripts import archive, compose_plan, lab, manifest, standins
-from scripts import bundle as bundler
+from scripts.bundle import archive, manifest
+from scripts.bundle import build as bundler
+from scripts.dify import plan as compose_plan
+from tests.lab import host as lab
+from tests.lab import standins
 
 from ..conftest import FIXTURES, ROOT
 from .test_standins import docker_standins, free_port  # noqa: F401  (session fixture)

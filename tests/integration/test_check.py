@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from scripts import bridges, check, lab, stack
-from scripts.check import PASS
-from scripts.deployment import Deployment
-from scripts.engine import Engine
-from scripts.waiting import wait_until
+from scripts.core.waiting import wait_until
+from scripts.dify import stack
+from scripts.dify.deployment import Deployment
+from scripts.engine import bridges
+from scripts.engine.client import Engine
+from scripts.host import check
+from scripts.host.check import PASS
 from tests.integration.test_standins import (  # noqa: F401 - session fixtures used by name
     OVERRIDES,
     _all_up,
@@ -27,6 +29,7 @@ from tests.integration.test_standins import (  # noqa: F401 - session fixtures u
     docker_standins,
     podman_standins,
 )
+from tests.lab import host as lab
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +60,7 @@ def standin_deployment(engine: Engine, prefix: Path):
         wait_until(lambda: _all_up(engine, project, name, SERVICES), timeout=180,
                    what="every Dify service running/healthy and init_permissions exited 0",
                    on_timeout=lambda: json.dumps(_states(engine, project, name), indent=1)[-3000:])
-        if engine.is_podman:  # the up fixed the project's bridge MACs (scripts/bridges.py)
+        if engine.is_podman:  # the up fixed the project's bridge MACs (scripts/engine/bridges.py)
             ifaces = [b.interface for b in bridges.bridges(engine, bridges.project_networks(engine, name))]
             assert len(ifaces) == 2, ifaces  # default + ssrf_proxy_network
             assert all((bridges.SYS_NET / i / "addr_assign_type").read_text().strip() == bridges.ADDR_SET

@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from scripts.compose_plan import plan_images
-from scripts.engine import Engine
-from scripts.errors import AirgapError
-from scripts.project import ComposeProject
+from scripts.core.errors import AirgapError
+from scripts.dify.plan import plan_images
+from scripts.dify.project import ComposeProject
+from scripts.engine.client import Engine
 
 from ..conftest import ROOT
 

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from scripts import doctor, lab
-from scripts.engine import Engine
-from scripts.errors import ImageMissing
-from scripts.lab import free_port
-from scripts.waiting import wait_until
+from scripts.core.errors import ImageMissing
+from scripts.core.waiting import wait_until
+from scripts.engine.client import Engine
+from scripts.host import doctor
+from tests.lab import host as lab
+from tests.lab.host import free_port
 
 from ..conftest import ROOT, require_engine
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from scripts.envfile import (
+from scripts.dify.envfile import (
     KNOWN_DEFAULT_SECRETS,
     PUBLIC_URL_KEYS,
     group_keys,

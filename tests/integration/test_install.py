@@ -21,14 +21,18 @@ from pathlib import Path
 
 import pytest
 
-from scripts import bundle as bundler
-from scripts import compose_plan, lab, preflight, stack, standins
-from scripts import deployment as dep
-from scripts import install as installer
-from scripts.engine import Engine
-from scripts.errors import AirgapError, ImageMissing
-from scripts.lab import free_port
-from scripts.manifest import load_manifest
+from scripts.bundle import build as bundler
+from scripts.bundle.manifest import load_manifest
+from scripts.core.errors import AirgapError, ImageMissing
+from scripts.dify import deployment as dep
+from scripts.dify import plan as compose_plan
+from scripts.dify import stack
+from scripts.engine.client import Engine
+from scripts.host import install as installer
+from scripts.host import preflight
+from tests.lab import host as lab
+from tests.lab import standins
+from tests.lab.host import free_port
 
 from ..conftest import RELEASES, ROOT, release_fixture, require_engine
 
@@ -273,7 +277,7 @@ def _container_env(engine: Engine, container: str) -> dict[str, str]:
 def test_upgrade_across_layouts_1113_to_1160_keeps_settings_secrets_and_data(tmp_path):
     """A running 1.11.3 install with a customised .env, then the 1.16.0 bundle over it: the site's settings
     reach the 1.16.0 containers (most now live in envs/** upstream), secrets and data are kept, check green."""
-    from scripts import check
+    from scripts.host import check
 
     engine = require_engine("docker")
     old_ver, new_ver = RELEASES[0], RELEASES[-1]

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from scripts import lab
-from scripts.errors import AirgapError
+from scripts.core.errors import AirgapError
 from tests.conftest import require_engine
+from tests.lab import host as lab
 
 pytestmark = pytest.mark.integration
 

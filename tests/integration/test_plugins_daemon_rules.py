@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts import plugins
-from scripts.plugins import OfflineInstallFailed, Target
+from scripts.plugins import repackage as plugins
+from scripts.plugins.repackage import OfflineInstallFailed, Target
 
 from ..conftest import IN_CI
 from .test_plugins_offline import make_difypkg

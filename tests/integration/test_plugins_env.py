@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from scripts import plugins
-from scripts.envfile import TEMPLATES_DIR, read_env, render_env_file
+from scripts.dify.envfile import TEMPLATES_DIR, read_env, render_env_file
+from scripts.plugins import repackage as plugins
 
 from ..conftest import compose_config_text, release_fixture, writable_copy
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts import plugin_sign, plugins
-from scripts.plugins import MissingWheels, OfflineInstallFailed, PluginError, Target
+from scripts.plugins import repackage as plugins
+from scripts.plugins import sign as plugin_sign
+from scripts.plugins.repackage import MissingWheels, OfflineInstallFailed, PluginError, Target
 
 from ..conftest import IN_CI
 

@@ -8,7 +8,9 @@ import urllib.request
 import pytest
 import yaml
 
-from scripts import lab, manifest, push
+from scripts.bundle import manifest
+from scripts.host import push
+from tests.lab import host as lab
 
 from .test_bundle import build
 from .test_standins import free_port

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from scripts import snapshot
-from scripts.engine import Engine
-from scripts.errors import AirgapError
+from scripts.core.errors import AirgapError
+from scripts.data import snapshot
+from scripts.engine.client import Engine
 from tests.conftest import require_engine
 from tests.integration import dify_stack as ds
 from tests.integration.test_standins import docker_standins, podman_standins  # noqa: F401 - session fixtures

@@ -19,10 +19,12 @@ import re
 import pytest
 import yaml
 
-from scripts import check, envfile, lab
-from scripts.engine import Engine
-from scripts.waiting import GiveUp, wait_until
+from scripts.core.waiting import GiveUp, wait_until
+from scripts.dify import envfile
+from scripts.engine.client import Engine
+from scripts.host import check
 from tests.conftest import release_fixture
+from tests.lab import host as lab
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from scripts import lab, standins
-from scripts.engine import Engine
-from scripts.lab import free_port
-from scripts.waiting import GiveUp, wait_until
+from scripts.core.waiting import GiveUp, wait_until
+from scripts.engine.client import Engine
 from tests.conftest import RELEASES, release_fixture, require_engine
+from tests.lab import host as lab
+from tests.lab import standins
+from tests.lab.host import free_port
 
 pytestmark = pytest.mark.integration
 

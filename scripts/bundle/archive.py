@@ -1,0 +1,406 @@
+"""The bundle as ONE file: ``dify-<ver>-airgap-<arch>.tar`` (or ``.tar.part-NNN`` parts), and back.
+
+Design: a plain (uncompressed) POSIX tar whose members are the bundle's files, in this order:
+``NAME/manifest.json`` first, then ``NAME/SHA256SUMS``, then every file the manifest lists, in the
+manifest's order. The images inside are already compressed, so the tar adds nothing but headers.
+Because the manifest comes first, the archive is checked and inspected as a STREAM, member by member
+(sha256 against the manifest), without unpacking anything. With ``--chunk-size`` the tar itself is
+cut into ``NAME.tar.part-000, -001, ...`` (``cat NAME.tar.part-* > NAME.tar`` gives the plain tar back),
+and ``NAME.tar.SHA256SUMS`` next to it lists every archive file for ``sha256sum -c``, so a bad part
+is named and can be re-copied alone.
+
+:func:`materialize` turns an archive into a bundle directory (safe extraction: no absolute paths,
+no ``..``, no links or devices, every file hashed against the manifest while it is written), or
+returns the directory itself when given one. Install and push call it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from scripts.bundle.manifest import MANIFEST, SUMS, Problem, VerifyReport, find_bundle_dir, load_manifest, sha256_file
+from scripts.core.console import LOG, human_size
+from scripts.core.errors import AirgapError
+
+SUFFIX = ".tar"
+SUMS_SUFFIX = ".SHA256SUMS"
+_PART = re.compile(r"^(?P<stem>.+\.tar)\.part-(?P<n>\d{3,})$")
+READ_CHUNK = 1 << 20
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+def archive_name(bundle_name: str) -> str:
+    return f"{bundle_name}{SUFFIX}"
+
+
+def is_archive(path: str | os.PathLike) -> bool:
+    """A ``NAME.tar`` or ``NAME.tar.part-NNN`` file that is not itself a file inside a bundle directory."""
+    p = Path(path)
+    if p.is_dir() or (p.parent / MANIFEST).is_file():
+        return False
+    return p.name.endswith(SUFFIX) or bool(_PART.match(p.name))
+
+
+def archive_files(path: str | os.PathLike) -> tuple[Path, list[Path]]:
+    """``(stem, files)``: ``X.tar`` -> ``(X.tar, [X.tar])``; ``X.tar.part-001`` -> ``(X.tar, [all parts])``."""
+    p = Path(path).expanduser()
+    m = _PART.match(p.name)
+    if not m:
+        if not p.is_file():
+            raise AirgapError(f"{p} does not exist; pass the bundle directory or its archive (first part)")
+        return p, [p]
+    stem = p.with_name(m.group("stem"))
+    parts = sorted(stem.parent.glob(f"{stem.name}.part-*"), key=lambda q: int(q.name.rsplit("-", 1)[1]))
+    if not parts:
+        raise AirgapError(f"no {stem.name}.part-* files next to {p}; copy every part into one directory")
+    return stem, parts
+
+
+def sums_path(stem: Path) -> Path:
+    return stem.with_name(stem.name + SUMS_SUFFIX)
+
+
+def safe_relpath(name: str) -> PurePosixPath:
+    """A member name as a relative path, refusing absolute paths and ``..`` (path traversal)."""
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or name.startswith(("/", "\\")) or ".." in path.parts \
+            or re.match(r"^[A-Za-z]:", name):
+        raise AirgapError(f"unsafe path {name!r} in the archive (absolute or with '..'): refusing to unpack it; "
+                          f"the archive was not made by dify-airgap or was tampered with")
+    return PurePosixPath(*[p for p in path.parts if p != "."])
+
+
+# --- a readable stream over several files, knowing where each byte came from -------------------
+
+class ChainReader:
+    """``read`` across files in order; ``part_at(offset)`` names the file holding a byte offset."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.bounds: list[tuple[int, int, Path]] = []
+        start = 0
+        for path in paths:
+            size = path.stat().st_size if path.exists() else 0
+            self.bounds.append((start, start + size, path))
+            start += size
+        self._index = 0
+        self._fh = None
+
+    def read(self, size: int = -1) -> bytes:
+        while self._index < len(self.paths):
+            if self._fh is None:
+                self._fh = open(self.paths[self._index], "rb")
+            data = self._fh.read(size)
+            if data or size == 0:
+                return data
+            self._fh.close()
+            self._fh = None
+            self._index += 1
+        return b""
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def parts_between(self, start: int, end: int) -> list[str]:
+        names = [p.name for lo, hi, p in self.bounds if lo < max(end, start + 1) and hi > start]
+        return names or [self.bounds[-1][2].name] if self.bounds else []
+
+
+def _members(stem: Path, files: list[Path]) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, ChainReader]]:
+    reader = ChainReader(files)
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            for member in tar:
+                yield tar, member, reader
+    finally:
+        reader.close()
+
+
+def _split_member(member: tarfile.TarInfo, root: str | None) -> tuple[str, str]:
+    rel = safe_relpath(member.name)
+    if len(rel.parts) < 1 or (root is not None and rel.parts[0] != root):
+        raise AirgapError(f"member {member.name!r} is outside the bundle directory {root!r} in the archive")
+    return rel.parts[0], PurePosixPath(*rel.parts[1:]).as_posix() if len(rel.parts) > 1 else ""
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[dict, str, bytes]:
+    """The manifest (first member) of an archive: ``(manifest, bundle name, raw bytes)``; reads only the head."""
+    stem, files = archive_files(path)
+    for tar, member, _ in _members(stem, files):
+        root, rel = _split_member(member, None)
+        if rel != MANIFEST or not member.isfile():
+            break
+        raw = tar.extractfile(member).read()
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise AirgapError(f"{stem}: the manifest inside is not valid JSON ({exc}); re-copy the archive") from None
+        _check_format(data, stem)
+        return data, root, raw
+    raise AirgapError(f"{stem} does not start with NAME/{MANIFEST}: it is not a dify-airgap bundle archive "
+                      f"(or its first part is damaged; run sha256sum -c {sums_path(stem).name})")
+
+
+def _check_format(data: dict, where: Path) -> None:
+    from scripts.bundle.manifest import FORMAT_VERSION
+
+    if data.get("format_version") != FORMAT_VERSION:
+        raise AirgapError(f"{where}: format version {data.get('format_version')!r} is not {FORMAT_VERSION}; use "
+                          f"the toolkit version that made the bundle ({data.get('toolkit_version', 'unknown')})")
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+def _tarinfo(path: Path, arcname: str) -> tarfile.TarInfo:
+    st = path.stat()
+    info = tarfile.TarInfo(arcname)
+    info.size, info.mtime = st.st_size, int(st.st_mtime)
+    info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def member_order(bundle: Path, manifest: dict) -> list[str]:
+    return [MANIFEST, SUMS, *(e["path"] for e in manifest["files"])]
+
+
+def write_archive(bundle: Path, output: Path, chunk_size: int | None = None) -> dict:
+    """Write ``output/NAME.tar`` (or its parts) and ``NAME.tar.SHA256SUMS``; nothing looks done until done."""
+    from scripts.bundle.build import PartWriter
+
+    manifest = load_manifest(bundle)
+    name = archive_name(bundle.name)
+    staging = output / f".{name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        writer = PartWriter(staging, name, chunk_size)
+        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for rel in member_order(bundle, manifest):
+                path = bundle / rel
+                with open(path, "rb") as fh:
+                    tar.addfile(_tarinfo(path, f"{bundle.name}/{rel}"), fh)
+        writer.close()
+        (staging / (name + SUMS_SUFFIX)).write_text("".join(f"{p['sha256']}  {p['path']}\n" for p in writer.parts))
+        _publish(staging, output, name, [p["path"] for p in writer.parts])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    LOG.info("archive: %s (%s, %d file(s))", output / writer.parts[0]["path"], human_size(writer.size),
+             len(writer.parts))
+    return {"name": name, "size": writer.size, "parts": writer.parts}
+
+
+def _publish(staging: Path, output: Path, name: str, parts: list[str]) -> None:
+    """Replace an older archive: remove it, move the new parts, its SHA256SUMS, and the FIRST part last."""
+    for old in [output / name, *output.glob(f"{name}.part-*"), output / (name + SUMS_SUFFIX)]:
+        if old.is_file():
+            old.unlink()
+    for part in parts[1:]:
+        os.replace(staging / part, output / part)
+    os.replace(staging / (name + SUMS_SUFFIX), output / (name + SUMS_SUFFIX))
+    os.replace(staging / parts[0], output / parts[0])
+
+
+def archive_up_to_date(bundle: Path, output: Path, chunk_size: int | None) -> bool:
+    """Is there a complete archive (sizes, naming) of exactly this bundle (same manifest bytes)?"""
+    name = archive_name(bundle.name)
+    sums = output / (name + SUMS_SUFFIX)
+    if not sums.is_file():
+        return False
+    listed = [line.split("  ", 1)[1] for line in sums.read_text().splitlines() if "  " in line]
+    if not listed or any(not (output / n).is_file() for n in listed):
+        return False
+    if bool(chunk_size) != listed[0].endswith(".part-000"):
+        return False
+    if chunk_size and any((output / n).stat().st_size != chunk_size for n in listed[:-1]):
+        return False
+    try:
+        _, _, raw = read_manifest(output / listed[0])
+    except AirgapError:
+        return False
+    return raw == (bundle / MANIFEST).read_bytes()
+
+
+def ensure_archive(bundle: Path, output: Path, chunk_size: int | None = None) -> Path:
+    """The archive of ``bundle`` in ``output``, written unless an identical one is already there."""
+    name = archive_name(bundle.name)
+    first = output / (f"{name}.part-000" if chunk_size else name)
+    if archive_up_to_date(bundle, output, chunk_size):
+        LOG.info("archive %s is up to date (same manifest, all parts present): nothing to do", first)
+        return first
+    write_archive(bundle, output, chunk_size)
+    return first
+
+
+# --- checking and unpacking, as a stream -----------------------------------------------------------
+
+def _check_parts(stem: Path, files: list[Path], report: VerifyReport, deep: bool, chunk_size: int | None) -> bool:
+    """Archive files against NAME.tar.SHA256SUMS; returns False when the stream cannot be read whole."""
+    whole = True
+    numbers = [int(f.name.rsplit("-", 1)[1]) for f in files if _PART.match(f.name)]
+    for n in sorted(set(range(max(numbers) + 1)) - set(numbers)) if numbers else []:
+        report.problems.append(Problem(f"{stem.name}.part-{n:03d}", "missing"))
+        whole = False
+    sums = sums_path(stem)
+    if not sums.is_file():
+        LOG.warning("%s is missing: archive parts are checked through the manifest only", sums.name)
+        return whole
+    listed = [line.split("  ", 1) for line in sums.read_text().splitlines() if "  " in line]
+    present = {f.name for f in files}
+    for i, (digest, name) in enumerate(listed):
+        report.checked += 1
+        target = stem.parent / name
+        if name not in present and not target.is_file():
+            if not any(p.path == name for p in report.problems):
+                report.problems.append(Problem(name, "missing"))
+            whole = False
+            continue
+        size = target.stat().st_size
+        if chunk_size and i < len(listed) - 1 and size != chunk_size:
+            report.problems.append(Problem(name, "truncated" if size < chunk_size else "corrupted",
+                                           f"{size} bytes, expected {chunk_size}"))
+            whole = False
+        elif deep and sha256_file(target) != digest:
+            report.problems.append(Problem(name, "corrupted", "sha256 differs"))
+    for extra in sorted(present - {n for _, n in listed}):
+        report.problems.append(Problem(extra, "unexpected", f"not listed in {sums.name}"))
+    return whole
+
+
+def _walk(path: str | os.PathLike, on_file) -> tuple[dict, str, VerifyReport]:
+    """Stream the archive; ``on_file(rel, member, data_chunks)`` sees each listed file's bytes."""
+    stem, files = archive_files(path)
+    report = VerifyReport(str(stem))
+    manifest, root, raw = read_manifest(files[0])
+    entries = {e["path"]: e for e in manifest["files"]}
+    entries[MANIFEST] = {"path": MANIFEST, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    seen: set[str] = set()
+    try:
+        for tar, member, reader in _members(stem, files):
+            _, rel = _split_member(member, root)
+            if member.isdir() and rel == "":
+                continue
+            if not member.isfile():
+                raise AirgapError(f"{member.name!r} in {stem.name} is a link or special file: refusing it "
+                                  f"(a dify-airgap archive holds regular files only)")
+            where = ", ".join(reader.parts_between(member.offset_data, member.offset_data + member.size))
+            entry = entries.get(rel)
+            if rel == SUMS:
+                sums_text = "".join(f"{e['sha256']}  {e['path']}\n" for e in manifest["files"])
+                sums_text += f"{entries[MANIFEST]['sha256']}  {MANIFEST}\n"
+                entry = {"path": SUMS, "size": len(sums_text.encode()),
+                         "sha256": hashlib.sha256(sums_text.encode()).hexdigest()}
+            if entry is None:
+                report.problems.append(Problem(rel, "unexpected", f"in {where}, not listed in {MANIFEST}"))
+                continue
+            seen.add(rel)
+            report.checked += 1
+            digest = hashlib.sha256()
+            size = 0
+            for block in on_file(rel, member, _chunks(tar, member), entry, where, report):
+                digest.update(block)
+                size += len(block)
+            if size != entry["size"]:
+                report.problems.append(Problem(rel, "truncated" if size < entry["size"] else "corrupted",
+                                               f"{size} bytes, expected {entry['size']} (in {where})"))
+            elif digest.hexdigest() != entry["sha256"]:
+                report.problems.append(Problem(rel, "corrupted", f"sha256 differs (in {where})"))
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        report.problems.append(Problem(files[-1].name if files else str(stem), "truncated",
+                                       f"the archive stream ends early or is damaged: {exc}"))
+        return manifest, root, report
+    for rel in entries:
+        if rel not in seen:
+            report.problems.append(Problem(rel, "missing", f"not in {stem.name}"))
+    return manifest, root, report
+
+
+def _chunks(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
+    fh = tar.extractfile(member)
+    return iter(lambda: fh.read(READ_CHUNK), b"")
+
+
+def verify_archive(path: str | os.PathLike, deep: bool = True) -> VerifyReport:
+    """Check the archive's files and every member against the manifest, streaming (nothing unpacked)."""
+    stem, files = archive_files(path)
+    report = VerifyReport(str(stem))
+    try:
+        head, _, _ = read_manifest(files[0])
+        chunk_size = head.get("chunk_size")
+    except AirgapError as exc:
+        head, chunk_size = None, None
+        report.problems.append(Problem(files[0].name, "corrupted", str(exc)))
+    whole = _check_parts(stem, files, report, deep, chunk_size)
+    if head is None or not whole or not deep:
+        return report
+    _, _, members = _walk(path, lambda rel, member, chunks, entry, where, rep: chunks)
+    members.checked += report.checked
+    members.problems = report.problems + [p for p in members.problems
+                                          if not any(q.path == p.path for q in report.problems)]
+    return members
+
+
+def materialize(path: str | os.PathLike, dest_parent: str | os.PathLike | None = None, *,
+                dry_run: bool = False) -> Path:
+    """A bundle DIRECTORY for ``path``: the directory itself, or the archive unpacked into ``dest_parent``.
+
+    Unpacking is safe (regular files only, no absolute paths or ``..``) and checked: every file is
+    hashed against the manifest as it is written, into ``.NAME.partial`` renamed only when all match.
+    An identical bundle already unpacked there (same manifest) is reused.
+    """
+    if not is_archive(path):
+        return find_bundle_dir(path)
+    stem, files = archive_files(path)
+    manifest, root, raw = read_manifest(files[0])
+    parent = Path(dest_parent).expanduser() if dest_parent else stem.parent
+    final = parent / root
+    if (final / MANIFEST).is_file() and (final / MANIFEST).read_bytes() == raw:
+        from scripts.bundle.manifest import verify
+
+        if verify(final, deep=False).ok:
+            LOG.info("%s is already unpacked at %s: reused", stem.name, final)
+            return final
+    if dry_run:
+        print(f"[dry-run] would unpack {stem} into {final}")
+        return final
+    staging = parent / f".{root}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    LOG.info("unpacking %s into %s", stem.name, final)
+
+    def write(rel, member, chunks, entry, where, report):
+        target = staging / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as out:
+            for block in chunks:
+                out.write(block)
+                yield block
+        target.chmod(0o755 if member.mode & 0o111 else 0o644)
+
+    try:
+        _, _, report = _walk(path, lambda *a: write(*a))
+        if not report.ok:
+            raise AirgapError(f"cannot unpack {stem.name}:\n{report.render()}")
+        if final.exists():
+            old = parent / f".{root}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            staging.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    load_manifest(final)
+    return final

@@ -1,0 +1,538 @@
+"""`invoke bundle`: pull the planned images, save them ONCE streamed into zstd/gzip, add the Dify
+``docker/`` directory, the toolkit and its wheels, and write a manifest with checksums.
+
+Plan, then act: :func:`make_plan` computes everything as data (printed by ``--dry-run``);
+:func:`build` performs it into a hidden ``.NAME.partial`` directory renamed into place only when
+complete, so an interrupted run never leaves a bundle that looks finished.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import hashlib
+import json
+import os
+import platform as _platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from scripts import __version__
+from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_files, write_sums
+from scripts.core.console import LOG, human_size, progress
+from scripts.core.errors import AirgapError, ImageMissing
+from scripts.core.resources import TOOLKIT_ROOT
+from scripts.dify.plan import ImagePlan
+from scripts.engine.client import Engine, normalize_arch
+
+TOOLKIT_ITEMS = ("tasks.py", "invoke.yaml", "pyproject.toml", "requirements.txt", "README.md",
+                 "scripts", "env-templates", "compose-overrides", "docs")
+#: Runtime data a build box may have under docker/volumes: never shipped (and .env holds secrets).
+PROJECT_EXCLUDES = (".env", "volumes/app", "volumes/db", "volumes/redis", "volumes/plugin_daemon",
+                    "volumes/weaviate", "volumes/qdrant", "volumes/milvus", "volumes/mysql")
+READ_CHUNK = 1 << 20
+PULL_RETRIES = 3
+DEFAULT_TARGET_PYTHON = "3.9"  # Red Hat 9's python3
+EXTENSIONS = {"zstd": "tar.zst", "gzip": "tar.gz"}
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """``4G``, ``700M``, ``4GiB``, ``1.5g``, ``123`` (bytes) -> bytes; None/"" -> None."""
+    if text in (None, "", 0, "0"):
+        return None
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", str(text), re.I)
+    if not m:
+        raise AirgapError(f"chunk size {text!r} is not a size; write e.g. 4G, 700M or 1048576")
+    value = float(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower())
+    if value < 1024 * 1024:
+        raise AirgapError(f"chunk size {text!r} is below 1 MiB; use a size like 700M or 4G")
+    return int(value)
+
+
+def parse_platform(text: str) -> tuple[str, str]:
+    m = re.fullmatch(r"(linux)/(amd64|arm64|x86_64|aarch64)", text.strip())
+    if not m:
+        raise AirgapError(f"platform {text!r} is not supported; use linux/amd64 or linux/arm64")
+    return m.group(1), normalize_arch(m.group(2))
+
+
+def host_platform() -> str:
+    return f"linux/{normalize_arch(_platform.machine())}"
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+@dataclass
+class BundlePlan:
+    version: str
+    project_dir: Path
+    output: Path
+    name: str
+    platform: str
+    compression: str
+    chunk_size: int | None
+    pull: str
+    target_python: str
+    image_plan: ImagePlan
+    wheelhouse: Path | None = None
+    plugins: list[str] = field(default_factory=list)
+    plugin_sign_key: str | None = None
+    archive: bool = False
+    source: str | None = None
+    daemon_snapshot: str | None = None  # --daemon-snapshot DIR (scripts/data/snapshot.py)
+
+    @property
+    def final_dir(self) -> Path:
+        return self.output / self.name
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.output / f".{self.name}.partial"
+
+    @property
+    def archive_name(self) -> str:
+        return f"images.{EXTENSIONS[self.compression]}"
+
+    def render(self, engine: Engine) -> str:
+        refs = self.image_plan.refs
+        lines = [f"bundle {self.final_dir}",
+                 f"  dify {self.version} from {self.source or self.project_dir}",
+                 f"  platform {self.platform}, compression {self.compression}, "
+                 f"chunks {human_size(self.chunk_size) if self.chunk_size else 'none'}, pull {self.pull}",
+                 f"  profiles {', '.join(self.image_plan.profiles)}; "
+                 f"vector stores {', '.join(self.image_plan.vector_stores)}",
+                 f"  wheels for python {self.target_python} "
+                 f"({'from ' + str(self.wheelhouse) if self.wheelhouse else 'pip download'})",
+                 "", "commands:"]
+        if self.pull != "never":
+            lines += [f"  {shlex.join([engine.runtime, 'pull', '--platform', self.platform, r])}"
+                      + ("   # only if missing" if self.pull == "missing" else "") for r in refs]
+        lines.append(f"  {shlex.join(save_argv(engine, refs))} | {self.compression} "
+                     f"> {self.final_dir / self.archive_name}{'.part-NNN' if self.chunk_size else ''}")
+        if self.archive:
+            lines.append(f"  tar of the bundle directory > {self.output / (self.name + '.tar')}"
+                         f"{'.part-NNN' if self.chunk_size else ''} (+ .SHA256SUMS)")
+        return "\n".join(lines)
+
+
+def bundle_name(version: str, platform: str) -> str:
+    return f"dify-{version}-airgap-{parse_platform(platform)[1]}"
+
+
+def save_argv(engine: Engine, refs: Sequence[str]) -> list[str]:
+    """ONE save of all images, to stdout (podman: a multi-image docker-archive)."""
+    if engine.is_podman:
+        return ["podman", "save", "--format", "docker-archive", "--multi-image-archive", *refs]
+    return ["docker", "save", *refs]
+
+
+# --- acting --------------------------------------------------------------------------------------
+
+def pull_images(engine: Engine, refs: Sequence[str], platform: str, policy: str) -> list[str]:
+    """Pull per policy (always | missing | never) with retries; returns the refs actually pulled."""
+    pulled = []
+    for i, ref in enumerate(refs, 1):
+        present = engine.image_exists(ref)
+        if policy == "never" or (policy == "missing" and present):
+            LOG.info("[%d/%d] %s: %s", i, len(refs), ref, "present, reused" if present else "not pulled (--pull never)")
+            continue
+        for attempt in range(1, PULL_RETRIES + 1):
+            LOG.info("[%d/%d] pulling %s (attempt %d/%d)", i, len(refs), ref, attempt, PULL_RETRIES)
+            res = engine.run(["pull", "--platform", platform, ref], check=False, timeout=3600)
+            if res.ok:
+                pulled.append(ref)
+                break
+            if attempt == PULL_RETRIES:
+                raise ImageMissing(f"could not pull {ref} after {PULL_RETRIES} attempts; check the "
+                                   f"registry or mirror, or pull it by hand and re-run with --pull missing",
+                                   image=ref, argv=res.argv, returncode=res.returncode, stderr=res.stderr)
+            time.sleep(2 ** attempt)  # back off before retrying a flaky registry
+    return pulled
+
+
+def image_records(engine: Engine, image_plan: ImagePlan, platform: str) -> list[dict]:
+    """Inspect every image BEFORE saving: present, and really of the bundle's platform."""
+    want_os, want_arch = parse_platform(platform)
+    records, wrong, missing = [], [], []
+    for planned in image_plan.images:
+        try:
+            info = engine.inspect_image(planned.ref)
+        except ImageMissing:
+            missing.append(f"{planned.ref} (services: {', '.join(planned.services)})")
+            continue
+        arch = normalize_arch(info.get("Architecture", ""))
+        if arch != want_arch or info.get("Os", "linux") != want_os:
+            wrong.append(f"{planned.ref} is {info.get('Os')}/{arch}")
+        digests = info.get("RepoDigests") or []
+        records.append({"ref": planned.ref, "id": info.get("Id"), "repo_digest": digests[0] if digests else None,
+                        "size": int(info.get("Size") or 0), "architecture": arch, "os": info.get("Os", "linux"),
+                        "services": planned.services, "profiles": planned.profiles})
+    if missing:
+        raise ImageMissing("images not present locally: " + "; ".join(missing)
+                           + ". Pull them (drop --pull never) and re-run.", image=missing[0].split()[0])
+    if wrong:
+        raise AirgapError(f"wrong platform for a {platform} bundle: " + "; ".join(wrong)
+                          + f". Re-pull with --platform {platform} --pull always.")
+    return records
+
+
+class PartWriter:
+    """A write-only stream that splits into numbered parts and hashes each one as it is written."""
+
+    def __init__(self, directory: Path, name: str, chunk_size: int | None) -> None:
+        self.directory, self.name, self.chunk_size = directory, name, chunk_size
+        self.parts: list[dict] = []
+        # one part: its hash IS the archive's hash (hashing twice costs ~1 s per 400 MB on a small box)
+        self._total = hashlib.sha256() if chunk_size else None
+        self.size = 0
+        self._fh: BinaryIO | None = None
+        self._hash = None
+        self._written = 0
+
+    def _open_next(self) -> None:
+        self._close_current()
+        suffix = f".part-{len(self.parts):03d}" if self.chunk_size else ""
+        path = self.directory / f"{self.name}{suffix}"
+        self._fh = open(path, "wb")
+        self._hash = hashlib.sha256()
+        self._written = 0
+        self.parts.append({"path": path.name, "size": 0, "sha256": ""})
+
+    def _close_current(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self.parts[-1].update(size=self._written, sha256=self._hash.hexdigest())
+            self._fh = None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            if self._fh is None or (self.chunk_size and self._written >= self.chunk_size):
+                self._open_next()
+            room = len(view) if not self.chunk_size else min(len(view), self.chunk_size - self._written)
+            piece = view[:room]
+            self._fh.write(piece)
+            self._hash.update(piece)
+            if self._total is not None:
+                self._total.update(piece)
+            self._written += room
+            self.size += room
+            view = view[room:]
+        return len(data)
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is None and not self.parts:
+            self._open_next()
+        self._close_current()
+
+    @property
+    def total(self):
+        """The hash of the whole stream (with one part, that part's own hash object)."""
+        return self._total if self._total is not None else self._hash
+
+    @property
+    def sha256(self) -> str:
+        """The whole stream's sha256 (after :meth:`close`)."""
+        return self.total.hexdigest()
+
+
+def save_compressed(engine: Engine, refs: Sequence[str], directory: Path, name: str, compression: str,
+                    chunk_size: int | None, estimate: int) -> dict:
+    """``save`` all refs in one stream, compress on the fly into (parts of) ``directory/name``."""
+    argv = save_argv(engine, refs)
+    LOG.info("+ %s | %s", shlex.join(argv), compression)
+    writer = PartWriter(directory, name, chunk_size)
+    env = {**os.environ, **engine.env}
+    raw = 0
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        bar = progress(estimate or None, f"save+{compression}")
+        try:
+            if compression == "zstd":
+                import zstandard
+
+                cctx = zstandard.ZstdCompressor(level=3, threads=-1)
+                sink = cctx.stream_writer(writer, closefd=False)
+            else:
+                sink = gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0)
+            with sink:
+                for block in iter(lambda: proc.stdout.read(READ_CHUNK), b""):
+                    sink.write(block)
+                    raw += len(block)
+                    bar.update(len(block))
+        finally:
+            bar.close()
+            stderr = proc.stderr.read().decode(errors="replace")
+            proc.wait()
+            writer.close()
+    if proc.returncode:
+        from scripts.engine.client import classify
+
+        raise classify(argv, proc.returncode, stderr)
+    return {"format": "docker-archive", "compression": compression, "size": writer.size,
+            "sha256": writer.sha256, "uncompressed_size": raw, "parts": writer.parts}
+
+
+def site_env_file(path: str) -> bool:
+    """A rendered env layer of 1.14+ (``envs/**/NAME.env``): site values and secrets, never shipped."""
+    return path.startswith("envs/") and path.endswith(".env")
+
+
+def copy_tree(src: Path, dest: Path, excludes: Sequence[str] = ()) -> None:
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        rel = Path(directory).relative_to(src)
+        skipped = set()
+        for n in names:
+            path = (rel / n).as_posix()
+            if (path in excludes or n in ("__pycache__", ".pytest_cache") or n.endswith(".pyc")
+                    or (excludes and site_env_file(path))):
+                skipped.add(n)
+        return skipped
+
+    shutil.copytree(src, dest, ignore=ignore, symlinks=True)
+
+
+def copy_toolkit(dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in TOOLKIT_ITEMS:
+        src = TOOLKIT_ROOT / item
+        if src.is_dir():
+            copy_tree(src, dest / item)
+        elif src.is_file():
+            shutil.copy2(src, dest / item)
+
+
+def wheel_platforms(arch: str) -> list[str]:
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}[arch]
+    tags = ["manylinux2014", *(f"manylinux_2_{n}" for n in range(17, 35))]
+    return [f"{t}_{machine}" for t in tags]
+
+
+def download_wheels(dest: Path, target_python: str, arch: str, wheelhouse: Path | None = None) -> list[str]:
+    """The toolkit's pinned deps and podman-compose as binary wheels for the TARGET Python/platform."""
+    if not re.fullmatch(r"3\.\d{1,2}", target_python):
+        raise AirgapError(f"--target-python {target_python!r} must look like 3.9, 3.11 or 3.12")
+    cache = wheelhouse or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dify-airgap" / \
+        "wheels" / f"py{target_python}-{arch}"
+    cache.mkdir(parents=True, exist_ok=True)
+    nodot = target_python.replace(".", "")
+    argv = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(cache),
+            # X.Y alone means X.Y.0 to pip, which "Requires-Python: !=3.9.0,!=3.9.1" (cryptography)
+            # rejects; air-gapped hosts run a patched X.Y, so check against a late micro version.
+            "--python-version", f"{target_python}.99", "--implementation", "cp", "--abi", f"cp{nodot}",
+            "--abi", "abi3", "--abi", "none"]
+    for plat in wheel_platforms(arch):
+        argv += ["--platform", plat]
+    argv += ["-r", str(TOOLKIT_ROOT / "requirements.txt"), "-r", str(TOOLKIT_ROOT / "requirements-podman.txt")]
+    if wheelhouse:
+        argv += ["--no-index", "--find-links", str(wheelhouse)]
+    LOG.info("+ %s", shlex.join(argv))
+    res = subprocess.run(argv, capture_output=True, text=True)
+    if res.returncode:
+        raise AirgapError(f"could not get wheels for python {target_python} ({arch}):\n{res.stderr[-2500:]}\n"
+                          f"Check PyPI access or pass --wheelhouse DIR with the wheels.")
+    dest.mkdir(parents=True, exist_ok=True)
+    names = []
+    for wheel in sorted(cache.glob("*.whl")):
+        target = dest / wheel.name
+        try:
+            os.link(wheel, target)
+        except OSError:
+            shutil.copy2(wheel, target)
+        names.append(wheel.name)
+    return names
+
+
+INSTALL_SH = """#!/bin/sh
+# Bootstraps the dify-airgap toolkit on a host with python3 and NO network.
+#   sh install.sh            -> venv in ./.venv next to this file
+#   DIFY_AIRGAP_VENV=/opt/dify-airgap/venv sh install.sh
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+VENV=${DIFY_AIRGAP_VENV:-$HERE/.venv}
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null 2>&1 || {
+  echo "install.sh: $PY not found; install python3 (dnf install -y python3)" >&2; exit 1; }
+TARGET=@TARGET_PYTHON@
+HAVE=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [ "$HAVE" != "$TARGET" ]; then
+  echo "install.sh: this bundle's wheels are for Python $TARGET but $PY is $HAVE." >&2
+  echo "  Re-make the bundle with --target-python $HAVE, or run with PYTHON=python$TARGET sh install.sh" >&2
+  exit 1
+fi
+"$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --no-index --find-links "$HERE/wheels" --disable-pip-version-check -q \\
+  -r "$HERE/toolkit/requirements.txt"
+cat > "$VENV/bin/dify-airgap" <<EOF
+#!/bin/sh
+# Runs the bundled toolkit's invoke tasks: dify-airgap install BUNDLE --runtime podman, ...
+exec "$VENV/bin/invoke" --search-root "$HERE/toolkit" "\\$@"
+EOF
+chmod +x "$VENV/bin/dify-airgap"
+echo "dify-airgap installed in $VENV"
+echo "next: $VENV/bin/dify-airgap --list    (or: . $VENV/bin/activate; cd $HERE/toolkit; invoke --list)"
+"""
+
+
+def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output: Path, platform: str,
+              compression: str, chunk_size: str | int | None, pull: str, target_python: str,
+              wheelhouse: str | None = None, plugins: Sequence[str] = (),
+              plugin_sign_key: str | None = None, archive: bool = False,
+              source: str | None = None, daemon_snapshot: str | None = None) -> BundlePlan:
+    if compression not in EXTENSIONS:
+        raise AirgapError(f"--compression {compression!r}: choose zstd or gzip")
+    if pull not in ("always", "missing", "never"):
+        raise AirgapError(f"--pull {pull!r}: choose always, missing or never")
+    parse_platform(platform)
+    return BundlePlan(version=version, project_dir=project_dir, output=output.resolve(),
+                      name=bundle_name(version, platform), platform=platform, compression=compression,
+                      chunk_size=parse_size(chunk_size), pull=pull, target_python=target_python,
+                      image_plan=image_plan, wheelhouse=Path(wheelhouse).resolve() if wheelhouse else None,
+                      plugins=list(plugins), plugin_sign_key=plugin_sign_key, archive=archive,
+                      source=source, daemon_snapshot=daemon_snapshot)
+
+
+def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
+    """Does the finished bundle already hold exactly these images, made the same way?"""
+    manifest_path = plan.final_dir / MANIFEST
+    if not manifest_path.is_file() or plan.daemon_snapshot:  # a snapshot is always copied afresh
+        return False
+    try:
+        old = json.loads(manifest_path.read_text())
+    except ValueError:
+        return False
+    same_images = sorted((i["ref"], i["id"]) for i in old.get("images", [])) == \
+        sorted((r["ref"], r["id"]) for r in records)
+    archive = old.get("image_archive", {})
+    same_plugins = sorted(p.get("source", "") for p in old.get("plugins", [])) == sorted(plan.plugins)
+    same_way = (same_plugins and archive.get("compression") == plan.compression
+                and old.get("platform") == plan.platform
+                and old.get("chunk_size") == plan.chunk_size
+                and old.get("target_python") == plan.target_python)
+    if not (same_images and same_way):
+        return False
+    from scripts.bundle.manifest import verify
+
+    return verify(plan.final_dir, deep=False).ok
+
+
+def build(engine: Engine, plan: BundlePlan) -> Path:
+    """Perform the plan; returns the finished bundle directory (and writes its archive with ``archive``)."""
+    final = build_directory(engine, plan)
+    if plan.archive:
+        from scripts.bundle.archive import ensure_archive
+
+        ensure_archive(final, plan.output, plan.chunk_size)
+    return final
+
+
+def build_directory(engine: Engine, plan: BundlePlan) -> Path:
+    """The bundle directory: reused when up to date, else made in a staging directory."""
+    refs = plan.image_plan.refs
+    if plan.pull != "never":
+        pull_images(engine, refs, plan.platform, plan.pull)
+    records = image_records(engine, plan.image_plan, plan.platform)
+    if up_to_date(plan, records):
+        LOG.info("bundle %s is up to date (same images, same settings, sizes match): nothing to do",
+                 plan.final_dir)
+        return plan.final_dir
+    plan.output.mkdir(parents=True, exist_ok=True)
+    staging = plan.partial_dir
+    if staging.exists():
+        LOG.info("removing an unfinished earlier attempt: %s", staging)
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        estimate = sum(r["size"] for r in records)
+        LOG.info("saving %d images (%s unpacked) in one stream", len(refs), human_size(estimate))
+        archive = save_compressed(engine, refs, staging, plan.archive_name, plan.compression,
+                                  plan.chunk_size, estimate)
+        LOG.info("images: %s -> %s (%s)", human_size(archive["uncompressed_size"]), human_size(archive["size"]),
+                 f"{len(archive['parts'])} part(s)")
+        copy_tree(plan.project_dir, staging / "docker", PROJECT_EXCLUDES)
+        copy_toolkit(staging / "toolkit")
+        for item in ("env-templates", "compose-overrides"):
+            if (TOOLKIT_ROOT / item).is_dir():
+                copy_tree(TOOLKIT_ROOT / item, staging / item)
+        wheels = download_wheels(staging / "wheels", plan.target_python, parse_platform(plan.platform)[1],
+                                 plan.wheelhouse)
+        plugins = bundle_plugins(plan, staging / "plugins") if plan.plugins else []
+        if plan.daemon_snapshot:  # --daemon-snapshot: verified, then copied to daemon-snapshot/ (listed in files)
+            from scripts.data.snapshot import add_to_bundle
+
+            add_to_bundle(plan.daemon_snapshot, staging)
+        (staging / "install.sh").write_text(INSTALL_SH.replace("@TARGET_PYTHON@", plan.target_python))
+        (staging / "install.sh").chmod(0o755)
+        write_manifest(staging, plan, records, archive, wheels, engine.runtime, plugins)
+        if plan.final_dir.exists():
+            old = plan.output / f".{plan.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            plan.final_dir.rename(old)
+            staging.rename(plan.final_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(plan.final_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    LOG.info("bundle ready: %s", plan.final_dir)
+    return plan.final_dir
+
+
+def bundle_plugins(plan: BundlePlan, dest: Path) -> list[dict]:
+    """Repackage ``--plugins`` for offline install (wheels for the bundle's daemon and arch) into plugins/."""
+    from scripts.plugins import repackage as plugins
+
+    daemon = plugins.daemon_version_from_compose(plan.project_dir / "docker-compose.yaml")
+    results = plugins.repackage_many(plan.plugins, dest, arch=parse_platform(plan.platform)[1],
+                                     daemon_version=daemon, sign_key=plan.plugin_sign_key)
+    return [{"path": r.path.relative_to(dest.parent).as_posix(), "identifier": r.identifier,
+             "size": r.compressed_size, "uncompressed_size": r.uncompressed_size, "sha256": r.sha256,
+             "signed": r.signed, "daemon_version": r.daemon_version, "source": r.source} for r in results]
+
+
+def write_manifest(staging: Path, plan: BundlePlan, records: list[dict], archive: dict, wheels: list[str],
+                   runtime: str, plugins: list[dict] | None = None) -> None:
+    part_hashes = {p["path"]: p for p in archive["parts"]}
+    entries = []
+    for path in walk_files(staging):
+        rel = path.relative_to(staging).as_posix()
+        if rel in part_hashes:
+            entries.append(dict(part_hashes[rel]))
+        else:
+            entries.append(file_entry(staging, path))
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "dify_version": plan.version,
+        "toolkit_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "platform": plan.platform,
+        "runtime": runtime,
+        "profiles": plan.image_plan.profiles,
+        "vector_stores": plan.image_plan.vector_stores,
+        "target_python": plan.target_python,
+        "source": plan.source or str(plan.project_dir),
+        "chunk_size": plan.chunk_size,
+        "images": records,
+        "image_archive": archive,
+        "wheels": wheels,
+        "plugins": plugins or [],
+        "files": entries,
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_sums(staging, entries)

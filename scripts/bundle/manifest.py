@@ -1,0 +1,230 @@
+"""The bundle manifest: what a bundle holds, with checksums; and `invoke verify` / `invoke inspect`.
+
+A bundle is a directory::
+
+    dify-1.11.3-airgap-amd64/
+      manifest.json          format version, versions, platform, profiles, images, parts, files
+      SHA256SUMS             every other file, for `sha256sum -c SHA256SUMS`
+      images.tar.zst         ONE `save` of all images, compressed (or images.tar.zst.part-000, ...)
+      docker/                the whole Dify docker/ directory of that version
+      toolkit/               this toolkit (tasks.py, scripts/, env-templates/, compose-overrides/)
+      wheels/                the toolkit's dependencies and podman-compose for the target Python
+      install.sh             bootstraps the toolkit offline (python3 -m venv + pip --no-index)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts.core.console import human_size, table
+from scripts.core.errors import AirgapError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"
+HASH_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(HASH_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entry(root: Path, path: Path) -> dict:
+    return {"path": path.relative_to(root).as_posix(), "size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def walk_files(root: Path, skip: tuple[str, ...] = (MANIFEST, SUMS)) -> list[Path]:
+    """Every regular file below ``root`` (sorted), except the manifest and SHA256SUMS themselves."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if rel in skip or path.is_symlink():
+                continue
+            found.append(path)
+    return found
+
+
+def write_sums(root: Path, entries: list[dict]) -> None:
+    """SHA256SUMS in the format `sha256sum -c` reads (two spaces, relative paths)."""
+    lines = [f"{e['sha256']}  {e['path']}" for e in entries]
+    lines.append(f"{sha256_file(root / MANIFEST)}  {MANIFEST}")
+    (root / SUMS).write_text("\n".join(lines) + "\n")
+
+
+def find_bundle_dir(path: str | os.PathLike) -> Path:
+    """The bundle directory from a directory, its manifest, or any file/part inside it."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise AirgapError(f"{p} does not exist; pass the bundle directory (the one holding {MANIFEST})")
+    candidate = p if p.is_dir() else p.parent
+    for directory in (candidate, *candidate.parents):
+        if (directory / MANIFEST).is_file():
+            return directory
+        if directory == candidate.parent:
+            break
+    raise AirgapError(f"no {MANIFEST} at {candidate}: this is not a dify-airgap bundle "
+                      f"(or its manifest was not copied; re-copy the whole bundle directory)")
+
+
+def load_manifest(bundle: Path) -> dict:
+    try:
+        data = json.loads((bundle / MANIFEST).read_text())
+    except ValueError as exc:
+        raise AirgapError(f"{bundle / MANIFEST} is not valid JSON ({exc}); re-copy it from the source") from None
+    if data.get("format_version") != FORMAT_VERSION:
+        raise AirgapError(f"{bundle / MANIFEST}: format version {data.get('format_version')!r} is not "
+                          f"{FORMAT_VERSION}; use the toolkit version that made the bundle "
+                          f"({data.get('toolkit_version', 'unknown')})")
+    return data
+
+
+@dataclass
+class Problem:
+    path: str
+    kind: str  # missing | truncated | corrupted | unexpected | inconsistent
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    bundle: str
+    checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def render(self) -> str:
+        if self.ok:
+            return f"OK: {self.checked} files and parts match {MANIFEST} in {self.bundle}"
+        rows = [[p.path, p.kind, p.detail] for p in self.problems]
+        return (f"FAILED: {len(self.problems)} problem(s) in {self.bundle}\n"
+                + table(["file", "problem", "detail"], rows)
+                + "\nre-copy the named files or parts from the source medium, then verify again")
+
+
+def verify(path: str | os.PathLike, deep: bool = True) -> VerifyReport:
+    """Check every part and file against the manifest and the manifest against itself.
+
+    ``path`` may also be the bundle's archive (``NAME.tar`` or its first part): checked as a stream.
+    """
+    from scripts.bundle.archive import is_archive, verify_archive
+
+    if is_archive(path):
+        return verify_archive(path, deep)
+    bundle = find_bundle_dir(path)
+    manifest = load_manifest(bundle)
+    report = VerifyReport(str(bundle))
+    entries = list(manifest.get("files", []))
+    parts = manifest.get("image_archive", {}).get("parts", [])
+    listed = {e["path"] for e in entries}
+    for part in parts:
+        if part["path"] not in listed:
+            report.problems.append(Problem(part["path"], "inconsistent", "part is not listed in files"))
+    # Internal consistency: images point at services, parts add up.
+    archive = manifest.get("image_archive", {})
+    if parts and sum(p["size"] for p in parts) != archive.get("size"):
+        report.problems.append(Problem(MANIFEST, "inconsistent", "part sizes do not add up to the archive size"))
+    refs = [img["ref"] for img in manifest.get("images", [])]
+    if len(refs) != len(set(refs)):
+        report.problems.append(Problem(MANIFEST, "inconsistent", "an image is listed twice"))
+    for entry in entries:
+        report.checked += 1
+        target = bundle / entry["path"]
+        if not target.is_file():
+            report.problems.append(Problem(entry["path"], "missing"))
+            continue
+        size = target.stat().st_size
+        if size != entry["size"]:
+            kind = "truncated" if size < entry["size"] else "corrupted"
+            report.problems.append(Problem(entry["path"], kind, f"{size} bytes, expected {entry['size']}"))
+            continue
+        if deep and sha256_file(target) != entry["sha256"]:
+            report.problems.append(Problem(entry["path"], "corrupted", "sha256 differs"))
+    for extra in walk_files(bundle):
+        rel = extra.relative_to(bundle).as_posix()
+        if rel not in listed and rel.startswith("images."):
+            report.problems.append(Problem(rel, "unexpected", "image part not in the manifest"))
+    return report
+
+
+def inspect_text(manifest: dict) -> str:
+    """What is inside a bundle, from its manifest alone (nothing is unpacked)."""
+    archive = manifest["image_archive"]
+    lines = [
+        f"Dify {manifest['dify_version']} bundle for {manifest['platform']}, made {manifest['created']} "
+        f"by dify-airgap {manifest['toolkit_version']} ({manifest['runtime']})",
+        f"profiles: {', '.join(manifest['profiles'])}; vector stores: {', '.join(manifest['vector_stores'])}",
+        f"images: {len(manifest['images'])}, archive {human_size(archive['size'])} ({archive['compression']}, "
+        f"{len(archive['parts'])} part(s)), unpacked {human_size(sum(i['size'] for i in manifest['images']))}",
+        "",
+        table(["image", "arch", "size", "services"],
+              [[i["ref"], i["architecture"], human_size(i["size"]), ", ".join(i["services"])]
+               for i in manifest["images"]]),
+    ]
+    if manifest.get("plugins"):
+        lines += ["", table(["plugin", "size"], [[p["identifier"], human_size(p["size"])]
+                                                 for p in manifest["plugins"]])]
+    lines += ["", f"target python for wheels: {manifest.get('target_python')}",
+              f"files: {len(manifest['files'])}"]
+    return "\n".join(lines)
+
+
+class PartsReader:
+    """Read the image archive's parts as one stream (a file-like ``read``), in order."""
+
+    def __init__(self, bundle: Path, parts: list[dict]) -> None:
+        self._paths = [bundle / p["path"] for p in parts]
+        self._fh = None
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            if self._fh is None:
+                if not self._paths:
+                    return b""
+                self._fh = open(self._paths.pop(0), "rb")
+            data = self._fh.read(size)
+            if data or size == 0:
+                return data
+            self._fh.close()
+            self._fh = None
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+def image_stream(bundle: Path, manifest: dict):
+    """The decompressed ``docker-archive`` tar as a readable stream (nothing written to disk)."""
+    archive = manifest["image_archive"]
+    raw = PartsReader(bundle, archive["parts"])
+    if archive["compression"] == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_size=HASH_CHUNK)
+    import gzip
+
+    return gzip.GzipFile(fileobj=raw, mode="rb")
+
+
+def archive_index(bundle: Path, manifest: dict) -> list[dict]:
+    """The docker-archive's own index (``manifest.json`` inside the tar): Config and RepoTags per image."""
+    import tarfile
+
+    with image_stream(bundle, manifest) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if member.name == "manifest.json":
+                return json.loads(tar.extractfile(member).read())
+    raise AirgapError(f"the image archive in {bundle} has no manifest.json: it is not a docker-archive")

@@ -1,0 +1,1 @@
+"""Core: errors, console output and logging, waiting. Imports nothing else of the toolkit."""

@@ -1,0 +1,1 @@
+"""Data: the data of a running stack (databases, volumes): backups and daemon snapshots."""

@@ -1,0 +1,217 @@
+"""`invoke backup` / `invoke restore`: move a whole Dify installation to another host, nothing lost.
+
+A backup is a directory (written as ``.NAME.partial``, renamed when complete, marker ``COMPLETE``)::
+
+    dify-backup-PROJECT-20260101T120000/
+      manifest.json            source (runtime, path, versions, DB type, vector store), databases with
+                               row counts, archives with their roles, every file's sha256
+      SHA256SUMS
+      db-dify.sql.zst          pg_dump of each database (mysqldump with DB_TYPE=mysql)
+      db-dify_plugin.sql.zst
+      volumes-app.tar.zst      app storage (uid 1001 kept: numeric owners, modes)
+      volumes-plugin_daemon.tar.zst, volumes-weaviate.tar.zst (the vector store), volumes-redis.tar.zst ...
+      project.tar.zst          Dify's docker/ directory WITHOUT volumes/: .env (0600 kept), nginx and
+                               squid conf, compose files and overrides: the operator's customisations
+
+Writers (api, worker, worker_beat, plugin_daemon, the vector store, redis) are stopped while the data
+is taken and started again afterwards, also on error. Database files are never copied: dumps restore
+on another engine, path and OS.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts.core.console import LOG, human_size
+from scripts.core.errors import AirgapError
+from scripts.data import stackdata as sd
+from scripts.data.snapshot import (
+    archive_dir,
+    compress_command,
+    extract_archive,
+    now_stamp,
+    restore_database,
+    staging,
+    swap_in,
+    verify_dir,
+    write_manifest,
+)
+from scripts.engine.client import Engine
+
+KIND = "dify-backup"
+#: volumes/ entries that hold database FILES: dumped instead, never archived.
+DB_DIRS = ("db", "mysql", "oceanbase", "seekdb", "opengauss", "vastbase", "oracle", "iris", "matrixone",
+           "myscale")
+#: What each volumes/ entry is, for the report (anything else is archived as "data").
+ROLES = {"app": "app storage", "plugin_daemon": "plugin storage", "redis": "redis data",
+         "sandbox": "sandbox config", "certbot": "certificates", "ssrf_proxy": "squid data"}
+#: VECTOR_STORE -> its compose service and volumes/ entry.
+VECTOR_STORES = {"weaviate": ("weaviate", "weaviate"), "qdrant": ("qdrant", "qdrant"), "milvus": ("milvus", "milvus"),
+                 "pgvector": ("pgvector", "pgvector"), "chroma": ("chroma", "chroma"),
+                 "elasticsearch": ("elasticsearch", "elasticsearch"), "opensearch": ("opensearch", "opensearch"),
+                 "pgvecto-rs": ("pgvecto-rs", "pgvecto_rs")}
+PROJECT_ARCHIVE = "project.tar.zst"
+
+
+@dataclass
+class BackupPlan:
+    stack: sd.Stack
+    output: Path
+    name: str
+    databases: list[str]
+    volumes: list[tuple[str, str]]  # (volumes/ entry, role)
+    stop: list[str] = field(default_factory=list)  # services stopped while the data is taken
+
+    @property
+    def final_dir(self) -> Path:
+        return self.output / self.name
+
+    def render(self, engine: Engine) -> str:
+        s = self.stack
+        lines = [f"backup {self.final_dir}",
+                 f"  compose project {s.project_name!r} in {s.project_dir} ({engine.runtime}), DB_TYPE={s.db_type}, "
+                 f"VECTOR_STORE={s.setting('VECTOR_STORE', 'weaviate')}",
+                 "", "steps:",
+                 f"  stop {', '.join(self.stop)} (those running; started again afterwards, also on error)"]
+        for db in self.databases:
+            lines.append(f"  {engine.runtime} exec <{s.db_service}> "
+                         f"{sd.redact_argv(sd.dump_command(s.db_type, db))} | zstd > db-{db}.sql.zst")
+        for entry, role in self.volumes:
+            lines.append(f"  tar -C {s.project_dir / 'volumes' / entry} -c . | zstd > volumes-{entry}.tar.zst"
+                         f"   # {role}")
+        lines.append(f"  tar -C {s.project_dir} --exclude ./volumes -c . | zstd > {PROJECT_ARCHIVE}"
+                     "   # .env (0600), nginx/squid conf, compose files and overrides")
+        return "\n".join(lines)
+
+
+def make_plan(stack: sd.Stack, output: Path) -> BackupPlan:
+    vector = stack.setting("VECTOR_STORE", "weaviate")
+    vector_service, vector_dir = VECTOR_STORES.get(vector, (vector, vector))
+    volumes_root = stack.project_dir / "volumes"
+    volumes = []
+    if volumes_root.is_dir():
+        for entry in sorted(p.name for p in volumes_root.iterdir() if p.is_dir()):
+            if entry in DB_DIRS or entry.startswith("."):
+                continue
+            role = "vector store" if entry == vector_dir else ROLES.get(entry, "data")
+            volumes.append((entry, role))
+    if vector_dir not in {v for v, _ in volumes}:
+        LOG.warning("VECTOR_STORE=%s but %s does not exist: no vector data to back up", vector,
+                    volumes_root / vector_dir)
+    databases = [stack.setting("DB_DATABASE", "dify"), stack.setting("DB_PLUGIN_DATABASE", "dify_plugin")]
+    stop = [*sd.WRITERS, vector_service, "redis"]
+    return BackupPlan(stack, output, f"dify-backup-{stack.project_name}-{now_stamp()}", databases, volumes, stop)
+
+
+class StoppedWriters:
+    """Stop the writers that run; start exactly those again on exit (also on error or Ctrl-C)."""
+
+    def __init__(self, engine: Engine, stack: sd.Stack, services: list[str]) -> None:
+        self.engine, self.stack, self.services = engine, stack, services
+        self.stopped: list[str] = []
+
+    def __enter__(self) -> StoppedWriters:
+        for service in self.services:
+            for cid in sd.containers(self.engine, self.stack, service):
+                self.engine.run(["stop", "--time", "30", cid], timeout=120)
+                self.stopped.append(cid)
+                LOG.info("stopped %s (%s)", service, cid[:12])
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for cid in reversed(self.stopped):
+            res = self.engine.run(["start", cid], check=False, timeout=120)
+            if not res.ok:
+                LOG.error("could not start %s again: %s -- run `%s start %s`", cid[:12], res.stderr.strip(),
+                          self.engine.runtime, cid[:12])
+
+
+def backup(engine: Engine, plan: BackupPlan) -> Path:
+    """Perform the plan; returns the finished backup directory."""
+    stack = plan.stack
+    started = time.monotonic()
+    db = sd.service_container(engine, stack, stack.db_service)
+    databases = []
+    with staging(plan.output, plan.name) as stage:
+        archives: list[dict] = []  # files restored by extraction (dumps are in `databases`)
+        with StoppedWriters(engine, stack, plan.stop) as stopped:
+            for name in plan.databases:
+                if not sd.database_exists(engine, db, stack.db_type, name):
+                    LOG.warning("database %s does not exist; skipped", name)
+                    continue
+                counts = sd.row_counts(engine, db, stack.db_type, name)
+                dump = compress_command(sd.exec_argv(engine, db, sd.dump_command(stack.db_type, name)), stage,
+                                        f"db-{name}.sql.zst", env=engine.env, what=f"{name} database")
+                databases.append({**dump, "type": stack.db_type, "name": name, "row_counts": counts})
+            for entry, role in plan.volumes:
+                archive = archive_dir(stack.project_dir / "volumes" / entry, stage, f"volumes-{entry}.tar.zst")
+                archives.append({**archive, "target": f"volumes/{entry}", "role": role})
+        project = compress_command(["tar", "--numeric-owner", "-C", str(stack.project_dir), "--exclude",
+                                    "./volumes", "-cpf", "-", "."], stage, PROJECT_ARCHIVE, what="configuration")
+        archives.append({**project, "target": ".", "role": "configuration"})
+        if stack.prefix and (stack.prefix / "compose-overrides").is_dir():
+            overrides = archive_dir(stack.prefix / "compose-overrides", stage, "compose-overrides.tar.zst")
+            archives.append({**overrides, "target": "../compose-overrides", "role": "compose overrides"})
+        write_manifest(stage, {
+            "kind": KIND,
+            "dify_version": stack.dify_version,
+            "runtime": engine.runtime,
+            "source": {"project_name": stack.project_name, "project_dir": str(stack.project_dir),
+                       "compose_files": stack.files, "host": os.uname().nodename,
+                       "stopped": len(stopped.stopped)},
+            "db_type": stack.db_type,
+            "vector_store": stack.setting("VECTOR_STORE", "weaviate"),
+            "databases": databases,
+            "archives": archives,
+        }, [*archives, *databases])
+    LOG.info("backup ready: %s (%s, %.0fs)", plan.final_dir,
+             human_size(sum(p.stat().st_size for p in plan.final_dir.iterdir())), time.monotonic() - started)
+    return plan.final_dir
+
+
+def restore(engine: Engine, backup_dir: str | os.PathLike, stack: sd.Stack, start: bool = True,
+            force: bool = False, timeout: float = 180) -> dict:
+    """Verify, restore files (owners, modes, SELinux labels), databases (row counts), then start."""
+    root, manifest = verify_dir(backup_dir, KIND)
+    target = stack.project_dir
+    volume_archives = [a for a in manifest["archives"] if a["target"].startswith("volumes/")]
+    busy = [a["target"] for a in volume_archives
+            if (target / a["target"]).is_dir() and any((target / a["target"]).iterdir())]
+    if busy and not force:
+        raise AirgapError(f"{target} already holds data in {', '.join(busy)}; restore into an empty project "
+                          f"directory, or pass --force to move that data aside (kept as NAME.before-restore-TIME)")
+    if engine.dry_run:
+        for a in manifest["archives"]:
+            print(f"[dry-run] extract {a['path']} -> {(target / a['target']).resolve()}   # {a['role']}")
+        for d in manifest["databases"]:
+            print(f"[dry-run] recreate database {d['name']} and load {d['path']}, then compare row counts")
+        return {"dry_run": True}
+    stamp = now_stamp()
+    restored = []
+    for archive in manifest["archives"]:
+        dest = (target / archive["target"]).resolve() if archive["target"] != "." else target
+        if archive["target"].startswith("volumes/"):
+            tmp = dest.with_name(f".{dest.name}.restoring-{stamp}")
+            try:
+                extract_archive(root, archive, tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            swap_in(tmp, dest, stamp)
+        else:
+            if stack.prefix is None and archive["target"] != ".":
+                LOG.info("%s: no install root (--prefix), kept in %s only", archive["role"], root)
+                continue
+            extract_archive(root, archive, dest)
+        restored.append(str(dest))
+    if sd.selinux_enforcing():
+        LOG.info("SELinux is enforcing: labelling restored data container_file_t")
+        engine.run(sd.relabel_argv([target / "volumes"]), argv0=())
+    counts = {d["name"]: restore_database(engine, stack, root, d, timeout) for d in manifest["databases"]}
+    if start:
+        stack.compose(engine, ["up", "-d"], timeout=900)
+    return {"backup": str(root), "restored": restored, "row_counts": counts, "started": start}

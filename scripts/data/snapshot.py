@@ -1,0 +1,639 @@
+"""`invoke snapshot-daemon` / `invoke restore-daemon`: carry a plugin daemon that already installed every
+plugin, with its storage and its database rows, to an air-gapped host.
+
+A snapshot is a directory::
+
+    plugin-daemon-1.11.3-20260101T120000/
+      manifest.json          kind, versions, image, archives, database row counts, venv check, files
+      SHA256SUMS             every other file (`sha256sum -c SHA256SUMS`)
+      image.tar.zst          the committed plugin_daemon container (ONE streamed save, compressed)
+      plugin_daemon.tar.zst  ./volumes/plugin_daemon (installed plugins, package cache, cwd with venvs),
+                             numeric owners and modes kept
+      dify_plugin.sql.zst    the plugin daemon's database (plain SQL dump)
+      COMPLETE               written last, just before the rename: no marker, no snapshot
+
+Plugins without their DB rows are invisible and rows without files are broken, so files and rows
+are taken while the daemon is paused, together with the commit. Everything is written into
+``OUTPUT/.NAME.partial`` and renamed to ``OUTPUT/NAME`` only when complete.
+
+The archive helpers here (:func:`compress_command`, :func:`archive_dir`, :func:`extract_archive`,
+:func:`staging`, :func:`write_manifest`, :func:`verify_dir`) are shared with :mod:`scripts.data.backup`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import datetime as _dt
+import json
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts import __version__
+from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, PartsReader, file_entry, walk_files, write_sums
+from scripts.core.console import LOG, human_size
+from scripts.core.errors import AirgapError
+from scripts.data import stackdata as sd
+from scripts.engine.client import Engine
+
+KIND = "plugin-daemon-snapshot"
+COMPLETE = "COMPLETE"
+SERVICE = "plugin_daemon"
+VOLUME = "volumes/plugin_daemon"
+IMAGE_ARCHIVE = "image.tar.zst"
+VOLUME_ARCHIVE = "plugin_daemon.tar.zst"
+REPO = "localhost/dify-airgap/plugin-daemon-snapshot"
+OVERRIDE_NAME = "docker-compose.plugin-daemon-snapshot.yaml"
+SNAPSHOT_LABEL = "org.dify-airgap.snapshot"
+#: Inside the daemon container: GET $1 with whatever client the image has (wget, curl or python3); with a
+#: second argument, send the container's own $SERVER_KEY as X-Api-Key (the key never leaves the container).
+HTTP_GET = r"""url=$1; hdr=${2:+"X-Api-Key: $SERVER_KEY"}
+if command -v wget >/dev/null 2>&1; then
+  if [ -n "$hdr" ]; then exec wget -q -O - --header "$hdr" "$url"; else exec wget -q -O - "$url"; fi
+fi
+if command -v curl >/dev/null 2>&1; then
+  if [ -n "$hdr" ]; then exec curl -fsS -H "$hdr" "$url"; else exec curl -fsS "$url"; fi
+fi
+exec python3 -c 'import sys, urllib.request as u
+r = u.Request(sys.argv[1])
+if sys.argv[2]: r.add_header(*[x.strip() for x in sys.argv[2].split(":", 1)])
+sys.stdout.write(u.urlopen(r, timeout=10).read().decode())' "$url" "$hdr"
+"""
+
+
+def now_stamp() -> str:
+    return _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+
+
+# --- shared archive helpers ----------------------------------------------------------------------
+
+def compress_command(argv: Sequence[str], directory: Path, name: str, env: dict | None = None,
+                     what: str = "") -> dict:
+    """Run ``argv`` and write its stdout zstd-compressed to ``directory/name`` (hashed while written)."""
+    import zstandard
+
+    from scripts.bundle.build import PartWriter
+
+    LOG.info("+ %s | zstd > %s%s", sd.redact_argv(argv), name, f"   # {what}" if what else "")
+    writer = PartWriter(directory, name, None)
+    try:
+        with zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(writer, closefd=False) as sink:
+            raw = sd.stream_out(argv, sink, env=env)
+    finally:
+        writer.close()
+    return {"path": name, "compression": "zstd", "size": writer.size, "sha256": writer.total.hexdigest(),
+            "uncompressed_size": raw, "parts": writer.parts}
+
+
+def tar_create_argv(src: Path) -> list[str]:
+    """GNU tar of a directory's content to stdout, numeric owners, modes, and the root dir itself."""
+    return ["tar", "--numeric-owner", "-C", str(src), "-cpf", "-", "."]
+
+
+def tar_extract_argv(dest: Path) -> list[str]:
+    """Extract as root keeping numeric owners and modes (uid 1001 for Dify's storage stays 1001)."""
+    return ["tar", "--numeric-owner", "--same-owner", "-xpf", "-", "-C", str(dest)]
+
+
+def tar_compare_argv(dest: Path) -> list[str]:
+    """``tar --compare``: every file's content, size, mode, owner and mtime against the archive."""
+    return ["tar", "--numeric-owner", "--compare", "-f", "-", "-C", str(dest)]
+
+
+def archive_dir(src: Path, directory: Path, name: str) -> dict:
+    """Archive ``src`` (tar streamed into zstd) and count what went in."""
+    if not src.is_dir():
+        raise AirgapError(f"{src} is not a directory; nothing to archive (is the project directory right?)")
+    entry = compress_command(tar_create_argv(src), directory, name, what=str(src))
+    files = sum(len(fs) for _, _, fs in os.walk(src))
+    entry.update(source_files=files)
+    return entry
+
+
+def open_archive(root: Path, entry: dict):
+    """The decompressed stream of an archive listed in a manifest (parts read in order)."""
+    import zstandard
+
+    return zstandard.ZstdDecompressor().stream_reader(PartsReader(root, entry["parts"]), read_size=1 << 20)
+
+
+def extract_archive(root: Path, entry: dict, dest: Path, compare: bool = True) -> None:
+    """Extract into ``dest`` (created), then compare the result with the archive (tar --compare)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    LOG.info("+ zstd -dc %s | %s", entry["path"], shlex.join(tar_extract_argv(dest)))
+    with open_archive(root, entry) as stream:
+        sd.stream_in(tar_extract_argv(dest), stream)
+    if compare:
+        with open_archive(root, entry) as stream:
+            try:
+                sd.stream_in(tar_compare_argv(dest), stream)
+            except AirgapError as exc:
+                raise AirgapError(f"{dest} differs from {entry['path']} after extraction:\n{exc}") from None
+        LOG.info("verified %s: every file equals the archive (content, mode, owner)", dest)
+
+
+def decompress_to(root: Path, entry: dict, argv: Sequence[str]) -> str:
+    with open_archive(root, entry) as stream:
+        return sd.stream_in(argv, stream)
+
+
+@contextmanager
+def staging(output: Path, name: str) -> Iterator[Path]:
+    """A ``.NAME.partial`` directory renamed to ``NAME`` (with a COMPLETE marker) only on success."""
+    final, partial = output / name, output / f".{name}.partial"
+    if final.exists():
+        raise AirgapError(f"{final} already exists; pass another --output or --tag, or remove it")
+    output.mkdir(parents=True, exist_ok=True)
+    if partial.exists():
+        LOG.info("removing an unfinished earlier attempt: %s", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(mode=0o700)
+    try:
+        yield partial
+        if not (partial / MANIFEST).is_file():
+            raise AirgapError(f"internal: no {MANIFEST} written in {partial}")
+        (partial / COMPLETE).write_text(f"complete {_dt.datetime.now(_dt.timezone.utc).isoformat()}\n")
+        partial.rename(final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def write_manifest(root: Path, data: dict, archives: Sequence[dict]) -> dict:
+    """manifest.json + SHA256SUMS; archive part hashes are reused, other files hashed now."""
+    known = {p["path"]: p for a in archives for p in a["parts"]}
+    entries = []
+    for path in walk_files(root, skip=(MANIFEST, "SHA256SUMS", COMPLETE)):
+        rel = path.relative_to(root).as_posix()
+        entries.append({k: known[rel][k] for k in ("path", "size", "sha256")} if rel in known
+                       else file_entry(root, path))
+    manifest = {"format_version": FORMAT_VERSION, "toolkit_version": __version__,
+                "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+                **data, "files": entries}
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_sums(root, entries)
+    return manifest
+
+
+def verify_dir(path: str | os.PathLike, kind: str) -> tuple[Path, dict]:
+    """A finished snapshot/backup: COMPLETE marker, right kind, every file's size and sha256."""
+    from scripts.bundle.manifest import load_manifest, verify
+
+    root = Path(path).expanduser().resolve()
+    if root.name.endswith(".partial"):
+        raise AirgapError(f"{root} is an UNFINISHED {kind} (interrupted while it was written); never use it. "
+                          f"Make a new one.")
+    if not (root / MANIFEST).is_file():
+        raise AirgapError(f"{root} is not a {kind}: it has no {MANIFEST}. Pass the directory the command printed.")
+    if not (root / COMPLETE).is_file():
+        raise AirgapError(f"{root} has no {COMPLETE} marker: it did not finish or was copied incompletely; "
+                          f"re-copy it, or make a new one")
+    manifest = load_manifest(root)
+    if manifest.get("kind") != kind:
+        raise AirgapError(f"{root} holds a {manifest.get('kind') or 'bundle'}, not a {kind}")
+    report = verify(root, deep=True)
+    if not report.ok:
+        raise AirgapError(f"{kind} {root} is damaged, refusing to restore it:\n{report.render()}")
+    LOG.info("%s", report.render())
+    return root, manifest
+
+
+# --- plugin venvs --------------------------------------------------------------------------------
+
+@dataclass
+class Venv:
+    path: str  # relative to the volume
+    home: str
+    version: str
+    interpreters: list[str] = field(default_factory=list)  # absolute paths that must exist in the image
+    missing: list[str] = field(default_factory=list)
+
+
+def find_venvs(cwd: Path, volume: Path) -> list[Venv]:
+    """Every plugin venv (a ``pyvenv.cfg``) below the daemon's working dir, with what it needs."""
+    found = []
+    if not cwd.is_dir():
+        return found
+    for dirpath, dirnames, filenames in os.walk(cwd):
+        if "pyvenv.cfg" in filenames:
+            dirnames[:] = []  # never walk into a venv's site-packages
+            venv = Path(dirpath)
+            parser = configparser.ConfigParser()
+            parser.read_string("[venv]\n" + (venv / "pyvenv.cfg").read_text(errors="replace"))
+            cfg = parser["venv"]
+            home = cfg.get("home", "").strip()
+            version = (cfg.get("version_info") or cfg.get("version") or "").strip()
+            needs = []
+            if home:
+                major_minor = ".".join(version.split(".")[:2])
+                needs.append(f"{home.rstrip('/')}/python{major_minor or '3'}")
+            link = venv / "bin" / "python"
+            if link.is_symlink() and os.readlink(link).startswith("/"):
+                needs.append(os.readlink(link))
+            found.append(Venv(venv.relative_to(volume).as_posix(), home, version, list(dict.fromkeys(needs))))
+        else:
+            dirnames[:] = [d for d in dirnames if d not in ("site-packages", "node_modules", "__pycache__")]
+    return found
+
+
+def missing_in_image_argv(engine: Engine, image: str, paths: Sequence[str]) -> list[str]:
+    """Print which of ``paths`` do not exist in ``image`` (a throwaway container, no network)."""
+    script = 'for p in "$@"; do [ -e "$p" ] || echo "$p"; done'
+    return ["run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", image, "-c", script, "sh", *paths]
+
+
+def check_venvs(engine: Engine, image: str, venvs: list[Venv]) -> list[Venv]:
+    """Fill ``missing`` per venv; returns the broken ones (their interpreter is not in the image)."""
+    paths = sorted({p for v in venvs for p in v.interpreters})
+    if not paths:
+        return []
+    res = engine.run(missing_in_image_argv(engine, image, paths), timeout=300, check=False)
+    if not res.ok:
+        raise AirgapError(f"could not look inside {image} for the venvs' interpreters (needs /bin/sh in the "
+                          f"image): {res.stderr.strip()[-500:]}")
+    missing = set(res.stdout.split())
+    for venv in venvs:
+        venv.missing = [p for p in venv.interpreters if p in missing]
+    return [v for v in venvs if v.missing]
+
+
+# --- commit --------------------------------------------------------------------------------------
+
+def scrub_env_changes(container_env: Sequence[str], image_env: Sequence[str]) -> list[str]:
+    """``--change ENV`` lines that give the committed image its ORIGINAL environment back.
+
+    A commit stores the container's environment, i.e. everything compose passed in (DB_PASSWORD,
+    SERVER_KEY...). Those are blanked (compose sets them again at every start) and changed image
+    defaults restored, so the snapshot image carries no secret of this host.
+    """
+    original = dict(item.split("=", 1) for item in image_env if "=" in item)
+    changes = []
+    for item in container_env:
+        key, _, value = item.partition("=")
+        if key in original:
+            if value != original[key]:
+                changes.append(f"ENV {key}={json.dumps(original[key])}")
+        else:
+            changes.append(f'ENV {key}=""')
+    return changes
+
+
+def commit_argv(engine: Engine, cid: str, ref: str, changes: Sequence[str]) -> list[str]:
+    args = ["commit"]
+    if engine.is_podman:
+        args += ["--format", "docker", "-q"]  # keep Docker's image config (healthcheck, shell) for both engines
+    for change in changes:
+        args += ["--change", change]
+    return [*args, cid, ref]
+
+
+def default_tag(dify_version: str, stamp: str) -> str:
+    return f"{REPO}:{dify_version or 'unknown'}-{stamp}"
+
+
+def full_ref(tag: str) -> str:
+    """A tag without a registry part gets ``localhost/``: docker and podman then name it the same."""
+    first = tag.split("/", 1)[0]
+    if "/" in tag and ("." in first or ":" in first or first == "localhost"):
+        return tag
+    return f"localhost/{tag}" if ":" in tag.rsplit("/", 1)[-1] else f"localhost/{tag}:latest"
+
+
+@contextmanager
+def paused(engine: Engine, cid: str) -> Iterator[None]:
+    """Pause the container; ALWAYS unpause, also on error or Ctrl-C."""
+    engine.run(["pause", cid])
+    try:
+        yield
+    finally:
+        res = engine.run(["unpause", cid], check=False)
+        if not res.ok:
+            LOG.error("could not unpause %s: %s -- run `%s unpause %s` by hand", cid[:12], res.stderr.strip(),
+                      engine.runtime, cid[:12])
+
+
+# --- snapshot-daemon -----------------------------------------------------------------------------
+
+@dataclass
+class SnapshotPlan:
+    stack: sd.Stack
+    output: Path
+    ref: str
+    name: str
+    database: str
+
+    @property
+    def volume(self) -> Path:
+        return self.stack.project_dir / VOLUME
+
+    @property
+    def final_dir(self) -> Path:
+        return self.output / self.name
+
+    def render(self, engine: Engine) -> str:
+        db = self.stack.db_service
+        return "\n".join([
+            f"snapshot {self.final_dir}",
+            f"  compose project {self.stack.project_name!r} in {self.stack.project_dir} ({engine.runtime})",
+            f"  service {SERVICE} -> image {self.ref}",
+            "",
+            "steps:",
+            f"  {engine.runtime} pause <{SERVICE}>",
+            f"  {shlex.join([engine.runtime, *commit_argv(engine, '<' + SERVICE + '>', self.ref, ['ENV ...'])])}",
+            f"  tar -C {self.volume} -c . | zstd > {VOLUME_ARCHIVE}",
+            f"  {engine.runtime} exec <{db}> {sd.redact_argv(sd.dump_command(self.stack.db_type, self.database))}"
+            f" | zstd > {self.database}.sql.zst",
+            f"  {engine.runtime} unpause <{SERVICE}>   (always)",
+            f"  check every plugin venv's interpreter exists in {self.ref}",
+            f"  {engine.runtime} save {self.ref} | zstd > {IMAGE_ARCHIVE}",
+        ])
+
+
+def make_plan(stack: sd.Stack, output: Path, tag: str | None = None) -> SnapshotPlan:
+    stamp = now_stamp()
+    ref = full_ref(tag) if tag else default_tag(stack.dify_version, stamp)
+    name = f"plugin-daemon-{stack.dify_version or 'unknown'}-{ref.rsplit(':', 1)[-1] if tag else stamp}"
+    return SnapshotPlan(stack, output, ref, name, stack.setting("DB_PLUGIN_DATABASE", "dify_plugin"))
+
+
+def snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
+    """Perform the plan; returns the finished snapshot directory."""
+    stack = plan.stack
+    started = time.monotonic()
+    daemon = sd.service_container(engine, stack, SERVICE)
+    db = sd.service_container(engine, stack, stack.db_service)
+    if not plan.volume.is_dir():
+        raise AirgapError(f"{plan.volume} does not exist: the plugin daemon's storage is not where Dify's compose "
+                          f"file puts it (./volumes/plugin_daemon); is --project-dir/--prefix right?")
+    if not sd.database_exists(engine, db, stack.db_type, plan.database):
+        raise AirgapError(f"database {plan.database} does not exist in {stack.db_service}: the plugin daemon has "
+                          f"never run against it (or DB_PLUGIN_DATABASE in {stack.env_file} names another); "
+                          f"start {SERVICE} once, install the plugins, then snapshot")
+    if engine.image_exists(plan.ref):
+        raise AirgapError(f"image {plan.ref} already exists; pass another --tag or remove it "
+                          f"(`{engine.runtime} image rm {plan.ref}`)")
+    info = sd.inspect_container(engine, daemon)
+    source_image = info.get("Config", {}).get("Image") or info.get("ImageName") or ""
+    image_env = engine.inspect_image(info["Image"]).get("Config", {}).get("Env") or []
+    changes = [*scrub_env_changes(info.get("Config", {}).get("Env") or [], image_env),
+               f"LABEL {SNAPSHOT_LABEL}=1", f"LABEL {SNAPSHOT_LABEL}.source={source_image}",
+               f"LABEL {SNAPSHOT_LABEL}.created={now_stamp()}"]
+    committed = False
+    with staging(plan.output, plan.name) as stage:
+        try:
+            LOG.info("pausing %s (%s) for a consistent commit, storage archive and database dump", SERVICE,
+                     daemon[:12])
+            with paused(engine, daemon):
+                engine.run(commit_argv(engine, daemon, plan.ref, changes), timeout=1800)
+                committed = True
+                volume = archive_dir(plan.volume, stage, VOLUME_ARCHIVE)
+                counts = sd.row_counts(engine, db, stack.db_type, plan.database)
+                dump = compress_command(sd.exec_argv(engine, db, sd.dump_command(stack.db_type, plan.database)),
+                                        stage, f"{plan.database}.sql.zst", env=engine.env,
+                                        what=f"{plan.database} database")
+            LOG.info("unpaused %s", SERVICE)
+            cwd = plan.volume / relative_working_path(stack)
+            venvs = find_venvs(cwd, plan.volume)
+            broken = check_venvs(engine, plan.ref, venvs)
+            if broken:
+                raise AirgapError("plugin venvs point at interpreters missing from the committed image (they would "
+                                  "fail with \"No module named 'encodings'\"):\n" + "\n".join(
+                                      f"  {v.path}: needs {', '.join(v.missing)}" for v in broken)
+                                  + f"\nReinstall those plugins in {SERVICE} (or fix the image) and snapshot again.")
+            LOG.info("plugin venvs: %d, every interpreter present in %s", len(venvs), plan.ref)
+            image = engine.inspect_image(plan.ref)
+            from scripts.bundle.build import save_compressed
+
+            archive = save_compressed(engine, [plan.ref], stage, IMAGE_ARCHIVE, "zstd", None,
+                                      int(image.get("Size") or 0))
+            archive["path"] = IMAGE_ARCHIVE
+            write_manifest(stage, {
+                "kind": KIND,
+                "dify_version": stack.dify_version,
+                "runtime": engine.runtime,
+                "source": {"project_name": stack.project_name, "project_dir": str(stack.project_dir),
+                           "image": source_image, "host": os.uname().nodename},
+                "images": [{"ref": plan.ref, "id": image.get("Id"), "size": int(image.get("Size") or 0),
+                            "services": [SERVICE]}],
+                "image_archive": archive,
+                "volume": {**volume, "target": VOLUME},
+                "database": {**dump, "type": stack.db_type, "name": plan.database, "row_counts": counts},
+                "working_path": relative_working_path(stack),
+                "venvs": [v.__dict__ for v in venvs],
+            }, [archive, volume, dump])
+        except BaseException:
+            if committed:
+                engine.run(["image", "rm", plan.ref], check=False)
+            raise
+    LOG.info("snapshot ready: %s (%s, %.0fs)", plan.final_dir, human_size(_dir_size(plan.final_dir)),
+             time.monotonic() - started)
+    return plan.final_dir
+
+
+def relative_working_path(stack: sd.Stack) -> str:
+    """PLUGIN_WORKING_PATH relative to the storage root the volume is mounted on (default ``cwd``)."""
+    root = stack.setting("PLUGIN_STORAGE_LOCAL_ROOT", "/app/storage").rstrip("/")
+    working = stack.setting("PLUGIN_WORKING_PATH", f"{root}/cwd")
+    return os.path.relpath(working, root) if working.startswith(root + "/") else "cwd"
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+
+
+# --- bundle hook ---------------------------------------------------------------------------------
+
+def add_to_bundle(snapshot_dir: str | os.PathLike, staging_dir: Path) -> dict:
+    """Copy a finished snapshot into a bundle being built (``daemon-snapshot/``); returns its manifest entry.
+
+    Called by ``bundle.build`` for ``invoke bundle --daemon-snapshot DIR``: the snapshot is verified first,
+    its files are hard-linked when possible, and listed by the bundle's own manifest like every file.
+    """
+    root, manifest = verify_dir(snapshot_dir, KIND)
+    dest = staging_dir / "daemon-snapshot"
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in sorted(root.iterdir()):
+        if path.is_file():
+            try:
+                os.link(path, dest / path.name)
+            except OSError:
+                shutil.copy2(path, dest / path.name)
+    return {"path": "daemon-snapshot", "name": root.name, "image": manifest["images"][0]["ref"],
+            "dify_version": manifest.get("dify_version"), "created": manifest.get("created")}
+
+
+# --- restore-daemon ------------------------------------------------------------------------------
+
+def override_text(ref: str, snapshot: str) -> str:
+    return (f"# Written by dify-airgap restore-daemon from {snapshot}.\n"
+            f"# Runs the plugin daemon from the committed snapshot image (every plugin already installed).\n"
+            f"# Use it as the LAST -f file; delete it (and this -f) to go back to the stock daemon image.\n"
+            f"services:\n  {SERVICE}:\n    image: {ref}\n")
+
+
+def write_override(stack: sd.Stack, ref: str, snapshot: str, dry_run: bool = False) -> tuple[Path, list[str]]:
+    """The override file and the stack's compose files with it appended (recorded for ``--prefix``)."""
+    from scripts.dify.project import COMPOSE_FILE
+
+    if stack.prefix:
+        path = stack.prefix / "compose-overrides" / "plugin-daemon-snapshot.yaml"
+        entry = os.path.relpath(path, stack.project_dir)
+    else:
+        path = stack.project_dir / OVERRIDE_NAME
+        entry = OVERRIDE_NAME
+    files = list(stack.files) or [COMPOSE_FILE]
+    if entry not in files and str(path) not in files:
+        files.append(entry)
+    if dry_run:
+        print(f"[dry-run] write {path}:\n{override_text(ref, snapshot)}")
+        return path, files
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(override_text(ref, snapshot))
+    if stack.prefix:
+        from scripts.dify import deployment
+
+        record = deployment.load(stack.prefix)
+        record.compose_files = files
+        record.save()
+    return path, files
+
+
+def swap_in(restored: Path, target: Path, stamp: str) -> Path | None:
+    """Move ``target`` aside (never deleted) and put ``restored`` in its place; returns the old copy."""
+    old = None
+    if target.exists() and any(target.iterdir()):
+        old = target.with_name(f"{target.name}.before-restore-{stamp}")
+        target.rename(old)
+        LOG.info("kept the previous %s as %s", target, old)
+    elif target.exists():
+        target.rmdir()
+    restored.rename(target)
+    return old
+
+
+def restore_database(engine: Engine, stack: sd.Stack, root: Path, entry: dict, timeout: float = 120) -> dict:
+    """Recreate the database, load the dump, compare row counts with the manifest's."""
+    db = _running_db(engine, stack, timeout)
+    name, db_type = entry["name"], entry.get("type", stack.db_type)
+    sd.db_exec(engine, db, sd.recreate_command(db_type, name), timeout=timeout, what=f"recreating database {name}")
+    decompress_to(root, entry, sd.exec_argv(engine, db, sd.load_command(db_type, name), interactive=True))
+    counts = sd.row_counts(engine, db, db_type, name)
+    want = entry.get("row_counts") or {}
+    diff = {t: (n, counts.get(t)) for t, n in want.items() if counts.get(t) != n}
+    if diff:
+        raise AirgapError(f"database {name}: row counts differ after restore (table: expected, found): "
+                          + ", ".join(f"{t}: {a}, {b}" for t, (a, b) in sorted(diff.items())))
+    LOG.info("database %s restored: %d tables, %d rows, counts equal the snapshot's", name, len(counts),
+             sum(counts.values()))
+    return counts
+
+
+def _running_db(engine: Engine, stack: sd.Stack, timeout: float) -> str:
+    service = stack.db_service
+    if not sd.containers(engine, stack, service):
+        LOG.info("starting %s to restore the database", service)
+        stack.compose(engine, ["up", "-d", service], timeout=600)
+    db = sd.service_container(engine, stack, service)
+    sd.wait_db(engine, db, stack.db_type, timeout)
+    return db
+
+
+def remove_service_containers(engine: Engine, stack: sd.Stack, service: str) -> None:
+    ids = sd.containers(engine, stack, service, all_=True)
+    if ids:
+        engine.run(["rm", "--force", *ids], timeout=300)
+
+
+def http_get_argv(url: str, api_key: bool = False) -> list[str]:
+    """``sh -c`` that GETs ``url`` inside the daemon container (with its own key when ``api_key``)."""
+    return ["sh", "-c", HTTP_GET, "sh", url, *(["key"] if api_key else [])]
+
+
+def check_daemon(engine: Engine, stack: sd.Stack, timeout: float = 180) -> dict:
+    """``/health/check`` answers ok, and the daemon lists as many plugins per tenant as the DB holds."""
+    from scripts.core.waiting import wait_until
+
+    port = stack.setting("PLUGIN_DAEMON_PORT", "5002")
+
+    def health() -> dict | None:
+        cid = sd.service_container(engine, stack, SERVICE)
+        res = sd.exec_in(engine, cid, http_get_argv(f"http://127.0.0.1:{port}/health/check"), check=False,
+                         mutates=False, timeout=30)
+        data = json.loads(res.stdout) if res.ok and res.stdout.strip() else None
+        return data if data and data.get("status") == "ok" else None
+
+    result = {"health": wait_until(health, timeout, what=f"{SERVICE} /health/check to answer status ok")}
+    result["plugins"] = check_plugin_list(engine, stack, port)
+    return result
+
+
+def check_plugin_list(engine: Engine, stack: sd.Stack, port: str) -> dict:
+    db = sd.service_container(engine, stack, stack.db_service)
+    database = stack.setting("DB_PLUGIN_DATABASE", "dify_plugin")
+    query = "SELECT tenant_id || '=' || count(*) FROM plugin_installations GROUP BY tenant_id"
+    res = sd.exec_in(engine, db, sd._sh('PGPASSWORD="$POSTGRES_PASSWORD" exec psql -X -A -t -q -U '
+                                        '"${POSTGRES_USER:-postgres}" --dbname="$1" -c "$2"', database, query),
+                     check=False, mutates=False)
+    if stack.db_type != "postgresql" or not res.ok:
+        LOG.warning("could not read plugin_installations from %s; plugin list not checked", database)
+        return {}
+    expected = sd.parse_row_counts(res.stdout)
+    daemon = sd.service_container(engine, stack, SERVICE)
+    listed = {}
+    for tenant, rows in expected.items():
+        url = f"http://127.0.0.1:{port}/plugin/{tenant}/management/list?page=1&page_size=256"
+        out = sd.exec_in(engine, daemon, http_get_argv(url, api_key=True), check=False,
+                         mutates=False, timeout=30)
+        try:
+            data = json.loads(out.stdout).get("data")
+        except ValueError:
+            data = None
+        if not out.ok or data is None:
+            raise AirgapError(f"{SERVICE} did not list the plugins of tenant {tenant} ({out.stderr.strip()[-300:]})")
+        count = data.get("total", len(data.get("list") or [])) if isinstance(data, dict) else len(data)
+        if count != rows:
+            raise AirgapError(f"{SERVICE} lists {count} plugin(s) for tenant {tenant}, the database holds {rows}")
+        listed[tenant] = count
+    LOG.info("plugins listed by %s per tenant equal the database's: %s", SERVICE, listed or "none installed")
+    return listed
+
+
+def restore_daemon(engine: Engine, snapshot: str | os.PathLike, stack: sd.Stack, timeout: float = 180) -> dict:
+    """Verify, load the image, restore storage and DB rows, point compose at the image, restart, check."""
+    root, manifest = verify_dir(snapshot, KIND)
+    ref = manifest["images"][0]["ref"]
+    volume_target = stack.project_dir / manifest["volume"].get("target", VOLUME)
+    if engine.dry_run:
+        print(f"[dry-run] load {ref} from {root / IMAGE_ARCHIVE}; stop and remove {SERVICE}; restore "
+              f"{volume_target} and database {manifest['database']['name']}; restart {SERVICE}")
+        write_override(stack, ref, root.name, dry_run=True)
+        return {"image": ref, "dry_run": True}
+    from scripts.engine.images import load_images
+
+    load_images(engine, root, manifest)
+    LOG.info("stopping %s", SERVICE)
+    remove_service_containers(engine, stack, SERVICE)
+    stamp = now_stamp()
+    restoring = volume_target.with_name(f".{volume_target.name}.restoring-{stamp}")
+    try:
+        extract_archive(root, manifest["volume"], restoring)
+    except BaseException:
+        shutil.rmtree(restoring, ignore_errors=True)
+        raise
+    kept = swap_in(restoring, volume_target, stamp)
+    if sd.selinux_enforcing():
+        engine.run(sd.relabel_argv([volume_target]), argv0=())
+    counts = restore_database(engine, stack, root, manifest["database"])
+    override, files = write_override(stack, ref, root.name)
+    stack.files = files
+    LOG.info("starting %s from %s (override %s)", SERVICE, ref, override)
+    stack.compose(engine, ["up", "-d", "--no-deps", SERVICE], timeout=600)
+    checked = check_daemon(engine, stack, timeout)
+    return {"image": ref, "volume": str(volume_target), "previous_volume": str(kept) if kept else None,
+            "database": manifest["database"]["name"], "row_counts": counts, "override": str(override),
+            "compose_files": files, **checked}

@@ -1,0 +1,84 @@
+"""What `invoke install` deployed, recorded at ``PREFIX/dify-airgap.json`` for check/down/backup.
+
+One install root (``--prefix``, default ``/opt/dify``)::
+
+    PREFIX/docker/               Dify's docker/ directory from the bundle (compose runs here; volumes/ live here)
+    PREFIX/docker/.env           rendered once, then kept and merged (mode 0600)
+    PREFIX/compose-overrides/    the overrides chosen for this host (offline, podman, selinux)
+    PREFIX/dify-airgap.json      this record
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from scripts.core.errors import AirgapError
+from scripts.engine.client import Engine
+
+DEFAULT_PREFIX = "/opt/dify"
+STATE_FILE = "dify-airgap.json"
+PROJECT_NAME = "dify"
+
+
+@dataclass
+class Deployment:
+    prefix: Path
+    runtime: str
+    dify_version: str = ""
+    bundle: str = ""
+    project_name: str = PROJECT_NAME
+    compose_files: list[str] = field(default_factory=list)  # relative to project_dir, in -f order
+    profiles: list[str] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)  # {"ref", "id", "services"} from the bundle manifest
+    installed_at: str = ""
+    compose_argv: list[str] = field(default_factory=list)  # e.g. the venv's podman-compose; empty: detect
+    engine_env: dict[str, str] = field(default_factory=dict)  # e.g. DOCKER_HOST, CONTAINERS_STORAGE_CONF
+
+    @property
+    def project_dir(self) -> Path:
+        return self.prefix / "docker"
+
+    @property
+    def env_file(self) -> Path:
+        return self.project_dir / ".env"
+
+    @property
+    def state_path(self) -> Path:
+        return self.prefix / STATE_FILE
+
+    def engine(self, dry_run: bool = False) -> Engine:
+        return Engine(self.runtime, dry_run=dry_run, env=dict(self.engine_env),
+                      compose_argv=tuple(self.compose_argv) or None)
+
+    def compose(self, engine: Engine, args, **kwargs):
+        """Run ``compose ARGS`` for this deployment (its files, env file, profiles, project name)."""
+        return engine.compose_run(list(args), project_dir=str(self.project_dir), files=self.compose_files,
+                                  env_file=str(self.env_file), profiles=self.profiles,
+                                  project_name=self.project_name, **kwargs)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["prefix"] = str(self.prefix)
+        return json.dumps(data, indent=2) + "\n"
+
+    def save(self) -> None:
+        tmp = self.state_path.with_name(f".{STATE_FILE}.tmp")
+        tmp.write_text(self.to_json())
+        os.replace(tmp, self.state_path)
+
+
+def load(prefix: str | os.PathLike = DEFAULT_PREFIX) -> Deployment:
+    path = Path(prefix) / STATE_FILE
+    if not path.is_file():
+        raise AirgapError(f"no dify-airgap deployment at {prefix} ({path} is missing); "
+                          "run `invoke install BUNDLE --prefix ...` first, or pass the right --prefix")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise AirgapError(f"{path} is not valid JSON ({exc}); re-run install to rewrite it") from exc
+    data["prefix"] = Path(data.get("prefix") or prefix)
+    known = set(Deployment.__dataclass_fields__)
+    return Deployment(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,1075 @@
+"""Render, validate and three-way-merge Dify's ``.env`` (and ``middleware.env``).
+
+Layers, lowest first: ``.env.example`` < ``env-templates/*.env`` < the old ``.env`` when upgrading <
+a site file < ``--server-ip``/``--base-url`` < ``--set KEY=VALUE``. Secrets are generated unless one
+of those layers supplies them, or the output file already holds them (second run).
+
+The output keeps ``.env.example``'s lines, order and comments and changes values in place: compose
+reads ``.env`` top to bottom, so ``COMPOSE_PROFILES=${VECTOR_STORE:-weaviate},...`` only sees a
+``VECTOR_STORE`` that is defined above it. Keys the example lacks go in a commented block at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import re
+import secrets
+import string
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from scripts.core.console import register_secret
+from scripts.core.errors import AirgapError
+from scripts.core.resources import TEMPLATES_DIR
+
+EXAMPLE = ".env.example"
+MIDDLEWARE_EXAMPLE = "middleware.env.example"
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretGroup:
+    """Keys that must hold ONE value (both ends of a connection). The first key is the primary."""
+
+    keys: tuple[str, ...]
+    kind: str = "token"  # token: 48 alphanumerics; password: 32; complex: 32 + a special character
+    why: str = ""
+
+
+# Derived from Dify 1.11.3's .env.example and docker-compose.yaml (which variable feeds which
+# container). Generated values are alphanumeric so they survive URLs (CELERY_BROKER_URL), shell
+# command lines (redis-server --requirepass, mysqladmin -p...) and compose interpolation.
+SECRET_GROUPS: tuple[SecretGroup, ...] = (
+    SecretGroup(("SECRET_KEY",), "token", "signs sessions, encrypts model-provider credentials in the DB"),
+    SecretGroup(("DB_PASSWORD",), "password", "postgres POSTGRES_PASSWORD / mysql MYSQL_ROOT_PASSWORD, api, "
+                                              "plugin daemon"),
+    SecretGroup(("REDIS_PASSWORD",), "password", "redis --requirepass; also inside CELERY_BROKER_URL"),
+    SecretGroup(("SANDBOX_API_KEY", "CODE_EXECUTION_API_KEY"), "token", "sandbox API_KEY = api's key"),
+    SecretGroup(("PLUGIN_DAEMON_KEY",), "token", "api -> plugin daemon (plugin_daemon SERVER_KEY)"),
+    SecretGroup(("PLUGIN_DIFY_INNER_API_KEY",), "token", "plugin daemon -> api (INNER_API_KEY_FOR_PLUGIN, "
+                                                          "DIFY_INNER_API_KEY)"),
+    SecretGroup(("WEAVIATE_API_KEY", "WEAVIATE_AUTHENTICATION_APIKEY_ALLOWED_KEYS"), "token",
+                "api's weaviate key = weaviate's allowed key"),
+    SecretGroup(("QDRANT_API_KEY",), "token", "api and the qdrant container"),
+    SecretGroup(("OCEANBASE_VECTOR_PASSWORD",), "password", "api and oceanbase/seekdb containers"),
+    SecretGroup(("COUCHBASE_PASSWORD",), "password", "api and couchbase-server"),
+    SecretGroup(("PGVECTOR_PASSWORD", "PGVECTOR_POSTGRES_PASSWORD", "PGVECTO_RS_PASSWORD"), "password",
+                "api's pgvector/pgvecto-rs password = the containers' POSTGRES_PASSWORD"),
+    SecretGroup(("CHROMA_AUTH_CREDENTIALS", "CHROMA_SERVER_AUTHN_CREDENTIALS"), "token",
+                "api's chroma token = chroma's server token"),
+    SecretGroup(("OPENSEARCH_PASSWORD", "OPENSEARCH_INITIAL_ADMIN_PASSWORD"), "complex",
+                "api logs in as OPENSEARCH_USER=admin; opensearch demands a complex password"),
+    SecretGroup(("ELASTICSEARCH_PASSWORD",), "password", "api and elasticsearch ELASTIC_PASSWORD"),
+    SecretGroup(("OPENGAUSS_PASSWORD",), "complex", "api and opengauss GS_PASSWORD (complexity enforced)"),
+    SecretGroup(("ORACLE_PWD",), "complex", "oracle container's SYS password"),
+    # Dify 1.14+ agent services (envs/core-services/dify-agent.env.example; .env.example repeats them)
+    SecretGroup(("DIFY_AGENT_SERVER_SECRET_KEY",), "token", "agent_backend's JWE key for Agent Stub tokens; read by "
+                                                           "api, worker, api_websocket, agent_backend, plugin_daemon"),
+    SecretGroup(("DIFY_AGENT_SHELLCTL_AUTH_TOKEN",), "token", "agent_backend -> local_sandbox SHELLCTL_AUTH_TOKEN"),
+    SecretGroup(("DIFY_AGENT_LOCAL_SANDBOX_AUTH_TOKEN",), "token", "agent_backend -> local_sandbox (1.17+; mandatory)"),
+    # External services whose example value is Dify's shared default password: a public value must not
+    # linger in a production file; sites using these stores supply the real password in their site file.
+    SecretGroup(("ALIBABACLOUD_MYSQL_PASSWORD",), "password", "external store; supply the real one"),
+    SecretGroup(("RELYT_PASSWORD",), "password", "external store; supply the real one"),
+)
+
+# Public defaults that are not generated because the server side is hard-coded upstream
+# (changing the client value alone would break the store). Warned about when that store is chosen.
+FIXED_DEFAULTS: dict[str, tuple[str, str]] = {
+    "VASTBASE_PASSWORD": ("vastbase", "docker-compose.yaml hard-codes VB_PASSWORD=Difyai123456"),
+    "MATRIXONE_PASSWORD": ("matrixone", "matrixone's built-in user dump/111"),
+    "ORACLE_PASSWORD": ("oracle", "created by Dify's startupscripts/ with password dify"),
+    "IRIS_PASSWORD": ("iris", "set by Dify's iris/iris-init.script"),
+    "MINIO_ACCESS_KEY": ("milvus", "milvus-standalone gets no MinIO credentials and uses minioadmin"),
+    "MINIO_SECRET_KEY": ("milvus", "milvus-standalone gets no MinIO credentials and uses minioadmin"),
+}
+
+# Well-known defaults of past and present Dify examples (the example in use is read too).
+KNOWN_DEFAULT_SECRETS: frozenset[str] = frozenset({
+    "difyai123456",
+    "dify-sandbox",
+    "sk-9f73s3ljTXVcMT3Blb3ljTqtsKiGHXVcMT3BlbkFJLK7U",
+    "lYkiYYT6owG+71oLerGzA7GXCgOT++6ovaezWAjpCjf+Sjc3ZtU+qUEi",
+    "QaHbTe77CtuXmsfyhR7+vRjI/+XbV1AaFy691iy+kGDv2Jvy0/eAh8Y1",
+    "WVF5YThaHlkYwhGUSmCRgsX3tD5ngdN8pkih",
+    "Qazwsxedc!@#123",
+    "Dify@123",
+    "Dify123456",
+})
+
+_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|_PWD|SECRET|SECRET_KEY|_KEY|API_KEY|TOKEN|CREDENTIALS|"
+                          r"KEY_ID|KEY_SECRET|CONNECTION_STRING|_DSN)$")
+_NOT_SECRET = re.compile(r"(_FILENAME|_EXPIRE_MINUTES|_EXPIRE_DAYS|MAX_TOKENS|_VERSION)$")
+
+
+def group_keys() -> set[str]:
+    return {k for g in SECRET_GROUPS for k in g.keys}
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a variable holds a credential (its value is never printed)."""
+    if key in group_keys() or key in FIXED_DEFAULTS:
+        return True
+    if key == "CELERY_BROKER_URL":
+        return True
+    return bool(_SECRET_NAME.search(key)) and not _NOT_SECRET.search(key)
+
+
+def known_defaults(example: Mapping[str, str]) -> set[str]:
+    """Every public default secret value: the constants plus what this example ships."""
+    found = set(KNOWN_DEFAULT_SECRETS)
+    for key in group_keys():
+        if example.get(key):
+            found.add(example[key])
+    return found
+
+
+def generate_secret(kind: str = "token") -> str:
+    """A strong random value from ``secrets``: alphanumerics only, plus one ``_`` for 'complex'."""
+    alphabet = string.ascii_letters + string.digits
+    length = 48 if kind == "token" else 32
+    while True:
+        value = "".join(secrets.choice(alphabet) for _ in range(length))
+        if (any(c.islower() for c in value) and any(c.isupper() for c in value)
+                and any(c.isdigit() for c in value) and value[0].isalpha()):
+            break
+    if kind == "complex":  # opensearch/opengauss/oracle want a special character
+        cut = secrets.randbelow(length - 2) + 1
+        value = value[:cut] + "_" + value[cut:]
+    return value
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+_ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
+
+
+@dataclass
+class Line:
+    raw: str
+    key: str | None = None
+    value: str | None = None
+    literal: bool = False  # single-quoted: compose does not interpolate it
+
+
+class EnvDict(dict):
+    """An ordered ``{key: value}`` that remembers which values were single-quoted (literal)."""
+
+    literal: set[str]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.literal = set()
+
+
+def parse_value(raw: str) -> tuple[str, bool]:
+    """Unquote a dotenv value as compose does. Returns (value, literal)."""
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == "'" and text.find("'", 1) > 0:
+        return text[1:text.find("'", 1)], True
+    if len(text) >= 2 and text[0] == '"':
+        out, i = [], 1
+        while i < len(text):
+            ch = text[i]
+            if ch == "\\" and i + 1 < len(text):
+                nxt = text[i + 1]
+                out.append({"n": "\n", "t": "\t", '"': '"', "\\": "\\"}.get(nxt, "\\" + nxt))
+                i += 2
+                continue
+            if ch == '"':
+                break
+            out.append(ch)
+            i += 1
+        return "".join(out), False
+    cut = re.search(r"\s#", text)
+    if cut:
+        text = text[:cut.start()]
+    return text.strip(), False
+
+
+def parse_lines(text: str) -> list[Line]:
+    lines = []
+    for raw in text.splitlines():
+        m = _ASSIGN.match(raw)
+        if m and not raw.lstrip().startswith("#"):
+            value, literal = parse_value(m.group(2))
+            lines.append(Line(raw, m.group(1), value, literal))
+        else:
+            lines.append(Line(raw))
+    return lines
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AirgapError(f"{path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise AirgapError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
+
+
+def env_from_lines(lines: Iterable[Line]) -> EnvDict:
+    env = EnvDict()
+    for line in lines:
+        if line.key is not None:
+            env.pop(line.key, None)  # a repeated key moves to its last place; the last value wins
+            env[line.key] = line.value or ""
+            if line.literal:
+                env.literal.add(line.key)
+            else:
+                env.literal.discard(line.key)
+    return env
+
+
+def read_env(path: str | os.PathLike) -> EnvDict:
+    """The file's ``{key: value}`` in file order, unquoted, with NO interpolation applied."""
+    return env_from_lines(parse_lines(_read_text(Path(path))))
+
+
+_REF = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+?])((?:[^{}]|\{[^{}]*\})*))?\}"
+                  r"|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def interpolate(value: str, known: Mapping[str, str]) -> str:
+    """Compose-style ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:+alt}``, ``$$``."""
+
+    def sub(m: re.Match) -> str:
+        if m.group(1):
+            return "$"
+        name = m.group(2) or m.group(5)
+        op, arg = m.group(3), m.group(4) or ""
+        present = name in known
+        val = known.get(name, "")
+        if op == ":-":
+            return val if val else interpolate(arg, known)
+        if op == "-":
+            return val if present else interpolate(arg, known)
+        if op == ":+":
+            return interpolate(arg, known) if val else ""
+        if op == "+":
+            return interpolate(arg, known) if present else ""
+        if op in (":?", "?") and (not present or (op == ":?" and not val)):
+            raise AirgapError(f"${{{name}}} is required: {arg or 'not set'}")
+        return val
+
+    return _REF.sub(sub, value)
+
+
+def referenced(value: str) -> list[str]:
+    """Variable names a value interpolates (including those inside defaults)."""
+    return re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", value.replace("$$", ""))
+
+
+def resolve_all(env: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every value interpolated as compose reads a ``.env``: top to bottom, each line seeing only the
+    lines above it. ``environ`` (the shell environment) beats the file, as in compose."""
+    literal = getattr(env, "literal", set())
+    done: dict[str, str] = {}
+    for key, raw in env.items():
+        if environ is not None and key in environ:
+            done[key] = environ[key]
+        else:
+            done[key] = raw if key in literal else interpolate(raw, {**done, **(environ or {})})
+    return done
+
+
+def resolve_value(env: Mapping[str, str], key: str, environ: Mapping[str, str] | None = None) -> str:
+    """``env[key]`` interpolated as compose would (e.g. ``COMPOSE_PROFILES`` -> ``qdrant,postgresql``)."""
+    resolved = resolve_all(env, environ)
+    if key not in resolved:
+        raise AirgapError(f"{key} is not set in the env file")
+    return resolved[key]
+
+
+# --- formatting and writing ----------------------------------------------------------------------
+
+_PLAIN = re.compile(r"^[^\s'\"#\\`$]*(?:[ ][^\s'\"#\\`$]+)*$")
+
+
+def format_value(key: str, value: str) -> str:
+    """A value as a dotenv literal. Secrets are quoted so compose never interpolates them."""
+    if _PLAIN.match(value) or (not is_secret_key(key) and "${" in value and "\n" not in value
+                               and not re.search(r"['\"#\\`]", value)):
+        return value
+    if "'" not in value and "\n" not in value:
+        return f"'{value}'"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("$", "$$")
+    return f'"{escaped}"'
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory, chmod, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+EXTRA_HEADER = (
+    "# ------------------------------",
+    "# Site additions (dify-airgap): keys that are not in the .env.example of this Dify release.",
+    "# Compose reads .env top to bottom: nothing above this block can interpolate these keys,",
+    "# and containers only see them when docker-compose.yaml passes them on.",
+    "# ------------------------------",
+)
+REMOVED_HEADER = (
+    "# ------------------------------",
+    "# Removed upstream (dify-airgap upgrade): your values of keys the new .env.example dropped,",
+    "# kept here as comments so nothing is lost. Delete this block once reviewed.",
+    "# ------------------------------",
+)
+
+
+LAYERED_HEADER = (
+    "# ------------------------------------------------------------------",
+    "# dify-airgap: settings this Dify release declares in envs/**/*.env.example (named after each key).",
+    "# Compose lists ./.env LAST in every env_file list and interpolates ${...} from .env only, so a value",
+    "# here reaches every service that reads that envs file, and wins over it. Managed by `invoke env`.",
+    "# ------------------------------------------------------------------",
+)
+
+
+def render_text(lines: list[Line], values: Mapping[str, str], extras: Mapping[str, str] = (),
+                removed: Mapping[str, str] = (), layered: Mapping[str, tuple[str, str]] = ()) -> str:
+    """The example's lines with ``values`` put in place; ``layered`` ({key: (value, envs file)}),
+    ``extras`` and ``removed`` appended."""
+    out = []
+    for line in lines:
+        if line.key is None:
+            out.append(line.raw)
+        elif values.get(line.key, line.value) == line.value:
+            out.append(line.raw)  # untouched: byte-identical to the example
+        else:
+            out.append(f"{line.key}={format_value(line.key, values[line.key])}")
+    if layered:
+        out += ["", *LAYERED_HEADER]
+        for key, (value, origin) in dict(layered).items():
+            out += [f"# {origin}", f"{key}={format_value(key, value)}"]
+    if extras:
+        out += ["", *EXTRA_HEADER]
+        out += [f"{k}={format_value(k, v)}" for k, v in dict(extras).items()]
+    if removed:
+        out += ["", *REMOVED_HEADER]
+        out += [f"# {k}={format_value(k, v)}" for k, v in dict(removed).items()]
+    return "\n".join(out) + "\n"
+
+
+# --- reports -------------------------------------------------------------------------------------
+
+
+@dataclass
+class MergeReport:
+    """What a three-way merge (old example, user's old env, new example) did. No secret values."""
+
+    kept: list[str] = field(default_factory=list)            # user-customised values carried over
+    added: list[str] = field(default_factory=list)           # new keys, with the new default
+    removed: list[str] = field(default_factory=list)         # gone from the new example
+    removed_customised: list[str] = field(default_factory=list)  # ... and the user had changed them
+    default_changed: list[dict] = field(default_factory=list)  # user had the old default; new default taken
+    conflicts: list[dict] = field(default_factory=list)      # user changed it AND the default changed
+    missing: list[str] = field(default_factory=list)         # in the old example, absent from the old env
+    extras: list[str] = field(default_factory=list)          # in neither example (site additions)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        out = []
+        out += [f"kept your value: {k}" for k in self.kept]
+        out += [f"new key (new default): {k}" for k in self.added]
+        out += [f"removed upstream: {k}" + (" (your value kept as a comment at the end)"
+                                            if k in self.removed_customised else "") for k in self.removed]
+        for d in self.default_changed:
+            shown = "" if d.get("secret") else f": {d['old']!r} -> {d['new']!r}"
+            out.append(f"default changed, you had the old default, took the new one: {d['key']}{shown}")
+        for d in self.conflicts:
+            shown = "" if d.get("secret") else f": {d['old']!r} -> {d['new']!r}"
+            out.append(f"default changed, kept YOUR value, review it: {d['key']}{shown}")
+        out += [f"missing from your old env, took the new default: {k}" for k in self.missing]
+        out += [f"site addition carried over: {k}" for k in self.extras]
+        return out
+
+
+@dataclass
+class EnvReport:
+    """What ``render_env_file`` did or would do. Holds key names and sources, never secret values."""
+
+    path: Path
+    example: Path
+    changed: list[str] = field(default_factory=list)     # differs from the existing output (or example)
+    generated: list[str] = field(default_factory=list)   # secrets generated now
+    kept: list[str] = field(default_factory=list)        # secrets kept from the existing output
+    supplied: dict[str, str] = field(default_factory=dict)  # secret -> "from site file" / ...
+    sources: dict[str, str] = field(default_factory=dict)   # key -> layer, for keys not at example value
+    values: dict[str, str] = field(default_factory=dict)    # non-secret values of changed/overridden keys
+    added: list[str] = field(default_factory=list)       # site additions appended at the end
+    placed: dict[str, str] = field(default_factory=dict)  # key -> file it was written to (when not in place)
+    layer_files: list[str] = field(default_factory=list)  # envs/** files written (a service reads no .env)
+    warnings: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    written: bool = False
+    merge: MergeReport | None = None
+
+    def status(self, key: str) -> str:
+        if key in self.generated:
+            return "generated"
+        if key in self.kept:
+            return "kept"
+        return self.supplied.get(key) or self.sources.get(key, "example")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["path"], data["example"] = str(self.path), str(self.example)
+        data["merge"] = self.merge.to_dict() if self.merge else None
+        return data
+
+
+# --- validation data -----------------------------------------------------------------------------
+
+REQUIRED_KEYS = (
+    "SECRET_KEY", "DB_TYPE", "DB_USERNAME", "DB_PASSWORD", "DB_HOST", "DB_PORT", "DB_DATABASE",
+    "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "CELERY_BROKER_URL", "VECTOR_STORE", "STORAGE_TYPE",
+    "CODE_EXECUTION_ENDPOINT", "CODE_EXECUTION_API_KEY", "SANDBOX_API_KEY", "PLUGIN_DAEMON_KEY",
+    "PLUGIN_DAEMON_URL", "PLUGIN_DIFY_INNER_API_KEY", "PLUGIN_DIFY_INNER_API_URL", "COMPOSE_PROFILES",
+)
+
+# DB_TYPE -> the compose service (host name) that runs it
+DB_HOSTS = {"postgresql": "db_postgres", "mysql": "db_mysql", "oceanbase": "oceanbase", "seekdb": "seekdb"}
+DB_PORTS = {"postgresql": "5432", "mysql": "3306"}
+
+# VECTOR_STORE -> the key that must say where it is
+STORE_ENDPOINTS = {
+    "weaviate": "WEAVIATE_ENDPOINT", "qdrant": "QDRANT_URL", "milvus": "MILVUS_URI", "myscale": "MYSCALE_HOST",
+    "relyt": "RELYT_HOST", "pgvector": "PGVECTOR_HOST", "pgvecto-rs": "PGVECTO_RS_HOST",
+    "chroma": "CHROMA_HOST", "opensearch": "OPENSEARCH_HOST", "oracle": "ORACLE_DSN",
+    "tencent": "TENCENT_VECTOR_DB_URL", "elasticsearch": "ELASTICSEARCH_HOST",
+    "elasticsearch-ja": "ELASTICSEARCH_HOST", "analyticdb": "ANALYTICDB_HOST",
+    "couchbase": "COUCHBASE_CONNECTION_STRING", "vikingdb": "VIKINGDB_HOST", "opengauss": "OPENGAUSS_HOST",
+    "tablestore": "TABLESTORE_ENDPOINT", "vastbase": "VASTBASE_HOST", "tidb": "TIDB_VECTOR_HOST",
+    "tidb_on_qdrant": "TIDB_ON_QDRANT_URL", "baidu": "BAIDU_VECTOR_DB_ENDPOINT", "lindorm": "LINDORM_URL",
+    "huawei_cloud": "HUAWEI_CLOUD_HOSTS", "upstash": "UPSTASH_VECTOR_URL", "matrixone": "MATRIXONE_HOST",
+    "oceanbase": "OCEANBASE_VECTOR_HOST", "seekdb": "OCEANBASE_VECTOR_HOST", "iris": "IRIS_HOST",
+    "alibabacloud_mysql": "ALIBABACLOUD_MYSQL_HOST",
+}
+
+# Public URLs the browser or external callers use; all derived from one base URL.
+PUBLIC_URL_KEYS = ("CONSOLE_API_URL", "CONSOLE_WEB_URL", "SERVICE_API_URL", "TRIGGER_URL", "APP_API_URL",
+                   "APP_WEB_URL", "FILES_URL")
+ENDPOINT_TEMPLATE_KEY = "ENDPOINT_URL_TEMPLATE"       # plugin endpoints, http://HOST/e/{hook_id}
+DEBUG_HOST_KEY = "EXPOSE_PLUGIN_DEBUGGING_HOST"       # shown to plugin developers for remote debugging
+
+# Dify size limits in MiB that go through nginx, and byte limits that do.
+UPLOAD_LIMITS_MB = ("UPLOAD_FILE_SIZE_LIMIT", "UPLOAD_IMAGE_FILE_SIZE_LIMIT", "UPLOAD_VIDEO_FILE_SIZE_LIMIT",
+                    "UPLOAD_AUDIO_FILE_SIZE_LIMIT", "ATTACHMENT_IMAGE_FILE_SIZE_LIMIT",
+                    "ANNOTATION_IMPORT_FILE_SIZE_LIMIT")
+UPLOAD_LIMITS_BYTES = ("PLUGIN_MAX_PACKAGE_SIZE", "WEBHOOK_REQUEST_BODY_MAX_SIZE")
+
+
+def nginx_size(value: str) -> int | None:
+    """nginx size syntax (``100M``, ``1g``, ``512k``, ``1048576``) in bytes; 0 means unlimited."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", value or "")
+    if not m:
+        return None
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[m.group(2).lower()]
+
+
+def supported_values(lines: list[Line], key: str) -> list[str]:
+    """The backticked choices of the comment above ``key`` ("Supported values are `a`, `b`")."""
+    comment: list[str] = []
+    for line in lines:
+        if line.key == key:
+            text = " ".join(comment)
+            m = re.search(r"supported values are (.*)", text, re.IGNORECASE)
+            return re.findall(r"`([^`]+)`", m.group(1)) if m else []
+        if line.key is None and line.raw.lstrip().startswith("#"):
+            comment.append(line.raw)
+        elif line.key is not None or not line.raw.strip():
+            comment = []
+    return []
+
+
+def suggest(key: str, known: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def compose_profiles(project_dir: Path, middleware: bool) -> set[str]:
+    """Profile names declared in the project's compose file (empty if it cannot be read)."""
+    name = "docker-compose.middleware.yaml" if middleware else "docker-compose.yaml"
+    try:
+        import yaml
+
+        data = yaml.safe_load((project_dir / name).read_text(encoding="utf-8")) or {}
+    except Exception:  # unreadable or invalid compose file: other tasks report it
+        return set()
+    found: set[str] = set()
+    for service in (data.get("services") or {}).values():
+        found.update((service or {}).get("profiles") or [])
+    return found
+
+
+def compose_text(project_dir: Path, middleware: bool) -> str:
+    name = "docker-compose.middleware.yaml" if middleware else "docker-compose.yaml"
+    try:
+        return (project_dir / name).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+# --- URLs ----------------------------------------------------------------------------------------
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def base_url_for(server_ip: str | None, base_url: str | None, values: Mapping[str, str]) -> str | None:
+    """The public base URL: ``--base-url`` as given, or http(s)://SERVER_IP[:port] from nginx's ports."""
+    if server_ip and base_url:
+        raise AirgapError("pass either --server-ip or --base-url, not both (--base-url already names the host)")
+    if base_url:
+        parts = urlsplit(base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise AirgapError(f"--base-url {base_url!r} is not an http(s) URL; example: https://dify.example.local")
+        return base_url.strip().rstrip("/")
+    if not server_ip:
+        return None
+    host = server_ip.strip()
+    import ipaddress
+
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        if not _HOSTNAME.match(host):
+            raise AirgapError(f"--server-ip {server_ip!r} is neither an IP address nor a host name") from None
+    if values.get("NGINX_HTTPS_ENABLED", "false").lower() == "true":
+        port = values.get("EXPOSE_NGINX_SSL_PORT", "443")
+        return f"https://{host}" + ("" if port in ("443", "") else f":{port}")
+    port = values.get("EXPOSE_NGINX_PORT", "80")
+    return f"http://{host}" + ("" if port in ("80", "") else f":{port}")
+
+
+def url_values(example: Mapping[str, str], base: str, middleware: bool) -> dict[str, str]:
+    """Every public-facing URL/host variable of the example, set from ``base``. Internal service URLs
+    (http://api:5001, http://plugin_daemon:5002, ...) are left alone."""
+    parts = urlsplit(base)
+    out = {k: base for k in PUBLIC_URL_KEYS if k in example}
+    if ENDPOINT_TEMPLATE_KEY in example:
+        if middleware:  # dev mode: the plugin daemon is reached directly on its own port
+            old = urlsplit(example[ENDPOINT_TEMPLATE_KEY])
+            netloc = parts.hostname + (f":{old.port}" if old.port else "")
+            out[ENDPOINT_TEMPLATE_KEY] = urlunsplit((parts.scheme, netloc, old.path, "", ""))
+        else:
+            out[ENDPOINT_TEMPLATE_KEY] = base + "/e/{hook_id}"
+    if DEBUG_HOST_KEY in example:
+        out[DEBUG_HOST_KEY] = parts.hostname or ""
+    return out
+
+
+# --- three-way merge -----------------------------------------------------------------------------
+
+
+def _merge(old_env: Mapping[str, str], base: Mapping[str, str], new: Mapping[str, str]
+           ) -> tuple[dict[str, str], dict[str, str], dict[str, str], dict[str, str], MergeReport]:
+    """Returns (values for new keys, user customisations, extras, removed-customised, report)."""
+    report = MergeReport()
+    values = dict(new)
+    custom: dict[str, str] = {}
+    for key, new_default in new.items():
+        if key not in old_env:
+            if key in base:
+                report.missing.append(key)
+            else:
+                report.added.append(key)
+            continue
+        mine = old_env[key]
+        if key not in base:  # the user had it as an addition; now upstream knows it
+            values[key] = custom[key] = mine
+            report.kept.append(key)
+        elif mine != base[key]:
+            values[key] = custom[key] = mine
+            report.kept.append(key)
+            if new_default != base[key]:
+                report.conflicts.append({"key": key, "old": base[key], "new": new_default,
+                                         "secret": is_secret_key(key)})
+        elif new_default != base[key]:
+            report.default_changed.append({"key": key, "old": base[key], "new": new_default,
+                                           "secret": is_secret_key(key)})
+    extras = {k: v for k, v in old_env.items() if k not in new and k not in base}
+    report.extras = list(extras)
+    removed: dict[str, str] = {}
+    for key in base:
+        if key not in new:
+            report.removed.append(key)
+            if key in old_env and old_env[key] != base[key]:
+                removed[key] = old_env[key]
+                report.removed_customised.append(key)
+    for d in report.default_changed + report.conflicts:
+        if d["secret"]:
+            d["old"] = d["new"] = "***"
+    return values, custom, extras, removed, report
+
+
+def merge_upgrade(old_env: Path, old_example: Path, new_example: Path) -> tuple[str, MergeReport]:
+    """Three-way merge for a Dify upgrade: the new example's layout, the user's changes kept, new
+    keys with their new defaults, removed keys reported (customised ones kept as comments)."""
+    lines = parse_lines(_read_text(Path(new_example)))
+    mine, base = read_env(old_env), read_env(old_example)
+    for key, value in mine.items():  # the caller may log the text: hide the user's secrets
+        if is_secret_key(key) and value and value != base.get(key):
+            register_secret(value)
+    values, _custom, extras, removed, report = _merge(mine, base, env_from_lines(lines))
+    return render_text(lines, values, extras, removed), report
+
+
+# --- release layers (Dify 1.14+: envs/**) ---------------------------------------------------------
+
+
+@dataclass
+class ReleaseLayers:
+    """The keys a release declares in ``envs/**/*.env.example`` but not in ``.env.example``.
+
+    ``defaults``: key -> the example's value (first file wins); ``origin``: key -> the file(s) naming it;
+    ``own_files``: envs files some service reads WITHOUT also reading ``.env`` (a value for one of their
+    keys must be written into that file itself, e.g. 1.16's local-sandbox.env).
+    """
+
+    defaults: dict[str, str] = field(default_factory=dict)
+    origin: dict[str, list[str]] = field(default_factory=dict)
+    own_files: set[str] = field(default_factory=set)
+    interpolated: set[str] = field(default_factory=set)
+    dotenv_readers: set[str] = field(default_factory=set)  #: services given ./.env whole (env_file)
+
+    def files_for(self, key: str) -> list[str]:
+        """Where a value for ``key`` must be written besides ``.env`` (empty: .env alone reaches every reader)."""
+        if key in self.interpolated:
+            return []
+        return [f for f in self.origin.get(key, []) if f in self.own_files]
+
+
+def release_layers(project_dir: Path, example: Mapping[str, str]) -> ReleaseLayers:
+    """Read the release's ``envs/**`` layer examples and which services read which file (see ReleaseLayers)."""
+    from scripts.dify.project import ComposeProject
+
+    project = ComposeProject(Path(project_dir))
+    layers = ReleaseLayers()
+    examples = project.env_examples()
+    if not examples:
+        return layers
+    for rel in examples:
+        for key, value in read_env(project_dir / rel).items():
+            if key in example:
+                continue
+            layers.defaults.setdefault(key, value)
+            layers.origin.setdefault(key, []).append(rel[: -len(".example")])
+    for name in project.services():
+        files = [ref.path for ref in project.env_files(name)]
+        if ".env" in files:
+            layers.dotenv_readers.add(name)
+        if files and ".env" not in files:
+            layers.own_files.update(f for f in files if f.startswith("envs/"))
+    text = compose_text(project_dir, False)
+    layers.interpolated = {k for k in layers.defaults if re.search(r"\$\{?" + re.escape(k) + r"\b", text)}
+    return layers
+
+
+def render_layer_file(project_dir: Path, rel: str, values: Mapping[str, str], dry_run: bool) -> bool:
+    """Write ``envs/X.env`` from ``envs/X.env.example`` with ``values`` in place (0600); True if changed."""
+    example = project_dir / f"{rel}.example"
+    lines = parse_lines(_read_text(example))
+    known = env_from_lines(lines)
+    text = render_text(lines, {k: v for k, v in values.items() if k in known})
+    out = project_dir / rel
+    if out.is_file() and _read_text(out) == text:
+        return False
+    if not dry_run:
+        write_atomic(out, text)
+    return True
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+#: A template of keys services read from their environment that no example of the release declares (e.g. the
+#: plugin daemon's PIP_MIRROR_AUTO_DETECT): written to .env where services get it whole (Dify 1.14+), else skipped.
+PASSTHROUGH_TEMPLATE = "passthrough.env"
+
+_LAYER_RANK = {"example": 0, "template": 1, "old env": 2, "site file": 3, "server url": 4, "model server": 5,
+               "command line": 6}
+
+
+def _layer(source: str) -> str:
+    return source.split(" ", 1)[0] if source.startswith("template") else source
+
+
+SSRF_ALLOW_IPS, SSRF_ALLOW_DOMAINS = "SSRF_PROXY_ALLOW_PRIVATE_IPS", "SSRF_PROXY_ALLOW_PRIVATE_DOMAINS"
+
+
+def model_server_settings(urls: Iterable[str], current: Mapping[str, str]) -> dict[str, str]:
+    """``--model-server URL``: let Dify's SSRF proxy (1.15+ denies private ranges) reach exactly these hosts.
+
+    IP addresses go to SSRF_PROXY_ALLOW_PRIVATE_IPS (squid ``dst``), names to ..._DOMAINS (``dstdomain``),
+    added to what the other layers already allow. A URL without an http(s) scheme and host is refused.
+    """
+    import ipaddress
+
+    ips = [v for v in re.split(r"[,\s]+", current.get(SSRF_ALLOW_IPS, "")) if v]
+    domains = [v for v in re.split(r"[,\s]+", current.get(SSRF_ALLOW_DOMAINS, "")) if v]
+    for url in urls:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise AirgapError(f"--model-server {url!r} is not a URL; write it as Dify will call it, e.g. "
+                              f"http://10.0.0.7:11434")
+        host = parts.hostname
+        try:
+            ipaddress.ip_address(host)
+            target = ips
+        except ValueError:
+            target = domains
+        if host not in target:
+            target.append(host)
+    out = {}
+    if ips:
+        out[SSRF_ALLOW_IPS] = ",".join(ips)
+    if domains:
+        out[SSRF_ALLOW_DOMAINS] = ",".join(domains)
+    return out
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` from ``--set`` into a dict; a malformed item is an error."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise AirgapError(f"--set {item!r} is not KEY=VALUE; example: --set VECTOR_STORE=qdrant")
+        out[key] = value
+    return out
+
+
+def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = None, base_url: str | None = None,
+                    site_file: Path | None = None, overrides: dict | None = None,
+                    regenerate_secrets: bool = False, middleware: bool = False,
+                    templates_dir: Path = TEMPLATES_DIR, dry_run: bool = False,
+                    upgrade_from: Path | None = None, old_example: Path | None = None,
+                    model_servers: Iterable[str] = ()) -> EnvReport:
+    """Render the production env file from the project's example and the layers above it.
+
+    Raises AirgapError (with every problem listed) when the result must not be used: a public default
+    secret left, a likely typo of a known key, an empty required key, an inconsistent pair.
+    """
+    project_dir, out = Path(project_dir), Path(out)
+    example_path = project_dir / (MIDDLEWARE_EXAMPLE if middleware else EXAMPLE)
+    if not example_path.is_file():
+        raise AirgapError(f"{example_path} is missing; --project-dir must be Dify's docker/ directory")
+    lines = parse_lines(_read_text(example_path))
+    example = env_from_lines(lines)
+    layers = ReleaseLayers() if middleware else release_layers(project_dir, example)
+    known = {**layers.defaults, **example}  # every key the release reads, .env.example's first
+    report = EnvReport(path=out, example=example_path, dry_run=dry_run)
+    values: dict[str, str] = dict(known)
+    source: dict[str, str] = {k: "example" for k in known}
+    extras: dict[str, str] = {}
+    extra_source: dict[str, str] = {}
+    removed: dict[str, str] = {}
+    errors: list[str] = []
+    explicit: dict[str, tuple[str, str]] = {}  # key -> (layer, value) for keys set by old env/site/CLI
+
+    def apply(layer: str, data: Mapping[str, str], *, unknown: str) -> None:
+        for key, value in data.items():
+            if key in known:
+                values[key], source[key] = value, layer
+                if _layer(layer) in ("old env", "site file", "command line"):
+                    explicit[key] = (layer, value)
+                continue
+            if unknown == "skip":
+                continue
+            close = suggest(key, known)
+            if unknown == "check" and close:
+                errors.append(f"{key} ({layer}) is not a key of {example_path.name}; did you mean {close}?")
+                continue
+            extras[key], extra_source[key] = value, layer
+
+    # 1. templates (keys this release does not know are skipped: templates serve several versions), except
+    #    PASSTHROUGH_TEMPLATE's: written for releases whose services get .env whole (env_file: ./.env, 1.14+)
+    passthrough: set[str] = set()
+    if templates_dir and Path(templates_dir).is_dir():
+        for tpl in sorted(Path(templates_dir).glob("*.env")):
+            if tpl.name != PASSTHROUGH_TEMPLATE:
+                apply(f"template {tpl.name}", read_env(tpl), unknown="skip")
+            elif layers.dotenv_readers:
+                data = {k: v for k, v in read_env(tpl).items() if k not in known}
+                passthrough |= set(data)
+                apply(f"template {tpl.name}", data, unknown="extra")
+    # 2. the user's old env, three-way merged (upgrade)
+    if upgrade_from:
+        if not old_example:
+            raise AirgapError("--upgrade-from needs --old-example: the .env.example of the release that "
+                              "OLD_ENV was made from (keep it next to the old .env)")
+        old_env, base_env = read_env(upgrade_from), read_env(old_example)
+        _values, custom, old_extras, removed, report.merge = _merge(old_env, base_env, known)
+        for d in report.merge.default_changed:  # user kept the old default: take the new one
+            values[d["key"]], source[d["key"]] = known[d["key"]], "example"
+        apply("old env", custom, unknown="extra")
+        apply("old env", old_extras, unknown="extra")
+    # 3. site file
+    if site_file:
+        apply("site file", read_env(site_file), unknown="check")
+    # 4. public URLs
+    base = base_url_for(server_ip, base_url, {**values, **(overrides or {})})  # --set EXPOSE_NGINX_PORT counts
+    if base:
+        apply("server url", url_values(example, base, middleware), unknown="skip")
+    # 5. model servers on the site network (--model-server): the SSRF proxy's private allow list
+    model_servers = [u for u in model_servers or () if u]
+    if model_servers:
+        allow = model_server_settings(model_servers, values)
+        if SSRF_ALLOW_IPS in known:
+            apply("model server", allow, unknown="skip")
+        else:
+            report.warnings.append(f"--model-server: this release's SSRF proxy has no {SSRF_ALLOW_IPS} (it "
+                                   "does not deny private ranges before Dify 1.15): nothing to allow")
+    # 6. --set KEY=VALUE
+    apply("command line", dict(overrides or {}), unknown="check")
+
+    # secrets: explicit (highest layer) > existing output file > generated
+    defaults = known_defaults(example)
+    if old_example:
+        defaults |= known_defaults(read_env(old_example))
+    existing = read_env(out) if out.is_file() else None
+    for group in SECRET_GROUPS:
+        keys = [k for k in group.keys if k in known]
+        if not keys:
+            continue
+        given = [(k, explicit[k]) for k in keys if k in explicit]
+        chosen = None
+        if given:
+            top = max(_LAYER_RANK[_layer(layer)] for _, (layer, _v) in given)
+            top_given = [(k, lv) for k, lv in given if _LAYER_RANK[_layer(lv[0])] == top]
+            distinct = {lv[1] for _, lv in top_given}
+            if len(distinct) > 1:
+                errors.append(f"{' and '.join(k for k, _ in top_given)} must be equal (one secret shared by "
+                              f"both ends); set only {keys[0]} and it is copied to the others")
+            _key, (layer, chosen) = top_given[0]
+            status = "kept from old env" if layer == "old env" else f"from {layer}"
+            for k in keys:
+                report.supplied[k] = status
+        elif existing is not None and not regenerate_secrets:
+            found = [existing[k] for k in keys if existing.get(k) and existing[k] not in defaults]
+            if found:
+                chosen = found[0]
+                if len(set(found)) > 1:
+                    report.warnings.append(f"{out.name} had different values for {', '.join(keys)}; "
+                                           f"kept the one of {keys[0]} for all of them")
+                report.kept += keys
+        if chosen is None:
+            chosen = generate_secret(group.kind)
+            report.generated += keys
+        for k in keys:
+            values[k] = chosen
+            if k not in explicit:
+                source[k] = "generated" if k in report.generated else "kept"
+        register_secret(chosen)
+
+    # CELERY_BROKER_URL carries the redis password: derive it unless the user wrote it themselves
+    _derive_broker_url(values, source, explicit, report)
+
+    for key, value in list(values.items()) + list(extras.items()):
+        # example values are public: registering e.g. TIDB_PUBLIC_KEY=dify would redact 'dify' everywhere
+        if is_secret_key(key) and value and value != known.get(key) and value not in defaults:
+            register_secret(value)
+            if key == "CELERY_BROKER_URL":
+                pw = urlsplit(value).password
+                if pw:
+                    register_secret(pw)
+
+    errors += _validate(lines, known, values, {k: v for k, v in extras.items() if k not in passthrough}, defaults,
+                        middleware, project_dir, report)
+    if errors:
+        raise AirgapError(f"{len(errors)} problem(s) in the env layers; nothing was written:\n  - "
+                          + "\n  - ".join(errors))
+
+    layered = {k: (values[k], "declared in " + ", ".join(layers.origin[k])) for k in layers.defaults
+               if values[k] != layers.defaults[k] or k in explicit}
+    text = render_text(lines, {k: values[k] for k in example}, extras, removed, layered)
+    own: dict[str, dict[str, str]] = {}
+    for key in layered:
+        report.placed[key] = out.name
+        for rel in layers.files_for(key):
+            own.setdefault(rel, {})[key] = values[key]
+            report.placed[key] = f"{rel} and {out.name}"
+    before = existing if existing is not None else example
+    after = env_from_lines(parse_lines(text))
+    report.changed = [k for k in after if before.get(k) != after[k]]
+    report.added = list(extras)
+    report.sources = {k: source[k] for k in values if source[k] != "example"}
+    report.sources.update(extra_source)
+    report.values = {k: values.get(k, extras.get(k, "")) for k in set(report.sources) | set(report.changed)
+                     if not is_secret_key(k)}
+    if not dry_run:
+        write_atomic(out, text)
+        report.written = True
+    for rel, data in own.items():  # a service reads this envs file and not .env: the value goes there too
+        if render_layer_file(project_dir, rel, data, dry_run) and rel not in report.layer_files:
+            report.layer_files.append(rel)
+    return report
+
+
+def _derive_broker_url(values: dict[str, str], source: dict[str, str], explicit: Mapping,
+                       report: EnvReport) -> None:
+    url = values.get("CELERY_BROKER_URL")
+    if not url or "REDIS_PASSWORD" not in values:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or parts.hostname != values.get("REDIS_HOST", "redis"):
+        return
+    password = values["REDIS_PASSWORD"]
+    if "CELERY_BROKER_URL" in explicit:
+        if parts.password is not None and parts.password != password:
+            report.warnings.append("CELERY_BROKER_URL (set by you) has a different password than "
+                                   "REDIS_PASSWORD for the same redis host: celery will not connect")
+        return
+    user = parts.username or ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    values["CELERY_BROKER_URL"] = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    source["CELERY_BROKER_URL"] = "derived from REDIS_PASSWORD"
+
+
+def _validate(lines: list[Line], example: Mapping[str, str], values: Mapping[str, str],
+              extras: Mapping[str, str], defaults: set[str], middleware: bool, project_dir: Path,
+              report: EnvReport) -> list[str]:
+    """Errors (returned) and warnings (added to ``report``) about the final values."""
+    errors: list[str] = []
+    warn = report.warnings.append
+
+    # secrets: no public default may remain, and linked keys hold one value
+    for group in SECRET_GROUPS:
+        keys = [k for k in group.keys if k in values]
+        for key in keys:
+            if not values[key]:
+                errors.append(f"{key} is empty; it is a secret ({group.why}); drop it from your site file "
+                              f"so one is generated, or set a real value")
+            elif values[key] in defaults:
+                errors.append(f"{key} still holds a public default secret shipped with Dify; remove it from "
+                              f"your site file/--set so a strong one is generated ({group.why})")
+        if len({values[k] for k in keys}) > 1:
+            errors.append(f"{', '.join(keys)} must hold the same value ({group.why})")
+    broker = values.get("CELERY_BROKER_URL", "")
+    if broker and urlsplit(broker).password in defaults:
+        errors.append("CELERY_BROKER_URL still embeds a public default redis password; let it be derived "
+                      "from REDIS_PASSWORD (drop it from your site file)")
+
+    for key in REQUIRED_KEYS:
+        if key in example and not values.get(key, "").strip():
+            errors.append(f"{key} is required and empty")
+
+    # choices listed in the example's own comments
+    for key in ("DB_TYPE", "VECTOR_STORE"):
+        choices = supported_values(lines, key)
+        value = values.get(key, "")
+        if choices and value and value not in choices:
+            close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else f"; one of: {', '.join(choices)}"
+            errors.append(f"{key}={value} is not supported by this Dify release{hint}")
+
+    db_type = values.get("DB_TYPE", "")
+    db_host = values.get("DB_HOST", "")
+    if db_type in DB_HOSTS and db_host in DB_HOSTS.values() and db_host != DB_HOSTS[db_type]:
+        errors.append(f"DB_TYPE={db_type} but DB_HOST={db_host} (the {db_host} container runs another "
+                      f"database); set DB_HOST={DB_HOSTS[db_type]} or an external host")
+    if db_type in DB_PORTS and db_host == DB_HOSTS.get(db_type) and values.get("DB_PORT") \
+            and values["DB_PORT"] != DB_PORTS[db_type]:
+        errors.append(f"DB_TYPE={db_type} on the bundled {db_host} listens on {DB_PORTS[db_type]}, "
+                      f"but DB_PORT={values['DB_PORT']}")
+    if db_type == "mysql" and values.get("DB_USERNAME", "root") != "root":
+        warn("DB_TYPE=mysql: Dify's example says only the root user is supported (DB_USERNAME=root)")
+
+    store = values.get("VECTOR_STORE", "")
+    endpoint_key = STORE_ENDPOINTS.get(store)
+    if endpoint_key and endpoint_key in example and not values.get(endpoint_key, "").strip():
+        errors.append(f"VECTOR_STORE={store} needs {endpoint_key} (where the store is); it is empty")
+    if endpoint_key:  # an external store's credentials are placeholders until the site supplies them
+        prefix = endpoint_key.rsplit("_", 1)[0] + "_"
+        for key in example:
+            if key.startswith(prefix) and is_secret_key(key) and key not in group_keys() \
+                    and key not in FIXED_DEFAULTS and example[key] and values.get(key) == example[key]:
+                warn(f"VECTOR_STORE={store}: {key} still holds the example's placeholder; set the real one "
+                     f"in your site file")
+    for key, (fixed_store, why) in FIXED_DEFAULTS.items():
+        if store == fixed_store and key in values and values[key] == example.get(key):
+            warn(f"{key} keeps Dify's public default because {why}; keep that store off any reachable port")
+
+    # compose reads top to bottom: a reference to a key defined below (or in the extras) is unset
+    order = {line.key: i for i, line in enumerate(lines) if line.key}
+    for i, line in enumerate(lines):
+        if line.key is None:
+            continue
+        for name in referenced(values.get(line.key, "")):
+            if name in extras:
+                warn(f"{line.key} interpolates ${{{name}}}, which is only defined in the site-additions block "
+                     f"at the end: compose will use the default instead; add {name} above {line.key}")
+            elif name in order and order[name] > i:
+                warn(f"{line.key} interpolates ${{{name}}}, defined further down: compose will not see it")
+    resolved = resolve_all({**values, **extras})
+    profiles = compose_profiles(project_dir, middleware)
+    active = set(resolved.get("COMPOSE_PROFILES", "").split(","))
+    for key in ("VECTOR_STORE", "DB_TYPE"):
+        value = resolved.get(key, "")
+        if value in profiles and "COMPOSE_PROFILES" in values and value not in active:
+            warn(f"{key}={value} but COMPOSE_PROFILES resolves to {resolved['COMPOSE_PROFILES']!r}: "
+                 f"the {value} container will not start")
+    compose = compose_text(project_dir, middleware)
+    for key in extras:
+        if compose and not re.search(r"\$\{?" + re.escape(key) + r"\b", compose):
+            warn(f"{key} (site addition) is not referenced by the compose file: no container will see it")
+
+    # sizes: nginx must let through what Dify says it accepts (nginx answers 413 otherwise)
+    if not middleware and "NGINX_CLIENT_MAX_BODY_SIZE" in values:
+        body = nginx_size(values["NGINX_CLIENT_MAX_BODY_SIZE"])
+        if body is None:
+            errors.append(f"NGINX_CLIENT_MAX_BODY_SIZE={values['NGINX_CLIENT_MAX_BODY_SIZE']!r} is not an nginx "
+                          f"size (examples: 100M, 512M, 1G)")
+        elif body:
+            limits = {k: int(values[k]) * 1024 * 1024 for k in UPLOAD_LIMITS_MB if values.get(k, "").isdigit()}
+            limits.update({k: int(values[k]) for k in UPLOAD_LIMITS_BYTES if values.get(k, "").isdigit()})
+            for key, size in limits.items():
+                if size > body:
+                    errors.append(f"{key}={values[key]} allows more than NGINX_CLIENT_MAX_BODY_SIZE="
+                                  f"{values['NGINX_CLIENT_MAX_BODY_SIZE']} lets through; raise the nginx size "
+                                  f"to at least {-(-size // 1024 ** 2)}M")
+
+    if middleware:
+        linked = [k for k in ("DB_PASSWORD", "REDIS_PASSWORD", "SANDBOX_API_KEY", "PLUGIN_DAEMON_KEY",
+                              "PLUGIN_DIFY_INNER_API_KEY") if k in values]
+        warn("middleware mode: the api runs outside compose; copy these values into api/.env by hand "
+             f"(SANDBOX_API_KEY goes to CODE_EXECUTION_API_KEY there): {', '.join(linked)}")
+
+    # air-gap sanity (warnings: the site may have an internal mirror of these)
+    if values.get("MARKETPLACE_ENABLED", "").lower() == "true":
+        warn("MARKETPLACE_ENABLED=true: the marketplace is on the internet; install plugins from files")
+    if not middleware and any(k in example for k in PUBLIC_URL_KEYS) \
+            and not any(values.get(k) for k in PUBLIC_URL_KEYS if k != "TRIGGER_URL"):
+        warn("public URLs are empty (FILES_URL too, which file-processing plugins need); pass --server-ip "
+             "or --base-url")
+    for key in extras:
+        close = suggest(key, example)
+        if close:
+            warn(f"{key} kept as a site addition; the known key {close} looks similar")
+    return errors

@@ -1,0 +1,1 @@
+"""Engine: the docker/podman adapter (commands, compose providers, images, bridge fixes). Uses core."""

@@ -1,0 +1,1 @@
+"""Host: what runs on the air-gapped server: doctor, preflight, install, check, push."""

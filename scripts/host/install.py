@@ -1,0 +1,410 @@
+"""`invoke install BUNDLE --runtime docker|podman`: the air-gapped side, safe and idempotent.
+
+Order, and why:
+
+1. verify the bundle (a bad part is named before anything changes) and run preflight;
+2. make sure a compose provider exists (podman: podman-compose from the bundle's wheels, into the
+   toolkit's own venv, never system Python);
+3. load the images streamed from the compressed parts (skipped when the same image ids are present);
+4. copy Dify's ``docker/`` into ONE install root (``--prefix``, default /opt/dify); a file that would be
+   replaced and differs is backed up first; ``.env`` and ``volumes/`` are never overwritten;
+5. render ``.env`` (first install) or merge it three-way with the new release's example (upgrade),
+   after a 0600 backup;
+6. write the overrides this host needs (offline: ``pull_policy: never``; podman; SELinux ``:z``);
+7. prove every image the rendered project needs is present, naming image and service, BEFORE starting;
+8. ``compose up -d``, then wait (bounded) for running/healthy services and one-shot services exited 0;
+   on failure print the failing services' last log lines. Volumes are never removed.
+
+A re-run with the same bundle changes nothing and says so. ``--dry-run`` prints every command and file
+change and does nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import filecmp
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from scripts.bundle.manifest import find_bundle_dir, load_manifest, verify
+from scripts.core.console import LOG
+from scripts.core.errors import AirgapError, ImageMissing
+from scripts.core.waiting import WaitTimeout
+from scripts.dify import deployment as dep
+from scripts.dify import stack
+from scripts.dify.envfile import render_env_file, write_atomic
+from scripts.engine.client import Engine
+from scripts.engine.images import load_images, local_ref
+from scripts.host import preflight
+
+STATE_DIR = ".dify-airgap"           # under the prefix: backups, previous example, history
+PODMAN_OVERRIDE = "podman.yaml"
+
+
+@dataclass
+class InstallOptions:
+    bundle: Path
+    runtime: str
+    prefix: Path = Path(dep.DEFAULT_PREFIX)
+    server_ip: str | None = None
+    base_url: str | None = None
+    site_file: Path | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    model_servers: list[str] = field(default_factory=list)  # --model-server: allowed through the SSRF proxy
+    timeout: float = 600
+    selinux: str = "auto"      # auto (relabel when enforcing), on, off
+    start: bool = True
+    dry_run: bool = False
+    project_name: str = dep.PROJECT_NAME
+    engine_env: dict[str, str] = field(default_factory=dict)  # DOCKER_HOST etc., recorded for check/down
+
+
+@dataclass
+class InstallReport:
+    prefix: Path
+    actions: list[str] = field(default_factory=list)   # what changed (or would change in dry-run)
+    unchanged: list[str] = field(default_factory=list)
+    services: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+    def render(self) -> str:
+        lines = [f"install root: {self.prefix}"]
+        lines += [f"  changed: {a}" for a in self.actions] or ["  nothing changed: already installed"]
+        lines += [f"  unchanged: {u}" for u in self.unchanged]
+        if self.services:
+            lines.append("  services: " + ", ".join(f"{k}={v}" for k, v in sorted(self.services.items())))
+        return "\n".join(lines)
+
+
+def open_bundle(path: Path, dry_run: bool = False) -> Path:
+    """The bundle directory for PATH (a bundle directory, its manifest, or its single archive)."""
+    try:
+        from scripts.bundle.archive import materialize  # the single-archive form
+    except ImportError:
+        return find_bundle_dir(path)
+    return materialize(path, dry_run=dry_run)
+
+
+def ensure_compose(engine: Engine, bundle: Path, manifest: dict) -> tuple[list[str], bool]:
+    """(compose argv to record, installed now?). Empty argv: auto-detection works.
+
+    Podman without a provider: podman-compose from the bundle's wheels, into the toolkit's own venv.
+    """
+    if engine.find_compose():
+        return list(engine.compose_argv or []), False
+    if not engine.is_podman:
+        engine.compose()  # raises ComposeMissing with the fix
+    target = Path(sys.executable).parent / "podman-compose"
+    installed = False
+    if not target.exists():
+        if sys.prefix == sys.base_prefix:
+            raise AirgapError("podman-compose is missing and this toolkit does not run from its own venv; bootstrap "
+                              "it with the bundle's `sh install.sh` and run `.venv/bin/dify-airgap install ...`")
+        argv = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(bundle / "wheels"),
+                "podman-compose"]
+        LOG.info("podman-compose is missing: installing it from the bundle's wheels into %s", sys.prefix)
+        engine.run(argv[1:], argv0=argv[:1], timeout=600)
+        installed = True
+        if engine.dry_run:
+            return [str(target)], True
+    engine.compose_argv = (str(target),)
+    engine._compose = None
+    provider = engine.compose()
+    LOG.info("compose provider: %s %s", provider.name, provider.version)
+    return [str(target)], installed
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+def sync_tree(src: Path, dest: Path, backup_dir: Path, *, dry_run: bool, keep: tuple[str, ...] = ()) -> list[str]:
+    """Copy every file of ``src`` to ``dest``; a differing existing file is backed up first.
+
+    Files only in ``dest`` (the site's own, runtime data) are left alone; ``keep`` paths are never
+    written. Returns the relative paths that changed.
+    """
+    changed = []
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if path.is_dir() or any(rel.as_posix() == k or rel.as_posix().startswith(k + "/") for k in keep):
+            continue
+        target = dest / rel
+        if target.is_file() and filecmp.cmp(path, target, shallow=False):
+            continue
+        changed.append(rel.as_posix())
+        if dry_run:
+            print(f"[dry-run] {'replace' if target.exists() else 'create'} {target}")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            saved = backup_dir / rel
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(target, saved)
+        tmp = target.with_name(f".{target.name}.dal-tmp")
+        shutil.copy2(path, tmp)
+        os.replace(tmp, target)
+    return changed
+
+
+def offline_override(project_dir: Path) -> str:
+    """``pull_policy: never`` for every service: a missing image fails at once instead of after DNS timeouts."""
+    data = yaml.safe_load((project_dir / "docker-compose.yaml").read_text()) or {}
+    services = {name: {"pull_policy": "never"} for name in sorted(data.get("services") or {})}
+    header = ("# Generated by dify-airgap install (compose-overrides/offline.yaml explains it).\n"
+              "# pull_policy: never -- on an air-gapped host every image comes from the bundle; compose must\n"
+              "# not try a registry (it would hang on DNS, then fail with a misleading message).\n")
+    return header + yaml.safe_dump({"services": services}, sort_keys=True)
+
+
+def selinux_override(project_dir: Path) -> str:
+    """Every relative/absolute bind mount again with ``:z``: SELinux relabels it for containers."""
+    data = yaml.safe_load((project_dir / "docker-compose.yaml").read_text()) or {}
+    services = {}
+    for name, body in sorted((data.get("services") or {}).items()):
+        binds = []
+        for vol in (body or {}).get("volumes") or []:
+            if not isinstance(vol, str) or not vol.startswith((".", "/", "$")):
+                continue
+            parts = vol.split(":")
+            if len(parts) == 2:
+                binds.append(f"{vol}:z")
+            elif len(parts) >= 3 and "z" not in parts[-1].split(",") and "Z" not in parts[-1].split(","):
+                binds.append(":".join(parts[:-1]) + f":{parts[-1]},z")
+        if binds:
+            services[name] = {"volumes": binds}
+    header = ("# Generated by dify-airgap install on an SELinux-enforcing host (compose-overrides/selinux.yaml).\n"
+              "# Same bind mounts, same container paths, plus `z`: podman relabels the host files\n"
+              "# (container_file_t) so the containers may read and write them.\n")
+    return header + yaml.safe_dump({"services": services}, sort_keys=True)
+
+
+def _write_if_changed(path: Path, text: str, dry_run: bool) -> bool:
+    if path.is_file() and path.read_text() == text:
+        return False
+    if dry_run:
+        print(f"[dry-run] write {path}")
+        return True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text, mode=0o644)
+    return True
+
+
+def wants_selinux_relabel(option: str, engine: Engine) -> bool:
+    if option == "on":
+        return True
+    if option == "off":
+        return False
+    from scripts.host.doctor import selinux_mode
+
+    return engine.is_podman and selinux_mode() == "enforcing"
+
+
+# --- the install ----------------------------------------------------------------------------------
+
+def install(opts: InstallOptions) -> InstallReport:
+    prefix = opts.prefix.resolve()
+    report = InstallReport(prefix)
+    engine = Engine(opts.runtime, dry_run=opts.dry_run, env=dict(opts.engine_env))
+    now = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    state_dir = prefix / STATE_DIR
+    bundle = open_bundle(opts.bundle, dry_run=opts.dry_run)
+    manifest = load_manifest(bundle)
+    key = preflight.bundle_key(bundle, manifest)
+
+    # 1. verify + preflight
+    LOG.info("verifying %s", bundle)
+    checked = verify(bundle, deep=True)
+    if not checked.ok:
+        raise AirgapError(f"the bundle does not verify; nothing was changed:\n{checked.render()}")
+    pre = preflight.run(engine, bundle, manifest, prefix, overrides=opts.overrides)
+    print(pre.render())
+    if not pre.ok:
+        raise AirgapError("preflight failed; nothing was changed (fix the FAIL items above)")
+
+    # 2. compose provider
+    compose_argv, compose_installed = ensure_compose(engine, bundle, manifest)
+    if compose_installed:
+        report.actions.append(f"podman-compose installed from the bundle's wheels: {compose_argv[0]}")
+
+    # 3. images
+    loaded = load_images(engine, bundle, manifest)
+    if loaded:
+        report.actions.append(f"loaded {len(loaded)} images")
+    else:
+        report.unchanged.append("images (same image ids already present)")
+
+    # 4. files
+    previous = None
+    try:
+        previous = dep.load(prefix)
+    except AirgapError:
+        previous = None
+    project = prefix / "docker"
+    env_path = project / ".env"
+    old_example = state_dir / "previous.env.example"
+    if (env_path.is_file() and (project / ".env.example").is_file() and not opts.dry_run
+            and not filecmp.cmp(project / ".env.example", bundle / "docker" / ".env.example", shallow=False)):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project / ".env.example", old_example)
+    if not opts.dry_run:
+        prefix.mkdir(parents=True, exist_ok=True)
+    changed = sync_tree(bundle / "docker", project, state_dir / f"backup-{now}" / "docker",
+                        dry_run=opts.dry_run, keep=(".env", "volumes"))
+    if changed:
+        report.actions.append(f"{len(changed)} file(s) of docker/ written (changed ones backed up in "
+                              f"{STATE_DIR}/backup-{now})")
+    else:
+        report.unchanged.append("docker/ files")
+
+    # 5. .env
+    report.actions += _env(opts, bundle, project, env_path, old_example, state_dir, now)
+    if not any(a.startswith(".env") for a in report.actions):
+        report.unchanged.append(".env")
+
+    # 6. overrides
+    overrides_dir = prefix / "compose-overrides"
+    files = ["docker-compose.yaml"]
+    wanted = {"offline.yaml": offline_override(bundle / "docker")}
+    if engine.is_podman:
+        wanted[PODMAN_OVERRIDE] = (bundle / "compose-overrides" / PODMAN_OVERRIDE).read_text()
+    keys = sorted((project / "plugin-keys").glob("*.public.pem")) if (project / "plugin-keys").is_dir() else []
+    if keys and (bundle / "compose-overrides" / "plugin-signing.yaml").is_file():
+        # the site's plugin public key is in place: keep signature verification ON with it (docs/plugins.md)
+        wanted["plugin-signing.yaml"] = (bundle / "compose-overrides" / "plugin-signing.yaml").read_text()
+    if wants_selinux_relabel(opts.selinux, engine):
+        wanted["selinux.yaml"] = selinux_override(bundle / "docker")
+    for name, text in wanted.items():
+        if _write_if_changed(overrides_dir / name, text, opts.dry_run):
+            report.actions.append(f"compose override {name} written")
+        files.append(str(overrides_dir / name))
+
+    # 7. every image the rendered project needs, before anything starts
+    env_for_check = env_path if env_path.is_file() else bundle / "docker" / ".env.example"
+    values = stack.env_values(env_for_check, opts.overrides if opts.dry_run else None)
+    specs = stack.load_specs(bundle / "docker" if opts.dry_run else project, ["docker-compose.yaml"], values)
+    active = stack.active_services(specs, stack.active_profiles(values))
+    needed = stack.needed_images(active)
+    in_bundle = {i["ref"] for i in manifest["images"]}
+    missing = [(ref, services) for ref, services in needed.items()
+               if not (opts.dry_run and ref in in_bundle) and not engine.image_exists(local_ref(engine, ref))]
+    if missing:
+        names = "; ".join(f"{ref} (service{'s' if len(s) > 1 else ''}: {', '.join(s)})" for ref, s in missing)
+        raise ImageMissing(f"{len(missing)} image(s) the project needs are not present and not in the bundle: "
+                           f"{names}. Nothing was started. Make the bundle with these profiles / vector stores "
+                           f"(invoke bundle --vector-stores ... / --profiles ...).", image=missing[0][0])
+
+    # record the deployment before starting, so `invoke down` works even if start-up fails
+    record = dep.Deployment(prefix=prefix, runtime=engine.runtime, project_name=opts.project_name,
+                            engine_env=dict(opts.engine_env), dify_version=manifest.get("dify_version", ""),
+                            bundle=key, compose_files=files, profiles=[],
+                            images=[{"ref": r, "services": s} for r, s in needed.items()],
+                            installed_at=previous.installed_at if previous and previous.bundle == key else
+                            _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+                            compose_argv=compose_argv or (previous.compose_argv if previous else []))
+    if previous and previous.bundle != key and not opts.dry_run:
+        history = state_dir / f"history-{now}.json"
+        history.write_text(previous.to_json())
+        report.actions.append(f"upgrade from {previous.bundle}: old image set noted in {STATE_DIR}/{history.name}")
+    if not opts.dry_run and (previous is None or previous.to_json() != record.to_json()):
+        record.save()
+
+    # 8. start
+    if not opts.start:
+        return report
+    engine_c = record.engine(dry_run=opts.dry_run) if record.compose_argv else engine
+
+    def compose(args, **kwargs):
+        return record.compose(engine_c, args, **kwargs)
+
+    if opts.dry_run:
+        compose(["up", "-d"], timeout=opts.timeout)
+        return report
+    current = stack.states(engine_c, record.project_name, compose)
+    ready, _problems = stack.readiness(engine_c, active, current)
+    if ready and not report.changed:
+        LOG.info("every service is already running and healthy: nothing to do")
+        report.services = {name: "ready" for name in active}
+        return report
+    LOG.info("starting the stack (compose up -d)")
+    compose(["up", "-d"], timeout=max(opts.timeout, 300), capture=False)
+    report.actions.append("compose up -d")
+    try:
+        final = stack.wait_ready(engine_c, record.project_name, active, opts.timeout, compose)
+    except (WaitTimeout, stack.StackFailed) as exc:
+        current = stack.states(engine_c, record.project_name, compose)
+        _ok, problems = stack.readiness(engine_c, active, current)
+        failing = [p.split(":", 1)[0] for p in problems]
+        raise AirgapError(f"the stack did not become ready within {opts.timeout:.0f}s: {'; '.join(problems)}\n"
+                          + stack.logs_tail(engine_c, current, failing)
+                          + "\nVolumes and data are untouched; fix the cause and re-run install, or "
+                            f"`invoke down --prefix {prefix}`.") from exc
+    report.services = {name: "ready" for name in final if name in active}
+    return report
+
+
+def _env(opts: InstallOptions, bundle: Path, project: Path, env_path: Path, old_example: Path,
+         state_dir: Path, now: str) -> list[str]:
+    templates = bundle / "env-templates"
+    common = dict(server_ip=opts.server_ip, base_url=opts.base_url, site_file=opts.site_file,
+                  overrides=opts.overrides, templates_dir=templates, model_servers=opts.model_servers)
+    source_dir = project if (project / ".env.example").is_file() else bundle / "docker"
+    if not env_path.is_file():
+        report = render_env_file(source_dir, env_path, dry_run=opts.dry_run, **common)
+        if opts.dry_run:
+            print(f"[dry-run] write {env_path} (mode 0600): {len(report.generated)} secrets generated")
+            return [f".env rendered ({len(report.generated)} secrets generated)"]
+        return [f".env rendered, mode 0600 ({len(report.generated)} secrets generated)"]
+    base = old_example if old_example.is_file() else source_dir / ".env.example"
+    trial = render_env_file(source_dir, env_path, dry_run=True, upgrade_from=env_path, old_example=base, **common)
+    if not trial.changed:
+        return []
+    if opts.dry_run:
+        print(f"[dry-run] back up {env_path}; merge: {', '.join(trial.changed)} would change")
+        return [f".env merged ({len(trial.changed)} keys)"]
+    saved = state_dir / f"env-backup-{now}"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(saved, env_path.read_text(), mode=0o600)
+    render_env_file(source_dir, env_path, upgrade_from=env_path, old_example=base, **common)
+    if old_example.is_file():
+        old_example.unlink()
+    return [f".env merged ({len(trial.changed)} keys: {', '.join(trial.changed)}); backup {saved}"]
+
+
+# --- down -----------------------------------------------------------------------------------------
+
+def down(prefix: Path, *, purge_data: bool = False, dry_run: bool = False, timeout: float = 300) -> list[str]:
+    """Stop and remove the stack's containers; volumes and data stay unless ``purge_data``."""
+    record = dep.load(prefix)
+    engine = record.engine(dry_run=dry_run)
+    args = ["down"]
+    if purge_data:
+        args.append("-v")
+    if not engine.is_podman or not (engine.find_compose() and engine.find_compose().is_podman_compose):
+        args += ["--remove-orphans", "--timeout", "30"]
+    record.compose(engine, args, timeout=timeout, check=True)
+    done = [f"stopped {record.project_name} ({' '.join(args)})"]
+    if purge_data:
+        volumes = record.project_dir / "volumes"
+        if dry_run:
+            print(f"[dry-run] remove {volumes}")
+        elif volumes.exists():
+            if engine.is_podman and engine.facts().get("rootless"):
+                # rootless: the data belongs to the user's sub-uids; only inside the user namespace can we delete it
+                engine.run(["unshare", "rm", "-rf", str(volumes)], timeout=timeout)
+            else:
+                shutil.rmtree(volumes)
+            done.append(f"removed {volumes}")
+    return done
+
+
+def summary_json(report: InstallReport) -> str:
+    return json.dumps({"prefix": str(report.prefix), "changed": report.changed, "actions": report.actions,
+                       "unchanged": report.unchanged, "services": report.services}, indent=2)

@@ -1,0 +1,1 @@
+"""Plugins: .difypkg repackaging for offline daemons, and plugin signatures."""

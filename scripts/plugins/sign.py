@@ -1,0 +1,360 @@
+"""The `.difypkg` container: writing, checksum/identifier, RSA signatures the plugin daemon verifies.
+
+Everything here follows docs/plugins.md and the format notes it cites (dify-plugin-daemon 0.5.2):
+
+- entries are clean relative names, deflated, with no directory entries;
+- the checksum (identifier suffix) hashes sorted ``sha256(name) + sha256(content)`` pairs;
+- the signature is RSA PKCS#1 v1.5 / SHA-256 over the entries' sha256 in central-directory order
+  followed by the decimal signing time, stored as compact JSON in the ZIP comment;
+- ``.verification.dify.json`` is written last, and keys are PKCS#1 PEM (``RSA PUBLIC KEY``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import posixpath
+import re
+import tempfile
+import time as _time
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from scripts.core.errors import AirgapError
+
+VERIFICATION_FILE = ".verification.dify.json"
+DEFAULT_KEY_BITS = 4096
+MIN_KEY_BITS = 1024
+DEFAULT_CATEGORY = "community"
+CATEGORIES = ("langgenius", "partner", "community")
+# Third-party keys (THIRD_PARTY_SIGNATURE_VERIFICATION_*) first shipped in plugin daemon 0.0.7.
+THIRD_PARTY_KEYS_SINCE = "0.0.7"
+# Fixed entry timestamp so that the same content gives the same bytes (the checksum ignores it anyway).
+ZIP_DATE = (2000, 1, 1, 0, 0, 0)
+_CHUNK = 1 << 20
+IDENTIFIER_RE = re.compile(
+    r"^(?:([a-z0-9_-]{1,64})\/)?([a-z0-9_-]{1,255}):([0-9]{1,4})(\.[0-9]{1,4}){1,3}(-\w{1,16})?@[a-f0-9]{32,64}$")
+
+Source = Union[Path, bytes]
+
+
+class SignatureError(AirgapError):
+    """A key or signature problem: wrong key format, unreadable key, bad or missing signature."""
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+def generate_keypair(bits: int = DEFAULT_KEY_BITS) -> tuple[bytes, bytes]:
+    """A new RSA key pair as (private PEM ``RSA PRIVATE KEY``, public PEM ``RSA PUBLIC KEY``), both PKCS#1."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if bits < MIN_KEY_BITS:
+        raise SignatureError(f"a {bits}-bit key is too small: the plugin daemon rejects keys under "
+                             f"{MIN_KEY_BITS} bits; use the default {DEFAULT_KEY_BITS}")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1)
+    return private, public
+
+
+def write_keypair(out_dir: str | os.PathLike, name: str = "dify-plugin-site", bits: int = DEFAULT_KEY_BITS,
+                  force: bool = False) -> tuple[Path, Path]:
+    """Write ``NAME.private.pem`` (mode 0600) and ``NAME.public.pem`` into ``out_dir``; never overwrite silently."""
+    out = Path(out_dir)
+    private_path, public_path = out / f"{name}.private.pem", out / f"{name}.public.pem"
+    if not force:
+        for path in (private_path, public_path):
+            if path.exists():
+                raise SignatureError(f"{path} already exists; keep the existing key pair (packages signed with it "
+                                     f"verify only with it) or pass --force to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    private, public = generate_keypair(bits)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private)
+    os.chmod(private_path, 0o600)
+    public_path.write_bytes(public)
+    return private_path, public_path
+
+
+def _one_pem_block(path: Path, label: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SignatureError(f"cannot read key {path}: {exc.strerror}; pass an existing PEM file") from None
+    blocks = re.findall(rb"-----BEGIN ([A-Z0-9 ]+)-----", data)
+    if len(blocks) != 1:
+        raise SignatureError(f"{path} holds {len(blocks)} PEM blocks; the plugin daemon needs exactly one "
+                             f"'{label}' block per file")
+    found = blocks[0].decode()
+    if found != label:
+        hint = ""
+        if label == "RSA PUBLIC KEY" and found == "PUBLIC KEY":
+            hint = (f"; convert it with `openssl rsa -pubin -in {path} -RSAPublicKey_out -out KEY.pem` "
+                    f"or make a new pair with `invoke plugin-keygen`")
+        elif label == "RSA PRIVATE KEY":
+            hint = (f"; convert it with `openssl rsa -in {path} -traditional -out KEY.pem` (unencrypted) "
+                    f"or make a new pair with `invoke plugin-keygen`")
+        raise SignatureError(f"{path} is a '{found}' PEM, but the plugin daemon accepts only PKCS#1 '{label}'{hint}")
+    return data
+
+
+def load_private_key(path: str | os.PathLike):
+    """An unencrypted PKCS#1 RSA private key (``RSA PRIVATE KEY``) of at least 1024 bits."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path = Path(path)
+    data = _one_pem_block(path, "RSA PRIVATE KEY")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise SignatureError(f"{path} is not a usable unencrypted RSA private key ({exc}); "
+                             f"make one with `invoke plugin-keygen`") from None
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < MIN_KEY_BITS:
+        raise SignatureError(f"{path} must be an RSA key of at least {MIN_KEY_BITS} bits")
+    return key
+
+
+def load_public_key(path: str | os.PathLike):
+    """A PKCS#1 RSA public key (``RSA PUBLIC KEY``) of at least 1024 bits, as the daemon loads it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path = Path(path)
+    data = _one_pem_block(path, "RSA PUBLIC KEY")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise SignatureError(f"{path} is not a usable RSA public key ({exc})") from None
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_KEY_BITS:
+        raise SignatureError(f"{path} must be an RSA key of at least {MIN_KEY_BITS} bits")
+    return key
+
+
+# ------------------------------------------------------------------------------------ hashing/checksum
+
+def _sha256_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    digest = hashlib.sha256()
+    with zf.open(info) as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def entry_digests(zf: zipfile.ZipFile) -> list[tuple[str, bytes]]:
+    """(name, sha256 of content) for every entry, in central-directory order."""
+    return [(info.filename, _sha256_member(zf, info)) for info in zf.infolist()]
+
+
+def clean_name(name: str) -> str:
+    """Go's ``path.Clean`` of an entry name, which the daemon uses as the checksum key."""
+    cleaned = posixpath.normpath(name) if name else "."
+    return cleaned[1:] if cleaned.startswith("//") else cleaned
+
+
+def checksum_from_digests(digests: Iterable[tuple[str, bytes]]) -> str:
+    """The daemon's package checksum from (name, content sha256) pairs; later duplicates win."""
+    table: dict[bytes, bytes] = {}
+    for name, digest in digests:
+        table[clean_name(name).encode("utf-8")] = digest
+    buffer = b"".join(hashlib.sha256(key).digest() + table[key] for key in sorted(table))
+    return hashlib.sha256(buffer).hexdigest()
+
+
+def package_checksum(path: str | os.PathLike) -> str:
+    """The checksum of a `.difypkg` (over all entries, including the verification file, not the comment)."""
+    with zipfile.ZipFile(path) as zf:
+        return checksum_from_digests(entry_digests(zf))
+
+
+def identifier(author: str, name: str, version: str, checksum: str) -> str:
+    """``author/name:version@checksum`` (or ``name:version@checksum`` without author), as the daemon builds it."""
+    ident = f"{author}/{name}:{version}@{checksum}" if author else f"{name}:{version}@{checksum}"
+    if not IDENTIFIER_RE.match(ident):
+        raise AirgapError(f"plugin identifier {ident!r} is not accepted by the plugin daemon; check manifest.yaml "
+                          f"author ([a-z0-9_-]), name ([a-z0-9_-]) and version (x.y.z[-suffix])")
+    return ident
+
+
+def signing_message(digests: Sequence[bytes], signed_at: int) -> bytes:
+    """Concatenated entry sha256 digests (central-directory order), then the decimal time."""
+    return b"".join(digests) + str(int(signed_at)).encode("ascii")
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+@dataclass
+class WrittenPackage:
+    path: Path
+    checksum: str
+    sha256: str
+    compressed_size: int
+    uncompressed_size: int
+    entries: int
+    signed: bool
+    signed_at: int | None = None
+
+
+def _category_json(category: str) -> bytes:
+    if category not in CATEGORIES:
+        raise SignatureError(f"authorized category {category!r} is not one of {', '.join(CATEGORIES)}")
+    return json.dumps({"authorized_category": category}, separators=(",", ":")).encode()
+
+
+def file_sha256(path: Path) -> str:
+    from scripts.bundle.manifest import sha256_file
+
+    return sha256_file(path)
+
+
+def write_package(out_path: str | os.PathLike, entries: Iterable[tuple[str, Source]], *, sign_key=None,
+                  category: str = DEFAULT_CATEGORY, signed_at: int | None = None) -> WrittenPackage:
+    """Write a `.difypkg`: deflated files, no directory entries, then (when signing) the verification file
+    last and the signature comment. ``entries`` are (name, file path or bytes); an old verification file
+    among them is dropped. The file appears at ``out_path`` only when complete."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    entries = [(name, src) for name, src in entries if name != VERIFICATION_FILE]
+    if sign_key is not None:
+        entries.append((VERIFICATION_FILE, _category_json(category)))
+    seen: set[str] = set()
+    digests: list[tuple[str, bytes]] = []
+    uncompressed = 0
+    fd, tmp_name = tempfile.mkstemp(prefix=".partial-", suffix=".difypkg", dir=out_path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+            for name, src in entries:
+                if name.endswith("/") or clean_name(name) != name or name.startswith(("/", "../")) or "\\" in name:
+                    raise AirgapError(f"refusing to write entry {name!r}: package entries must be clean relative "
+                                      f"file paths")
+                if name in seen:
+                    raise AirgapError(f"refusing to write entry {name!r} twice")
+                seen.add(name)
+                info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = (0o100644 << 16)
+                info.create_system = 3
+                digest = hashlib.sha256()
+                with zf.open(info, "w") as dst:
+                    if isinstance(src, (bytes, bytearray)):
+                        dst.write(src)
+                        digest.update(src)
+                        uncompressed += len(src)
+                    else:
+                        with open(src, "rb") as fh:
+                            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                                dst.write(chunk)
+                                digest.update(chunk)
+                                uncompressed += len(chunk)
+                digests.append((name, digest.digest()))
+            signed_time = None
+            if sign_key is not None:
+                from cryptography.hazmat.primitives import hashes
+                from cryptography.hazmat.primitives.asymmetric import padding
+
+                signed_time = int(_time.time()) if signed_at is None else int(signed_at)
+                message = signing_message([d for _, d in digests], signed_time)
+                signature = sign_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+                zf.comment = json.dumps({"signature": base64.b64encode(signature).decode("ascii"),
+                                         "time": signed_time}, separators=(",", ":")).encode()
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return WrittenPackage(path=out_path, checksum=checksum_from_digests(digests), sha256=file_sha256(out_path),
+                          compressed_size=out_path.stat().st_size, uncompressed_size=uncompressed,
+                          entries=len(digests), signed=sign_key is not None, signed_at=signed_time)
+
+
+def sign_package(path: str | os.PathLike, key_path: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                 category: str = DEFAULT_CATEGORY, signed_at: int | None = None) -> WrittenPackage:
+    """(Re-)sign an existing `.difypkg` with a site key: entries are rewritten in order, an old
+    verification file is replaced by a new one written last."""
+    key = load_private_key(key_path)
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="dal-sign-") as tmp, zipfile.ZipFile(path) as zf:
+        entries: list[tuple[str, Source]] = []
+        for i, info in enumerate(zf.infolist()):
+            if info.is_dir():
+                continue
+            target = Path(tmp) / f"{i:06d}"
+            with zf.open(info) as src, open(target, "wb") as dst:
+                for chunk in iter(lambda: src.read(_CHUNK), b""):
+                    dst.write(chunk)
+            entries.append((info.filename, target))
+        return write_package(out or path, entries, sign_key=key, category=category, signed_at=signed_at)
+
+
+# -------------------------------------------------------------------------------------- verification
+
+@dataclass
+class Verification:
+    path: Path
+    signed: bool
+    verified: bool
+    reason: str
+    signed_at: int | None = None
+    category: str | None = None
+    key: Path | None = None
+    checksum: str = ""
+
+
+def read_signature(zf: zipfile.ZipFile, path: Path) -> tuple[bytes, int] | None:
+    """(signature bytes, time) from the ZIP comment, None when unsigned."""
+    if not zf.comment:
+        return None
+    try:
+        doc = json.loads(zf.comment.decode("utf-8"))
+        signature = base64.b64decode(doc["signature"], validate=True)
+        signed_at = doc["time"]
+        if not isinstance(signed_at, int):
+            raise TypeError("time is not an integer")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise SignatureError(f"{path}: the ZIP comment is not a Dify signature ({exc}); re-sign the package "
+                             f"with `invoke repackage --sign-key`") from None
+    return signature, signed_at
+
+
+def verify_package(path: str | os.PathLike, public_keys: Sequence[str | os.PathLike]) -> Verification:
+    """Verify a package against the given public keys the way the daemon does (any key verifying is enough)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    path = Path(path)
+    keys = [(Path(k), load_public_key(k)) for k in public_keys]
+    with zipfile.ZipFile(path) as zf:
+        digests = entry_digests(zf)
+        checksum = checksum_from_digests(digests)
+        found = read_signature(zf, path)
+        if found is None:
+            return Verification(path, False, False, "unsigned: the ZIP comment is empty", checksum=checksum)
+        signature, signed_at = found
+        message = signing_message([d for _, d in digests], signed_at)
+        for key_path, key in keys:
+            try:
+                key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+            except InvalidSignature:
+                continue
+            category = "langgenius"
+            if VERIFICATION_FILE in zf.namelist():
+                try:
+                    category = json.loads(zf.read(VERIFICATION_FILE))["authorized_category"]
+                except (ValueError, KeyError, TypeError):
+                    return Verification(path, True, False, f"{VERIFICATION_FILE} is malformed", signed_at,
+                                        checksum=checksum)
+            return Verification(path, True, True, f"signature verifies with {key_path}", signed_at, category,
+                                key_path, checksum)
+    names = ", ".join(str(k) for k, _ in keys) or "no keys given"
+    return Verification(path, True, False, f"signature does not verify with {names} (content changed after "
+                        f"signing, or signed with another key)", signed_at, checksum=checksum)

@@ -1,0 +1,1 @@
+"""The lab: engines, stand-in images, Docker-in-Docker e2e flow and bench. Test-only; never shipped."""
