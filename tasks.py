@@ -135,6 +135,7 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
 
     from scripts.bundle import build as bundler
     from scripts.bundle import source as sources
+    from scripts.data import snapshot
     from scripts.dify import plan as compose_plan
     from scripts.dify.project import resolve_env_file, resolve_project_dir
 
@@ -156,7 +157,7 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
                                  wheelhouse=wheelhouse, plugins=_split(plugins or []),
                                  plugin_sign_key=plugin_sign_key, archive=archive,
                                  source=sources.shown(source) if source else None,
-                                 daemon_snapshot=daemon_snapshot)
+                                 daemon_snapshot=daemon_snapshot, add_snapshot=snapshot.add_to_bundle)
         print(plan.render(engine))
         if dry_run:
             print("\n[dry-run] nothing was pulled, saved or written")
@@ -179,9 +180,9 @@ def verify(c, path, quick=False, json_=False):
     """Check every part and file of a bundle against its manifest; name anything missing or damaged."""
     from dataclasses import asdict
 
-    from scripts.bundle import manifest
+    from scripts.bundle import archive
 
-    report = manifest.verify(path, deep=not quick)
+    report = archive.verify(path, deep=not quick)
     print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2) if json_ else report.render())
     if not report.ok:
         raise Exit(code=1)
@@ -462,13 +463,14 @@ def repackage(c, package, pkg=None, out="plugins-offline", python="3.12", arch="
               dry_run=False, json_=False):
     """Make Dify plugins install offline: bundle their wheels, rewrite requirements, optionally sign."""
     from scripts.core.console import human_size, table
+    from scripts.plugins import daemon as plugin_daemon
     from scripts.plugins import repackage as plugins
 
     pkgs = _split(package) + _split(pkg or [])
     if project_dir and not daemon_version:
         from scripts.dify.project import COMPOSE_FILE, resolve_project_dir
 
-        daemon_version = plugins.daemon_version_from_compose(resolve_project_dir(project_dir) / COMPOSE_FILE)
+        daemon_version = plugin_daemon.daemon_version_from_compose(resolve_project_dir(project_dir) / COMPOSE_FILE)
     daemon_version = daemon_version or plugins.DEFAULT_DAEMON_VERSION
     options = dict(python=python, arch=arch, daemon_version=daemon_version, sign_key=sign_key,
                    cache_dir=cache_dir, marketplace_url=marketplace_url)

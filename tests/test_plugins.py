@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from scripts.plugins import common as plugin_common
+from scripts.plugins import daemon as plugin_daemon
 from scripts.plugins import repackage as plugins
 from scripts.plugins import sign as plugin_sign
-from scripts.plugins.repackage import PluginError, Target, UnsafeArchive
+from scripts.plugins import wheels as plugin_wheels
+from scripts.plugins.common import PluginError, UnsafeArchive
+from scripts.plugins.daemon import Target
 from scripts.plugins.sign import SignatureError
 
 from .conftest import FIXTURES
@@ -236,8 +240,8 @@ def test_write_package_refuses_unclean_names(tmp_path):
 # -------------------------------------------------------------------------------- dependency files
 
 def test_offline_requirements_start_with_no_index_and_find_links():
-    text = plugins.offline_requirements([plugins.Pin("dify-plugin", "0.5.0"), plugins.Pin("orjson", "3.10.0")],
-                                        Target())
+    pins = [plugin_wheels.Pin("dify-plugin", "0.5.0"), plugin_wheels.Pin("orjson", "3.10.0")]
+    text = plugins.offline_requirements(pins, Target())
     lines = text.splitlines()
     assert lines[:2] == ["--no-index", "--find-links ./wheels/"]
     assert "dify-plugin==0.5.0" in lines and "orjson==3.10.0" in lines
@@ -246,7 +250,7 @@ def test_offline_requirements_start_with_no_index_and_find_links():
 def test_strip_index_options():
     text = ("-i https://mirror/simple\n--extra-index-url https://x\n--find-links /w\n--no-index\n"
             "dify_plugin>=0.4  # sdk\n--trusted-host mirror\norjson\n")
-    assert plugins.strip_index_options(text) == "dify_plugin>=0.4  # sdk\norjson\n"
+    assert plugin_wheels.strip_index_options(text) == "dify_plugin>=0.4  # sdk\norjson\n"
 
 
 def test_offline_pyproject():
@@ -299,23 +303,23 @@ PYDANTIC_CORE = ["pydantic_core-2.27.2-cp312-cp312-manylinux_2_17_x86_64.manylin
 
 def test_choose_wheel_and_reasons():
     t = Target("3.12", "amd64")
-    assert plugins.choose_wheel(PYDANTIC_CORE, t) == PYDANTIC_CORE[0]
-    assert plugins.choose_wheel(PYDANTIC_CORE, Target("3.12", "arm64")) == PYDANTIC_CORE[1]
-    assert plugins.choose_wheel(["x-1.0-py3-none-any.whl", "x-1.0.tar.gz"], t) == "x-1.0-py3-none-any.whl"
-    assert plugins.why_no_wheel(["x-1.0.tar.gz"], t) == "sdist only (no wheels published)"
-    assert plugins.why_no_wheel(PYDANTIC_CORE[3:], t).startswith("no wheel for Python 3.12 (cp312)")
+    assert plugin_wheels.choose_wheel(PYDANTIC_CORE, t) == PYDANTIC_CORE[0]
+    assert plugin_wheels.choose_wheel(PYDANTIC_CORE, Target("3.12", "arm64")) == PYDANTIC_CORE[1]
+    assert plugin_wheels.choose_wheel(["x-1.0-py3-none-any.whl", "x-1.0.tar.gz"], t) == "x-1.0-py3-none-any.whl"
+    assert plugin_wheels.why_no_wheel(["x-1.0.tar.gz"], t) == "sdist only (no wheels published)"
+    assert plugin_wheels.why_no_wheel(PYDANTIC_CORE[3:], t).startswith("no wheel for Python 3.12 (cp312)")
     x86_only = [PYDANTIC_CORE[0], PYDANTIC_CORE[2]]
-    assert plugins.choose_wheel(x86_only, Target("3.12", "arm64")) is None
-    reason = plugins.why_no_wheel(x86_only, Target("3.12", "arm64"))
+    assert plugin_wheels.choose_wheel(x86_only, Target("3.12", "arm64")) is None
+    reason = plugin_wheels.why_no_wheel(x86_only, Target("3.12", "arm64"))
     assert reason.startswith("no wheel for linux aarch64 (arm64")
     musl_only = [PYDANTIC_CORE[2]]
-    assert plugins.why_no_wheel(musl_only, t).startswith("no wheel for linux x86_64")
+    assert plugin_wheels.why_no_wheel(musl_only, t).startswith("no wheel for linux x86_64")
 
 
 # ------------------------------------------------------------------------------ versions, env, refs
 
 def test_daemon_version_from_the_real_compose_file():
-    assert plugins.daemon_version_from_compose(FIXTURES / "docker-compose.yaml") == "0.5.2"
+    assert plugin_daemon.daemon_version_from_compose(FIXTURES / "docker-compose.yaml") == "0.5.2"
     assert plugins.DEFAULT_DAEMON_VERSION == "0.5.2"
 
 
@@ -342,11 +346,11 @@ def test_size_advice_against_the_real_env_defaults():
 
 
 def test_parse_ref_and_marketplace_url(tmp_path, monkeypatch):
-    monkeypatch.delenv(plugins.MARKETPLACE_ENV, raising=False)
+    monkeypatch.delenv(plugin_common.MARKETPLACE_ENV, raising=False)
     ref = plugins.parse_ref("langgenius/openai:0.2.7")
     assert (ref.kind, ref.author, ref.name, ref.version) == ("marketplace", "langgenius", "openai", "0.2.7")
     assert ref.download_url() == "https://marketplace.dify.ai/api/v1/plugins/langgenius/openai/0.2.7/download"
-    monkeypatch.setenv(plugins.MARKETPLACE_ENV, "http://mirror.local/")
+    monkeypatch.setenv(plugin_common.MARKETPLACE_ENV, "http://mirror.local/")
     assert ref.download_url().startswith("http://mirror.local/api/v1/")
     assert ref.download_url("http://cli:8080").startswith("http://cli:8080/api/v1/")     # option beats env
     assert plugins.parse_ref("https://github.com/a/b/releases/download/v1/x.difypkg").kind == "url"
@@ -422,10 +426,10 @@ def test_daemon_install_command_per_version(version, files, settings, file, argv
 
 
 def test_daemon_rules_table_is_contiguous_and_cites_its_source():
-    rules = plugins.DAEMON_RULES
-    assert rules[0].first == "0.0.0" and rules[-1].last == plugins.NEWEST_DAEMON_READ
+    rules = plugin_daemon.DAEMON_RULES
+    assert rules[0].first == "0.0.0" and rules[-1].last == plugin_daemon.NEWEST_DAEMON_READ
     for a, b in zip(rules, rules[1:]):
-        assert plugins._version(a.last) < plugins._version(b.first)
+        assert plugin_daemon._version(a.last) < plugin_daemon._version(b.first)
         assert not any(a.covers(v) and b.covers(v) for v in (a.last, b.first))
     for rule in rules:
         assert rule.source.startswith("langgenius/dify-plugin-daemon internal/core/local_runtime/"
@@ -433,7 +437,7 @@ def test_daemon_rules_table_is_contiguous_and_cites_its_source():
     assert [plugins.daemon_rule(v).first for v in ("0.5.2", "0.5.4", "0.6.1", "0.6.3", "0.6.7", "0.9.1")] == \
         ["0.0.0", "0.5.4", "0.5.9", "0.6.3", "0.6.4", "0.6.4"]
     assert plugins.daemon_rule("0.6.1").cache == "shared" and plugins.daemon_rule("0.5.2").cache == ""
-    assert not plugins.daemon_reads_pyproject("0.5.2") and plugins.daemon_reads_pyproject("0.5.3")
+    assert not plugin_daemon.daemon_reads_pyproject("0.5.2") and plugin_daemon.daemon_reads_pyproject("0.5.3")
 
 
 def test_daemon_install_env_and_notes():

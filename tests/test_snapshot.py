@@ -202,7 +202,8 @@ def test_a_snapshot_goes_into_a_bundle_verified(tmp_path):
     data = json.loads((root / "manifest.json").read_text())
     data["images"] = [{"ref": "localhost/dify-airgap/plugin-daemon-snapshot:1"}]
     (root / "manifest.json").write_text(json.dumps(data))
-    from scripts.bundle.manifest import sha256_file, write_sums
+    from scripts.bundle.manifest import write_sums
+    from scripts.core.files import sha256_file
 
     write_sums(root, data["files"])
     staging = tmp_path / "bundle.partial"

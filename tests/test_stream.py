@@ -1,4 +1,4 @@
-"""stackdata.stream_in: a readable into a REAL command's stdin, with a reader thread ahead of the writer."""
+"""streams.stream_in: a readable into a REAL command's stdin, with a reader thread ahead of the writer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from scripts.core.errors import AirgapError
-from scripts.data.stackdata import stream_in
+from scripts.engine.streams import stream_in
 
 
 class Source(io.RawIOBase):

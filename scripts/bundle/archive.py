@@ -25,9 +25,19 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from scripts.bundle.manifest import MANIFEST, SUMS, Problem, VerifyReport, find_bundle_dir, load_manifest, sha256_file
+from scripts.bundle.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    SUMS,
+    Problem,
+    VerifyReport,
+    find_bundle_dir,
+    load_manifest,
+)
+from scripts.bundle.manifest import verify as verify_directory
 from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError
+from scripts.core.files import PartWriter, sha256_file
 
 SUFFIX = ".tar"
 SUMS_SUFFIX = ".SHA256SUMS"
@@ -152,8 +162,6 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict, str, bytes]:
 
 
 def _check_format(data: dict, where: Path) -> None:
-    from scripts.bundle.manifest import FORMAT_VERSION
-
     if data.get("format_version") != FORMAT_VERSION:
         raise AirgapError(f"{where}: format version {data.get('format_version')!r} is not {FORMAT_VERSION}; use "
                           f"the toolkit version that made the bundle ({data.get('toolkit_version', 'unknown')})")
@@ -177,7 +185,6 @@ def member_order(bundle: Path, manifest: dict) -> list[str]:
 
 def write_archive(bundle: Path, output: Path, chunk_size: int | None = None) -> dict:
     """Write ``output/NAME.tar`` (or its parts) and ``NAME.tar.SHA256SUMS``; nothing looks done until done."""
-    from scripts.bundle.build import PartWriter
 
     manifest = load_manifest(bundle)
     name = archive_name(bundle.name)
@@ -365,12 +372,10 @@ def materialize(path: str | os.PathLike, dest_parent: str | os.PathLike | None =
     manifest, root, raw = read_manifest(files[0])
     parent = Path(dest_parent).expanduser() if dest_parent else stem.parent
     final = parent / root
-    if (final / MANIFEST).is_file() and (final / MANIFEST).read_bytes() == raw:
-        from scripts.bundle.manifest import verify
-
-        if verify(final, deep=False).ok:
-            LOG.info("%s is already unpacked at %s: reused", stem.name, final)
-            return final
+    if ((final / MANIFEST).is_file() and (final / MANIFEST).read_bytes() == raw
+            and verify_directory(final, deep=False).ok):
+        LOG.info("%s is already unpacked at %s: reused", stem.name, final)
+        return final
     if dry_run:
         print(f"[dry-run] would unpack {stem} into {final}")
         return final
@@ -404,3 +409,8 @@ def materialize(path: str | os.PathLike, dest_parent: str | os.PathLike | None =
         shutil.rmtree(staging, ignore_errors=True)
     load_manifest(final)
     return final
+
+
+def verify(path: str | os.PathLike, deep: bool = True) -> VerifyReport:
+    """A bundle in either form: its directory, or its archive (``NAME.tar`` or its first part, read as a stream)."""
+    return verify_archive(path, deep) if is_archive(path) else verify_directory(path, deep)

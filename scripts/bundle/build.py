@@ -9,8 +9,6 @@ complete, so an interrupted run never leaves a bundle that looks finished.
 from __future__ import annotations
 
 import datetime as _dt
-import gzip
-import hashlib
 import json
 import os
 import platform as _platform
@@ -20,25 +18,28 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from scripts import __version__
+from scripts.bundle.archive import ensure_archive
 from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_files, write_sums
-from scripts.core.console import LOG, human_size, progress
+from scripts.bundle.manifest import verify as verify_directory
+from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError, ImageMissing
 from scripts.core.resources import TOOLKIT_ROOT
 from scripts.dify.plan import ImagePlan
 from scripts.engine.client import Engine, normalize_arch
+from scripts.engine.images import save_argv, save_compressed
+from scripts.plugins import daemon as plugin_daemon
+from scripts.plugins import repackage as plugins
 
 TOOLKIT_ITEMS = ("tasks.py", "invoke.yaml", "pyproject.toml", "requirements.txt", "README.md",
                  "scripts", "env-templates", "compose-overrides", "docs")
 #: Runtime data a build box may have under docker/volumes: never shipped (and .env holds secrets).
 PROJECT_EXCLUDES = (".env", "volumes/app", "volumes/db", "volumes/redis", "volumes/plugin_daemon",
                     "volumes/weaviate", "volumes/qdrant", "volumes/milvus", "volumes/mysql")
-READ_CHUNK = 1 << 20
 PULL_RETRIES = 3
 DEFAULT_TARGET_PYTHON = "3.9"  # Red Hat 9's python3
 EXTENSIONS = {"zstd": "tar.zst", "gzip": "tar.gz"}
@@ -90,6 +91,9 @@ class BundlePlan:
     archive: bool = False
     source: str | None = None
     daemon_snapshot: str | None = None  # --daemon-snapshot DIR (scripts/data/snapshot.py)
+    # copies a verified snapshot into the staging dir: data.snapshot.add_to_bundle, given by the caller
+    # (bundle sits below data in the layers, docs/architecture.md)
+    add_snapshot: Callable[[str, Path], dict] | None = None
 
     @property
     def final_dir(self) -> Path:
@@ -129,11 +133,6 @@ def bundle_name(version: str, platform: str) -> str:
     return f"dify-{version}-airgap-{parse_platform(platform)[1]}"
 
 
-def save_argv(engine: Engine, refs: Sequence[str]) -> list[str]:
-    """ONE save of all images, to stdout (podman: a multi-image docker-archive)."""
-    if engine.is_podman:
-        return ["podman", "save", "--format", "docker-archive", "--multi-image-archive", *refs]
-    return ["docker", "save", *refs]
 
 
 # --- acting --------------------------------------------------------------------------------------
@@ -186,106 +185,8 @@ def image_records(engine: Engine, image_plan: ImagePlan, platform: str) -> list[
     return records
 
 
-class PartWriter:
-    """A write-only stream that splits into numbered parts and hashes each one as it is written."""
-
-    def __init__(self, directory: Path, name: str, chunk_size: int | None) -> None:
-        self.directory, self.name, self.chunk_size = directory, name, chunk_size
-        self.parts: list[dict] = []
-        # one part: its hash IS the archive's hash (hashing twice costs ~1 s per 400 MB on a small box)
-        self._total = hashlib.sha256() if chunk_size else None
-        self.size = 0
-        self._fh: BinaryIO | None = None
-        self._hash = None
-        self._written = 0
-
-    def _open_next(self) -> None:
-        self._close_current()
-        suffix = f".part-{len(self.parts):03d}" if self.chunk_size else ""
-        path = self.directory / f"{self.name}{suffix}"
-        self._fh = open(path, "wb")
-        self._hash = hashlib.sha256()
-        self._written = 0
-        self.parts.append({"path": path.name, "size": 0, "sha256": ""})
-
-    def _close_current(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            self.parts[-1].update(size=self._written, sha256=self._hash.hexdigest())
-            self._fh = None
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            if self._fh is None or (self.chunk_size and self._written >= self.chunk_size):
-                self._open_next()
-            room = len(view) if not self.chunk_size else min(len(view), self.chunk_size - self._written)
-            piece = view[:room]
-            self._fh.write(piece)
-            self._hash.update(piece)
-            if self._total is not None:
-                self._total.update(piece)
-            self._written += room
-            self.size += room
-            view = view[room:]
-        return len(data)
-
-    def flush(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is None and not self.parts:
-            self._open_next()
-        self._close_current()
-
-    @property
-    def total(self):
-        """The hash of the whole stream (with one part, that part's own hash object)."""
-        return self._total if self._total is not None else self._hash
-
-    @property
-    def sha256(self) -> str:
-        """The whole stream's sha256 (after :meth:`close`)."""
-        return self.total.hexdigest()
 
 
-def save_compressed(engine: Engine, refs: Sequence[str], directory: Path, name: str, compression: str,
-                    chunk_size: int | None, estimate: int) -> dict:
-    """``save`` all refs in one stream, compress on the fly into (parts of) ``directory/name``."""
-    argv = save_argv(engine, refs)
-    LOG.info("+ %s | %s", shlex.join(argv), compression)
-    writer = PartWriter(directory, name, chunk_size)
-    env = {**os.environ, **engine.env}
-    raw = 0
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
-        bar = progress(estimate or None, f"save+{compression}")
-        try:
-            if compression == "zstd":
-                import zstandard
-
-                cctx = zstandard.ZstdCompressor(level=3, threads=-1)
-                sink = cctx.stream_writer(writer, closefd=False)
-            else:
-                sink = gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0)
-            with sink:
-                for block in iter(lambda: proc.stdout.read(READ_CHUNK), b""):
-                    sink.write(block)
-                    raw += len(block)
-                    bar.update(len(block))
-        finally:
-            bar.close()
-            stderr = proc.stderr.read().decode(errors="replace")
-            proc.wait()
-            writer.close()
-    if proc.returncode:
-        from scripts.engine.client import classify
-
-        raise classify(argv, proc.returncode, stderr)
-    return {"format": "docker-archive", "compression": compression, "size": writer.size,
-            "sha256": writer.sha256, "uncompressed_size": raw, "parts": writer.parts}
 
 
 def site_env_file(path: str) -> bool:
@@ -393,18 +294,21 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
               compression: str, chunk_size: str | int | None, pull: str, target_python: str,
               wheelhouse: str | None = None, plugins: Sequence[str] = (),
               plugin_sign_key: str | None = None, archive: bool = False,
-              source: str | None = None, daemon_snapshot: str | None = None) -> BundlePlan:
+              source: str | None = None, daemon_snapshot: str | None = None,
+              add_snapshot: Callable[[str, Path], dict] | None = None) -> BundlePlan:
     if compression not in EXTENSIONS:
         raise AirgapError(f"--compression {compression!r}: choose zstd or gzip")
     if pull not in ("always", "missing", "never"):
         raise AirgapError(f"--pull {pull!r}: choose always, missing or never")
     parse_platform(platform)
+    if daemon_snapshot and add_snapshot is None:
+        raise AirgapError("--daemon-snapshot needs the snapshot copier (data.snapshot.add_to_bundle)")
     return BundlePlan(version=version, project_dir=project_dir, output=output.resolve(),
                       name=bundle_name(version, platform), platform=platform, compression=compression,
                       chunk_size=parse_size(chunk_size), pull=pull, target_python=target_python,
                       image_plan=image_plan, wheelhouse=Path(wheelhouse).resolve() if wheelhouse else None,
                       plugins=list(plugins), plugin_sign_key=plugin_sign_key, archive=archive,
-                      source=source, daemon_snapshot=daemon_snapshot)
+                      source=source, daemon_snapshot=daemon_snapshot, add_snapshot=add_snapshot)
 
 
 def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
@@ -426,17 +330,13 @@ def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
                 and old.get("target_python") == plan.target_python)
     if not (same_images and same_way):
         return False
-    from scripts.bundle.manifest import verify
-
-    return verify(plan.final_dir, deep=False).ok
+    return verify_directory(plan.final_dir, deep=False).ok
 
 
 def build(engine: Engine, plan: BundlePlan) -> Path:
     """Perform the plan; returns the finished bundle directory (and writes its archive with ``archive``)."""
     final = build_directory(engine, plan)
     if plan.archive:
-        from scripts.bundle.archive import ensure_archive
-
         ensure_archive(final, plan.output, plan.chunk_size)
     return final
 
@@ -473,9 +373,7 @@ def build_directory(engine: Engine, plan: BundlePlan) -> Path:
                                  plan.wheelhouse)
         plugins = bundle_plugins(plan, staging / "plugins") if plan.plugins else []
         if plan.daemon_snapshot:  # --daemon-snapshot: verified, then copied to daemon-snapshot/ (listed in files)
-            from scripts.data.snapshot import add_to_bundle
-
-            add_to_bundle(plan.daemon_snapshot, staging)
+            plan.add_snapshot(plan.daemon_snapshot, staging)
         (staging / "install.sh").write_text(INSTALL_SH.replace("@TARGET_PYTHON@", plan.target_python))
         (staging / "install.sh").chmod(0o755)
         write_manifest(staging, plan, records, archive, wheels, engine.runtime, plugins)
@@ -496,9 +394,7 @@ def build_directory(engine: Engine, plan: BundlePlan) -> Path:
 
 def bundle_plugins(plan: BundlePlan, dest: Path) -> list[dict]:
     """Repackage ``--plugins`` for offline install (wheels for the bundle's daemon and arch) into plugins/."""
-    from scripts.plugins import repackage as plugins
-
-    daemon = plugins.daemon_version_from_compose(plan.project_dir / "docker-compose.yaml")
+    daemon = plugin_daemon.daemon_version_from_compose(plan.project_dir / "docker-compose.yaml")
     results = plugins.repackage_many(plan.plugins, dest, arch=parse_platform(plan.platform)[1],
                                      daemon_version=daemon, sign_key=plan.plugin_sign_key)
     return [{"path": r.path.relative_to(dest.parent).as_posix(), "identifier": r.identifier,

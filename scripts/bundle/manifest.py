@@ -14,7 +14,6 @@ A bundle is a directory::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,19 +21,13 @@ from pathlib import Path
 
 from scripts.core.console import human_size, table
 from scripts.core.errors import AirgapError
+from scripts.core.files import HASH_CHUNK, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
-HASH_CHUNK = 1 << 20
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(HASH_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_entry(root: Path, path: Path) -> dict:
@@ -118,12 +111,8 @@ class VerifyReport:
 def verify(path: str | os.PathLike, deep: bool = True) -> VerifyReport:
     """Check every part and file against the manifest and the manifest against itself.
 
-    ``path`` may also be the bundle's archive (``NAME.tar`` or its first part): checked as a stream.
+    A bundle DIRECTORY; :func:`scripts.bundle.archive.verify` also takes the archive form.
     """
-    from scripts.bundle.archive import is_archive, verify_archive
-
-    if is_archive(path):
-        return verify_archive(path, deep)
     bundle = find_bundle_dir(path)
     manifest = load_manifest(bundle)
     report = VerifyReport(str(bundle))

@@ -35,11 +35,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts import __version__
-from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, PartsReader, file_entry, walk_files, write_sums
+from scripts.bundle.load import load_images
+from scripts.bundle.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    PartsReader,
+    file_entry,
+    load_manifest,
+    verify,
+    walk_files,
+    write_sums,
+)
 from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError
+from scripts.core.files import PartWriter
+from scripts.core.waiting import wait_until
 from scripts.data import stackdata as sd
+from scripts.dify import deployment
+from scripts.dify.project import COMPOSE_FILE
 from scripts.engine.client import Engine
+from scripts.engine.images import save_compressed
+from scripts.engine.streams import stream_in, stream_out
 
 KIND = "plugin-daemon-snapshot"
 COMPLETE = "COMPLETE"
@@ -77,13 +93,12 @@ def compress_command(argv: Sequence[str], directory: Path, name: str, env: dict 
     """Run ``argv`` and write its stdout zstd-compressed to ``directory/name`` (hashed while written)."""
     import zstandard
 
-    from scripts.bundle.build import PartWriter
 
     LOG.info("+ %s | zstd > %s%s", sd.redact_argv(argv), name, f"   # {what}" if what else "")
     writer = PartWriter(directory, name, None)
     try:
         with zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(writer, closefd=False) as sink:
-            raw = sd.stream_out(argv, sink, env=env)
+            raw = stream_out(argv, sink, env=env)
     finally:
         writer.close()
     return {"path": name, "compression": "zstd", "size": writer.size, "sha256": writer.total.hexdigest(),
@@ -127,11 +142,11 @@ def extract_archive(root: Path, entry: dict, dest: Path, compare: bool = True) -
     dest.mkdir(parents=True, exist_ok=True)
     LOG.info("+ zstd -dc %s | %s", entry["path"], shlex.join(tar_extract_argv(dest)))
     with open_archive(root, entry) as stream:
-        sd.stream_in(tar_extract_argv(dest), stream)
+        stream_in(tar_extract_argv(dest), stream)
     if compare:
         with open_archive(root, entry) as stream:
             try:
-                sd.stream_in(tar_compare_argv(dest), stream)
+                stream_in(tar_compare_argv(dest), stream)
             except AirgapError as exc:
                 raise AirgapError(f"{dest} differs from {entry['path']} after extraction:\n{exc}") from None
         LOG.info("verified %s: every file equals the archive (content, mode, owner)", dest)
@@ -139,7 +154,7 @@ def extract_archive(root: Path, entry: dict, dest: Path, compare: bool = True) -
 
 def decompress_to(root: Path, entry: dict, argv: Sequence[str]) -> str:
     with open_archive(root, entry) as stream:
-        return sd.stream_in(argv, stream)
+        return stream_in(argv, stream)
 
 
 @contextmanager
@@ -182,8 +197,6 @@ def write_manifest(root: Path, data: dict, archives: Sequence[dict]) -> dict:
 
 def verify_dir(path: str | os.PathLike, kind: str) -> tuple[Path, dict]:
     """A finished snapshot/backup: COMPLETE marker, right kind, every file's size and sha256."""
-    from scripts.bundle.manifest import load_manifest, verify
-
     root = Path(path).expanduser().resolve()
     if root.name.endswith(".partial"):
         raise AirgapError(f"{root} is an UNFINISHED {kind} (interrupted while it was written); never use it. "
@@ -407,7 +420,6 @@ def snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
                                   + f"\nReinstall those plugins in {SERVICE} (or fix the image) and snapshot again.")
             LOG.info("plugin venvs: %d, every interpreter present in %s", len(venvs), plan.ref)
             image = engine.inspect_image(plan.ref)
-            from scripts.bundle.build import save_compressed
 
             archive = save_compressed(engine, [plan.ref], stage, IMAGE_ARCHIVE, "zstd", None,
                                       int(image.get("Size") or 0))
@@ -478,8 +490,6 @@ def override_text(ref: str, snapshot: str) -> str:
 
 def write_override(stack: sd.Stack, ref: str, snapshot: str, dry_run: bool = False) -> tuple[Path, list[str]]:
     """The override file and the stack's compose files with it appended (recorded for ``--prefix``)."""
-    from scripts.dify.project import COMPOSE_FILE
-
     if stack.prefix:
         path = stack.prefix / "compose-overrides" / "plugin-daemon-snapshot.yaml"
         entry = os.path.relpath(path, stack.project_dir)
@@ -495,8 +505,6 @@ def write_override(stack: sd.Stack, ref: str, snapshot: str, dry_run: bool = Fal
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(override_text(ref, snapshot))
     if stack.prefix:
-        from scripts.dify import deployment
-
         record = deployment.load(stack.prefix)
         record.compose_files = files
         record.save()
@@ -556,8 +564,6 @@ def http_get_argv(url: str, api_key: bool = False) -> list[str]:
 
 def check_daemon(engine: Engine, stack: sd.Stack, timeout: float = 180) -> dict:
     """``/health/check`` answers ok, and the daemon lists as many plugins per tenant as the DB holds."""
-    from scripts.core.waiting import wait_until
-
     port = stack.setting("PLUGIN_DAEMON_PORT", "5002")
 
     def health() -> dict | None:
@@ -613,7 +619,6 @@ def restore_daemon(engine: Engine, snapshot: str | os.PathLike, stack: sd.Stack,
               f"{volume_target} and database {manifest['database']['name']}; restart {SERVICE}")
         write_override(stack, ref, root.name, dry_run=True)
         return {"image": ref, "dry_run": True}
-    from scripts.engine.images import load_images
 
     load_images(engine, root, manifest)
     LOG.info("stopping %s", SERVICE)

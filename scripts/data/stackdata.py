@@ -12,25 +12,21 @@ or in a log.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import queue
 import re
 import shlex
-import subprocess
-import threading
 import time
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.core.console import LOG
+from scripts.core.console import LOG, redact
 from scripts.core.errors import AirgapError
 from scripts.core.resources import OVERRIDES_DIR
-from scripts.dify.project import ComposeProject
-from scripts.engine.client import Engine, classify
+from scripts.dify import deployment
+from scripts.dify.envfile import read_env
+from scripts.dify.project import COMPOSE_FILE, ComposeProject, resolve_project_dir
+from scripts.engine.client import Engine, compose_args, subprocess_runner
 
 PODMAN_OVERRIDE = OVERRIDES_DIR / "podman.yaml"
 DB_SERVICES = {"postgresql": "db_postgres", "mysql": "db_mysql"}
@@ -54,8 +50,6 @@ class Stack:
     @property
     def env(self) -> dict[str, str]:
         """The project's .env values (read, never printed)."""
-        from scripts.dify.envfile import read_env
-
         return dict(read_env(self.env_file)) if self.env_file.is_file() else {}
 
     def setting(self, key: str, default: str = "") -> str:
@@ -82,8 +76,6 @@ class Stack:
 
     def compose_command(self, engine: Engine) -> str:
         """The compose command line an operator types for this project (for messages)."""
-        from scripts.engine.client import compose_args
-
         provider = engine.compose()
         return shlex.join([*provider.argv, *compose_args(provider, project_dir=str(self.project_dir),
                                                          files=self.files, project_name=self.project_name)])
@@ -117,14 +109,10 @@ def resolve(prefix: str | None = None, project_dir: str | None = None, project_n
         return Stack(directory, project_name or default_project_name(directory, {}), directory / ".env", files,
                      runtime=runtime, prefix=fresh_prefix)
     if prefix:
-        from scripts.dify import deployment
-
         dep = deployment.load(prefix)
         files = list(compose_files) or list(dep.compose_files)
         return Stack(dep.project_dir, project_name or dep.project_name, dep.env_file, files, list(dep.profiles),
                      runtime=dep.runtime, prefix=Path(prefix), dify_version=dep.dify_version)
-    from scripts.dify.envfile import read_env
-    from scripts.dify.project import COMPOSE_FILE, resolve_project_dir
 
     directory = resolve_project_dir(project_dir)
     env_file = directory / ".env"
@@ -195,81 +183,8 @@ def exec_in(engine: Engine, cid: str, command: Sequence[str], *, input: str | No
                       check=check, mutates=mutates)
 
 
-def stream_out(argv: Sequence[str], sink, env: dict | None = None, chunk: int = 1 << 20) -> int:
-    """Run ``argv`` and write its stdout to ``sink`` (a writable) as it comes; returns bytes written."""
-    LOG.debug("+ %s", shlex.join(argv))
-    written = 0
-    with subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env={**os.environ, **(env or {})}) as proc:
-        for block in iter(lambda: proc.stdout.read(chunk), b""):
-            sink.write(block)
-            written += len(block)
-        stderr = proc.stderr.read().decode(errors="replace")
-        proc.wait()
-    if proc.returncode:
-        raise classify(argv, proc.returncode, stderr)
-    return written
 
 
-def stream_in(argv: Sequence[str], source, env: dict | None = None, chunk: int = 1 << 20, ahead: int = 8) -> str:
-    """Run ``argv`` feeding ``source`` (a readable) to its stdin; returns its stdout.
-
-    A reader thread keeps up to ``ahead`` blocks read (decompressed, hashed...) ahead of the writer, and
-    the pipe is grown to 1 MiB, so producing the stream and the command's consuming it overlap instead
-    of taking turns (``docker load`` from a zstd bundle: 1.36x -> see docs/bundle.md's bench). An error
-    of ``source`` is raised after the command has ended.
-    """
-    LOG.debug("+ %s < stream", shlex.join(argv))
-    blocks: queue.Queue = queue.Queue(maxsize=ahead)
-    failure: list[BaseException] = []
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                blocks.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for block in iter(lambda: source.read(chunk), b""):
-                if not put(block):
-                    return
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            failure.append(exc)
-        put(None)
-
-    with subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env={**os.environ, **(env or {})}) as proc:
-        with suppress(OSError, AttributeError):  # Linux only; 1 MiB = the unprivileged pipe-max-size
-            fcntl.fcntl(proc.stdin.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-        reader = threading.Thread(target=produce, name="stream_in-reader", daemon=True)
-        reader.start()
-        broken = False
-        try:
-            while (block := blocks.get()) is not None:
-                try:
-                    proc.stdin.write(block)
-                except BrokenPipeError:
-                    broken = True
-                    break
-        finally:
-            stop.set()
-            reader.join()
-            if not broken:
-                with suppress(BrokenPipeError):
-                    proc.stdin.close()
-            stdout = proc.stdout.read().decode(errors="replace")
-            stderr = proc.stderr.read().decode(errors="replace")
-            proc.wait()
-    if failure:
-        raise failure[0]
-    if proc.returncode or broken:
-        raise classify(argv, proc.returncode or 1, stderr or "the command stopped reading its input")
-    return stdout
 
 
 # --- the database --------------------------------------------------------------------------------
@@ -445,8 +360,6 @@ def wait_db(engine: Engine, cid: str, db_type: str, timeout: float = 120, settle
 
 def selinux_enforcing(runner=None) -> bool:
     """True when getenforce says Enforcing (Red Hat); False where SELinux is absent or permissive."""
-    from scripts.engine.client import subprocess_runner
-
     res = (runner or subprocess_runner)(["getenforce"])
     return res.ok and res.stdout.strip().lower() == "enforcing"
 
@@ -458,6 +371,4 @@ def relabel_argv(paths: Sequence[Path]) -> list[str]:
 
 def redact_argv(argv: Sequence[str]) -> str:
     """``shlex.join`` with registered secrets hidden (for logs and dry-run output)."""
-    from scripts.core.console import redact
-
     return redact(shlex.join(list(argv)))

@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from scripts.core.console import register_secret
 from scripts.core.errors import AirgapError
 from scripts.core.resources import TEMPLATES_DIR
+from scripts.dify.project import ComposeProject
 
 EXAMPLE = ".env.example"
 MIDDLEWARE_EXAMPLE = "middleware.env.example"
@@ -665,8 +666,6 @@ class ReleaseLayers:
 
 def release_layers(project_dir: Path, example: Mapping[str, str]) -> ReleaseLayers:
     """Read the release's ``envs/**`` layer examples and which services read which file (see ReleaseLayers)."""
-    from scripts.dify.project import ComposeProject
-
     project = ComposeProject(Path(project_dir))
     layers = ReleaseLayers()
     examples = project.env_examples()

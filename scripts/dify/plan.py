@@ -20,6 +20,7 @@ from dotenv import dotenv_values
 
 from scripts.core.console import LOG, table
 from scripts.core.errors import AirgapError
+from scripts.dify.envfile import interpolate
 from scripts.dify.project import COMPOSE_FILE, ComposeProject
 from scripts.engine.client import Engine
 
@@ -90,8 +91,6 @@ def env_profiles(env_file: Path, overrides: dict[str, str] | None = None) -> lis
 
 def _interpolate(value: str, env: dict[str, str | None]) -> str:
     """Compose-style interpolation (envfile's); keys listed without a value count as unset."""
-    from scripts.dify.envfile import interpolate
-
     return interpolate(value, {k: v for k, v in env.items() if v is not None})
 
 

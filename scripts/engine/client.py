@@ -288,7 +288,7 @@ class Engine:
 
     def _fix_bridges(self, project_name: str) -> None:
         """After a podman ``up``: keep the project's bridge MACs fixed (see scripts/engine/bridges.py)."""
-        from scripts.engine.bridges import fix_project
+        from scripts.engine.bridges import fix_project  # local: bridges imports this module (Engine, Runner)
 
         try:
             for line in fix_project(self, project_name):

@@ -1,19 +1,17 @@
-"""Load a bundle's images into docker or podman, streamed from the compressed parts.
-
-The parts are read in order, decompressed in this process (zstd or gzip, no ``zstd`` binary needed)
-and piped into ``docker load`` / ``podman load``: no uncompressed copy of the archive is written by
-us. (``podman load`` buffers stdin to a temporary file itself; that is podman's, not ours.)
-"""
+"""Images on an engine: the save and load command lines, local names, what is missing; the compressed save."""
 
 from __future__ import annotations
 
+import gzip
+import os
 import shlex
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts.bundle.manifest import image_stream, load_manifest
-from scripts.core.console import LOG, human_size, progress
-from scripts.engine.client import Engine
+from scripts.core.console import LOG, progress
+from scripts.core.files import PartWriter
+from scripts.engine.client import Engine, classify
 
 
 def load_argv(engine: Engine) -> list[str]:
@@ -37,76 +35,45 @@ def missing_images(engine: Engine, refs: Sequence[str]) -> list[str]:
     return [ref for ref in refs if not engine.image_exists(ref)]
 
 
-def load_images(engine: Engine, bundle: Path, manifest: dict | None = None, *,
-                skip_present: bool = True) -> list[str]:
-    """Load the bundle's images; returns the refs that were loaded (empty if all were present).
+READ_CHUNK = 1 << 20
 
-    With ``skip_present`` an engine that already has every image with the manifest's image id is
-    left alone (a re-run of install does nothing). In dry-run the command is printed only.
-    """
-    manifest = manifest or load_manifest(bundle)
-    images = manifest["images"]
-    refs = [img["ref"] for img in images]
-    if skip_present and all(_has_same_image(engine, img) for img in images):
-        LOG.info("all %d images of the bundle are already loaded (same image ids): nothing to load", len(refs))
-        return []
-    argv = load_argv(engine)
-    archive = manifest["image_archive"]
-    if engine.dry_run:
-        print(f"[dry-run] {shlex.join(argv)} < {archive['parts'][0]['path']}... "
-              f"({archive['compression']}, {human_size(archive['uncompressed_size'])} uncompressed)")
-        return refs
-    LOG.info("loading %d images (%s) from %s", len(refs), human_size(archive["uncompressed_size"]), bundle)
-    LOG.info("+ %s < decompress(%s)", shlex.join(argv), archive["parts"][0]["path"])
-    from scripts.data.stackdata import stream_in
 
-    bar = progress(archive["uncompressed_size"] or None, "load")
-    try:
-        with image_stream(bundle, manifest) as stream:
-            stdout = stream_in(argv, _Counted(stream, bar), env=engine.env)
-    finally:
-        bar.close()
-    LOG.debug("%s", stdout.strip())
+def save_argv(engine: Engine, refs: Sequence[str]) -> list[str]:
+    """ONE save of all images, to stdout (podman: a multi-image docker-archive)."""
     if engine.is_podman:
-        _qualify_podman_names(engine, refs)
-    still = missing_images(engine, [local_ref(engine, r) for r in refs])
-    if still:
-        from scripts.core.errors import ImageMissing
-
-        raise ImageMissing(f"after loading, the engine still lacks: {', '.join(still)}", image=still[0])
-    return refs
+        return ["podman", "save", "--format", "docker-archive", "--multi-image-archive", *refs]
+    return ["docker", "save", *refs]
 
 
-class _Counted:
-    """A readable that moves a progress bar by what is read through it."""
+def save_compressed(engine: Engine, refs: Sequence[str], directory: Path, name: str, compression: str,
+                    chunk_size: int | None, estimate: int) -> dict:
+    """``save`` all refs in one stream, compress on the fly into (parts of) ``directory/name``."""
+    argv = save_argv(engine, refs)
+    LOG.info("+ %s | %s", shlex.join(argv), compression)
+    writer = PartWriter(directory, name, chunk_size)
+    env = {**os.environ, **engine.env}
+    raw = 0
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        bar = progress(estimate or None, f"save+{compression}")
+        try:
+            if compression == "zstd":
+                import zstandard
 
-    def __init__(self, stream, bar) -> None:
-        self.stream, self.bar = stream, bar
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        self.bar.update(len(data))
-        return data
-
-
-def _qualify_podman_names(engine: Engine, refs: Sequence[str]) -> None:
-    """Podman < 4.4 loads a docker-archive's ``busybox:latest`` as ``localhost/busybox:latest``; compose's
-    ``image: busybox:latest`` means ``docker.io/library/busybox:latest``. Re-tag to the Docker Hub name."""
-    for ref in refs:
-        want = local_ref(engine, ref)
-        if engine.image_exists(want):
-            continue
-        short = f"localhost/{ref}"
-        if engine.image_exists(short):
-            engine.run(["tag", short, want])
-            engine.run(["untag", short, short], check=False)
-            LOG.debug("podman loaded %s as %s: tagged %s", ref, short, want)
-
-
-def _has_same_image(engine: Engine, image: dict) -> bool:
-    res = engine.probe(["image", "inspect", "--format", "{{.Id}}", local_ref(engine, image["ref"])])
-    if not res.ok:
-        return False
-    have = res.stdout.strip().removeprefix("sha256:")
-    want = str(image.get("id") or "").removeprefix("sha256:")
-    return not want or have == want
+                cctx = zstandard.ZstdCompressor(level=3, threads=-1)
+                sink = cctx.stream_writer(writer, closefd=False)
+            else:
+                sink = gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0)
+            with sink:
+                for block in iter(lambda: proc.stdout.read(READ_CHUNK), b""):
+                    sink.write(block)
+                    raw += len(block)
+                    bar.update(len(block))
+        finally:
+            bar.close()
+            stderr = proc.stderr.read().decode(errors="replace")
+            proc.wait()
+            writer.close()
+    if proc.returncode:
+        raise classify(argv, proc.returncode, stderr)
+    return {"format": "docker-archive", "compression": compression, "size": writer.size,
+            "sha256": writer.sha256, "uncompressed_size": raw, "parts": writer.parts}

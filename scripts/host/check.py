@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from scripts.core.console import LOG, redact, register_secret, table
+from scripts.dify import stack
 from scripts.dify.deployment import Deployment
 from scripts.engine.client import Engine, compose_args
 from scripts.engine.images import local_ref, missing_images
@@ -431,8 +432,6 @@ def model_urls(ollama_url: str | None, vllm_url: str | None) -> list[tuple[str, 
 
 def _env_values(deployment: Deployment) -> dict[str, str]:
     """The deployment's .env as compose reads it (empty when there is none)."""
-    from scripts.dify import stack
-
     return stack.env_values(deployment.env_file if deployment.env_file.is_file() else None)
 
 
@@ -449,8 +448,6 @@ def _compose_cmd(engine: Engine, deployment: Deployment, args: Sequence[str]) ->
 
 def _expected_services(deployment: Deployment, values: Mapping[str, str]) -> dict:
     """{service: ServiceSpec} of the deployment's active services, from its compose files."""
-    from scripts.dify import stack
-
     specs = stack.load_specs(deployment.project_dir, deployment.compose_files or ["docker-compose.yaml"], values)
     return stack.active_services(specs, deployment.profiles or stack.active_profiles(values))
 
@@ -595,8 +592,6 @@ def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
     ``nginx_url`` overrides the base URL nginx is reached at (default: 127.0.0.1 and the published
     port from the deployment's .env).
     """
-    from scripts.dify import stack
-
     engine = engine or deployment.engine()
     values = _env_values(deployment)
     specs = _expected_services(deployment, values)

@@ -32,7 +32,9 @@ from pathlib import Path
 
 import yaml
 
-from scripts.bundle.manifest import find_bundle_dir, load_manifest, verify
+from scripts.bundle.archive import materialize
+from scripts.bundle.load import load_images
+from scripts.bundle.manifest import load_manifest, verify
 from scripts.core.console import LOG
 from scripts.core.errors import AirgapError, ImageMissing
 from scripts.core.waiting import WaitTimeout
@@ -40,8 +42,9 @@ from scripts.dify import deployment as dep
 from scripts.dify import stack
 from scripts.dify.envfile import render_env_file, write_atomic
 from scripts.engine.client import Engine
-from scripts.engine.images import load_images, local_ref
+from scripts.engine.images import local_ref
 from scripts.host import preflight
+from scripts.host.doctor import selinux_mode
 
 STATE_DIR = ".dify-airgap"           # under the prefix: backups, previous example, history
 PODMAN_OVERRIDE = "podman.yaml"
@@ -87,10 +90,6 @@ class InstallReport:
 
 def open_bundle(path: Path, dry_run: bool = False) -> Path:
     """The bundle directory for PATH (a bundle directory, its manifest, or its single archive)."""
-    try:
-        from scripts.bundle.archive import materialize  # the single-archive form
-    except ImportError:
-        return find_bundle_dir(path)
     return materialize(path, dry_run=dry_run)
 
 
@@ -202,8 +201,6 @@ def wants_selinux_relabel(option: str, engine: Engine) -> bool:
         return True
     if option == "off":
         return False
-    from scripts.host.doctor import selinux_mode
-
     return engine.is_podman and selinux_mode() == "enforcing"
 
 

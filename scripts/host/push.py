@@ -1,7 +1,7 @@
 """`invoke push`: put a bundle's images into a private registry (Harbor, Nexus, distribution).
 
 For sites that run Dify on several machines or on Kubernetes. The images are loaded from the bundle
-(streamed, :func:`scripts.engine.images.load_images`), tagged ``REGISTRY/PREFIX/<Docker Hub path>``, pushed with
+(streamed, :func:`scripts.bundle.load.load_images`), tagged ``REGISTRY/PREFIX/<Docker Hub path>``, pushed with
 retries, and the temporary tags are removed again. The Docker Hub path is kept, ``library/`` included::
 
     langgenius/dify-api:1.11.3  ->  reg.example:5000/dify/langgenius/dify-api:1.11.3
@@ -26,10 +26,11 @@ from pathlib import Path
 
 import yaml
 
+from scripts.bundle.load import load_images
 from scripts.core.console import LOG, table
 from scripts.core.errors import AirgapError, CommandFailed
 from scripts.engine.client import Engine
-from scripts.engine.images import load_images, local_ref
+from scripts.engine.images import local_ref
 
 PUSH_RETRIES = 3
 COMPOSE_OVERRIDE = "registry-images.compose.yaml"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Union
 
 from scripts.core.errors import AirgapError
+from scripts.core.files import sha256_file
 
 VERIFICATION_FILE = ".verification.dify.json"
 DEFAULT_KEY_BITS = 4096
@@ -210,7 +211,6 @@ def _category_json(category: str) -> bytes:
 
 
 def file_sha256(path: Path) -> str:
-    from scripts.bundle.manifest import sha256_file
 
     return sha256_file(path)
 

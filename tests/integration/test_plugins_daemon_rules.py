@@ -1,7 +1,7 @@
 """Every plugin shape, repackaged for cp312 amd64, installs with the command each plugin daemon version
 runs (read from langgenius/dify-plugin-daemon at 0.5.2, 0.6.1, 0.6.3 and 0.6.10), inside a network
 namespace. The commands below are written out by hand from the daemon source, independently of
-plugins.DAEMON_RULES, and run on a fresh extraction of the package. Needs PyPI (resolution, wheels) and
+plugin_daemon.DAEMON_RULES, and run on a fresh extraction of the package. Needs PyPI (resolution, wheels) and
 `unshare -n` as root; a Python 3.12 interpreter (pyenv, $DIFY_AIRGAP_TARGET_PYTHON) for the venv."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from scripts.plugins import repackage as plugins
-from scripts.plugins.repackage import OfflineInstallFailed, Target
+from scripts.plugins import wheels as plugin_wheels
+from scripts.plugins.common import OfflineInstallFailed
+from scripts.plugins.daemon import Target
 
 from ..conftest import IN_CI
 from .test_plugins_offline import make_difypkg
@@ -67,8 +69,8 @@ def pypi_lock(tmp_path_factory) -> str:
     """A uv.lock as the official plugins ship it: locked online, every source on pypi.org."""
     d = tmp_path_factory.mktemp("lock")
     (d / "pyproject.toml").write_text(PYPROJECT)
-    proc = subprocess.run([plugins.uv_bin(), "lock", "--index-url", plugins.index_base()], cwd=d,
-                          capture_output=True, text=True, env=plugins._uv_env())
+    proc = subprocess.run([plugins.uv_bin(), "lock", "--index-url", plugin_wheels.index_base()], cwd=d,
+                          capture_output=True, text=True, env=plugin_wheels._uv_env())
     assert proc.returncode == 0, proc.stderr
     text = (d / "uv.lock").read_text()
     assert plugins.lock_remote_sources(text), "the online lock should point at an index"

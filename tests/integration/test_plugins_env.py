@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from scripts.dify.envfile import TEMPLATES_DIR, read_env, render_env_file
+from scripts.plugins import daemon as plugin_daemon
 from scripts.plugins import repackage as plugins
 
 from ..conftest import compose_config_text, release_fixture, writable_copy
@@ -29,7 +30,7 @@ def test_offline_template_keeps_signatures_on_and_disables_mirror_detection():
 
 def test_site_setting_reaches_plugin_daemon_on_1_16(compose_engine, tmp_path):
     project = writable_copy(release_fixture("1.16.0"), tmp_path / "docker")
-    assert plugins.daemon_version_from_compose(project / "docker-compose.yaml") == "0.6.3"
+    assert plugin_daemon.daemon_version_from_compose(project / "docker-compose.yaml") == "0.6.3"
     env_file = project / ".env"
     render_env_file(project, env_file, server_ip="10.0.0.5", overrides={"PIP_MIRROR_AUTO_DETECT": "false"})
     env = daemon_env(compose_engine, project, env_file)

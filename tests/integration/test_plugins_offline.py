@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from scripts.plugins import common as plugin_common
 from scripts.plugins import repackage as plugins
 from scripts.plugins import sign as plugin_sign
-from scripts.plugins.repackage import MissingWheels, OfflineInstallFailed, PluginError, Target
+from scripts.plugins.common import MissingWheels, OfflineInstallFailed, PluginError
+from scripts.plugins.daemon import Target
 
 from ..conftest import IN_CI
 
@@ -246,7 +248,7 @@ def test_marketplace_reference_downloads_from_configured_url(tmp_path, wheel_cac
     served = tmp_path / "site" / "api/v1/plugins/airgaptest/demo_tool/0.0.1"
     served.mkdir(parents=True)
     make_difypkg(served / "download")
-    monkeypatch.setenv(plugins.MARKETPLACE_ENV, "http://127.0.0.1:9")     # the option must win over env
+    monkeypatch.setenv(plugin_common.MARKETPLACE_ENV, "http://127.0.0.1:9")     # the option must win over env
     with _Marketplace(tmp_path / "site") as market:
         [r] = plugins.repackage_many(["airgaptest/demo_tool:0.0.1"], tmp_path / "out", cache_dir=wheel_cache,
                                      marketplace_url=market.url, proof_python=False)

@@ -7,7 +7,7 @@ image shared by api/worker/worker_beat. Then, one after the other on warm caches
 
 - ``docker save > /dev/null`` (the floor), ``docker save | gzip -6`` (the wiki way),
   ``docker save -o plain.tar`` (what a plain load needs), our bundle's save (one stream into zstd);
-- ``docker load -i plain.tar`` vs our :func:`scripts.engine.images.load_images` from the bundle, with every
+- ``docker load -i plain.tar`` vs our :func:`scripts.bundle.load.load_images` from the bundle, with every
   image removed before each load.
 
 For each: wall time, output size, peak RSS (``wait4`` of the process tree; ours also self-reported),
@@ -32,9 +32,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from scripts.bundle.load import load_images
 from scripts.core.console import LOG, human_size, setup_logging, table
 from scripts.core.errors import AirgapError
 from scripts.engine.client import Engine
+from scripts.engine.images import save_compressed
 from tests.lab import host as lab
 
 MIB = 1 << 20
@@ -369,7 +371,6 @@ def _self_hwm() -> int:
 
 
 def _child_save(out: Path, pairs: Sequence[str]) -> None:
-    from scripts.bundle.build import save_compressed
 
     engine = Engine("docker", env={k: os.environ[k] for k in ("DOCKER_HOST",) if k in os.environ})
     out.mkdir(parents=True)
@@ -380,7 +381,6 @@ def _child_save(out: Path, pairs: Sequence[str]) -> None:
 
 
 def _child_load(bundle: Path) -> None:
-    from scripts.engine.images import load_images
 
     engine = Engine("docker", env={k: os.environ[k] for k in ("DOCKER_HOST",) if k in os.environ})
     load_images(engine, bundle, json.loads((bundle / "manifest.json").read_text()))

@@ -1,0 +1,55 @@
+"""Constants and error types shared by the plugin modules."""
+
+
+import re
+from collections.abc import Sequence
+
+from scripts.core.errors import AirgapError
+
+DEFAULT_PYTHON = "3.12"            # the daemon image runs ubuntu:24.04's Python 3.12
+DEFAULT_ARCH = "amd64"
+ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
+# Dify 1.11.3's docker-compose.yaml runs langgenius/dify-plugin-daemon:0.5.2-local.
+DEFAULT_DAEMON_VERSION = "0.5.2"
+DAEMON_IMAGE = "langgenius/dify-plugin-daemon"
+DEFAULT_MARKETPLACE_URL = "https://marketplace.dify.ai"
+MARKETPLACE_ENV = "DIFY_AIRGAP_MARKETPLACE_URL"
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+INDEX_ENV = "DIFY_AIRGAP_INDEX_URL"
+CACHE_ENV = "DIFY_AIRGAP_CACHE_DIR"
+TARGET_PYTHON_ENV = "DIFY_AIRGAP_TARGET_PYTHON"
+# Usable platform tags on the daemon image (glibc 2.39): manylinux_2_17 (manylinux2014) .. manylinux_2_39.
+MANYLINUX_RANGE = (17, 39)
+# Dify .env defaults (fixtures/dify-1.11.3/.env.example).
+DEFAULT_MAX_PACKAGE_SIZE = 52428800
+DEFAULT_NGINX_BODY = "100M"
+# Limits when reading untrusted packages (zip bombs): per member and in total, uncompressed.
+MAX_MEMBER_SIZE = 1 << 30
+MAX_TOTAL_SIZE = 4 << 30
+DEP_FILES = ("requirements.txt", "pyproject.toml", "uv.lock")
+_MARKET_REF = re.compile(r"^(?P<author>[a-z0-9_-]{1,64})/(?P<name>[a-z0-9_-]{1,128}):"
+                         r"(?P<version>\d{1,4}(?:\.\d{1,4}){1,3}(?:-\w{1,16})?)(?:@[a-f0-9]{32,64})?$")
+_INDEX_OPTION = re.compile(r"^\s*(-i|--index-url|--extra-index-url|--find-links|-f|--no-index|--trusted-host|"
+                           r"--only-binary|--no-binary|--prefer-binary)\b")
+
+
+class PluginError(AirgapError):
+    """A plugin could not be fetched, read, or made installable offline."""
+
+
+class UnsafeArchive(PluginError):
+    """A package member would escape the work folder, is a link, or is too large."""
+
+
+class MissingWheels(PluginError):
+    """Some dependencies have no wheel for the target; ``missing`` holds (requirement, reason)."""
+
+    def __init__(self, message: str, missing: Sequence[tuple[str, str]]) -> None:
+        self.missing = list(missing)
+        super().__init__(message)
+
+
+class OfflineInstallFailed(PluginError):
+    """The proof install, run with networking disabled, did not succeed."""
+
+

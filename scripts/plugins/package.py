@@ -1,0 +1,240 @@
+"""A .difypkg: where it comes from (marketplace, URL, file), safe extraction, its manifest.yaml."""
+
+
+import hashlib
+import os
+import re
+import stat
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+from scripts.core.console import LOG, human_size
+from scripts.plugins.common import (
+    _MARKET_REF,
+    CACHE_ENV,
+    DEFAULT_MARKETPLACE_URL,
+    MARKETPLACE_ENV,
+    MAX_MEMBER_SIZE,
+    MAX_TOTAL_SIZE,
+    PluginError,
+    UnsafeArchive,
+)
+
+# -------------------------------------------------------------------------------------------- sources
+
+@dataclass(frozen=True)
+class PackageRef:
+    """Where a plugin comes from: a local file, a marketplace ``author/name:version``, or a URL."""
+
+    kind: str          # "file" | "marketplace" | "url"
+    value: str
+    author: str = ""
+    name: str = ""
+    version: str = ""
+
+    def download_url(self, marketplace_url: str | None = None) -> str | None:
+        if self.kind == "marketplace":
+            base = marketplace_base(marketplace_url)
+            return (f"{base}/api/v1/plugins/{quote(self.author)}/{quote(self.name)}/"
+                    f"{quote(self.version)}/download")
+        return self.value if self.kind == "url" else None
+
+    def cache_name(self) -> str:
+        if self.kind == "marketplace":
+            return f"{self.author}-{self.name}_{self.version}.difypkg"
+        base = os.path.basename(urlparse(self.value).path) or "plugin.difypkg"
+        digest = hashlib.sha256(self.value.encode()).hexdigest()[:8]
+        return f"{digest}-{base}"
+
+
+def marketplace_base(url: str | None = None) -> str:
+    """--marketplace-url > $DIFY_AIRGAP_MARKETPLACE_URL > https://marketplace.dify.ai."""
+    return (url or os.environ.get(MARKETPLACE_ENV) or DEFAULT_MARKETPLACE_URL).rstrip("/")
+
+
+def parse_ref(text: str) -> PackageRef:
+    text = text.strip()
+    if re.match(r"^https?://", text):
+        return PackageRef("url", text)
+    m = _MARKET_REF.match(text)
+    if m and not Path(text).exists():
+        return PackageRef("marketplace", text, m["author"], m["name"], m["version"])
+    path = Path(text).expanduser()
+    if path.is_file():
+        return PackageRef("file", str(path.resolve()))
+    raise PluginError(f"{text!r} is neither an existing .difypkg file, a marketplace reference "
+                      f"author/name:version (e.g. langgenius/openai:0.2.7), nor an http(s) URL")
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dify-airgap"
+
+
+def _download(url: str, dest: Path, what: str, expected_sha256: str | None = None) -> Path:
+    import requests
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".partial-{os.getpid()}-{dest.name}")
+    try:
+        with requests.get(url, stream=True, timeout=(15, 120)) as resp:
+            if resp.status_code != 200:
+                raise PluginError(f"downloading {what} from {url} failed: HTTP {resp.status_code}; check the "
+                                  f"name/version and the URL (--marketplace-url / ${MARKETPLACE_ENV})")
+            digest = hashlib.sha256()
+            with open(tmp, "wb") as fh:
+                for chunk in resp.iter_content(1 << 20):
+                    fh.write(chunk)
+                    digest.update(chunk)
+        if expected_sha256 and digest.hexdigest() != expected_sha256:
+            raise PluginError(f"{what} from {url} has sha256 {digest.hexdigest()}, expected {expected_sha256}; "
+                              f"the download is corrupt or was altered, retry it")
+        os.replace(tmp, dest)
+    except requests.RequestException as exc:
+        raise PluginError(f"cannot download {what} from {url}: {exc}; check the network or proxy "
+                          f"(HTTPS_PROXY) of this build machine") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def fetch(ref: PackageRef, cache_dir: Path, marketplace_url: str | None = None) -> Path:
+    """A local path for the package: the file itself, or a download into ``cache_dir/packages``."""
+    if ref.kind == "file":
+        return Path(ref.value)
+    url = ref.download_url(marketplace_url)
+    dest = cache_dir / "packages" / ref.cache_name()
+    LOG.info("downloading %s", url)
+    return _download(url, dest, f"plugin {ref.value}")
+
+
+# ------------------------------------------------------------------------------------ safe extraction
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    if "\\" in name:
+        return "contains a backslash"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "is an absolute path"
+    parts = name.rstrip("/").split("/")
+    if any(p == ".." for p in parts):
+        return "has a '..' component (path traversal)"
+    if any(p in ("", ".") for p in parts):
+        return "has an empty or '.' path component"
+    mode = info.external_attr >> 16
+    if info.create_system == 3 and stat.S_ISLNK(mode):
+        return "is a symbolic link (links could point outside the plugin folder; the daemon installs plain files)"
+    if info.create_system == 3 and mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) and stat.S_IFMT(mode):
+        return "is not a regular file"
+    return None
+
+
+def check_members(zf: zipfile.ZipFile, source: str, max_member: int = MAX_MEMBER_SIZE,
+                  max_total: int = MAX_TOTAL_SIZE) -> list[zipfile.ZipInfo]:
+    """Validate every member before anything is written; returns the file members in archive order."""
+    files, seen, total = [], set(), 0
+    for info in zf.infolist():
+        problem = _member_problem(info)
+        if problem:
+            raise UnsafeArchive(f"{source}: entry {info.filename!r} {problem}; refusing to extract this package")
+        if info.is_dir():
+            continue
+        if info.filename in seen:
+            raise UnsafeArchive(f"{source}: entry {info.filename!r} appears twice; refusing to extract")
+        seen.add(info.filename)
+        if info.file_size > max_member:
+            raise UnsafeArchive(f"{source}: entry {info.filename!r} declares {human_size(info.file_size)} "
+                                f"uncompressed (limit {human_size(max_member)}); refusing a possible zip bomb")
+        total += info.file_size
+        if total > max_total:
+            raise UnsafeArchive(f"{source}: entries declare more than {human_size(max_total)} uncompressed at "
+                                f"{info.filename!r}; refusing a possible zip bomb")
+        files.append(info)
+    return files
+
+
+def safe_extract(package: str | os.PathLike, dest: str | os.PathLike, max_member: int = MAX_MEMBER_SIZE,
+                 max_total: int = MAX_TOTAL_SIZE) -> list[str]:
+    """Extract a package into ``dest`` (which must be empty or missing) after checking every member;
+    sizes are enforced on the real decompressed bytes, not only the declared ones. Returns the names."""
+    package, dest = Path(package), Path(dest)
+    try:
+        zf = zipfile.ZipFile(package)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise PluginError(f"{package} is not a readable .difypkg (zip): {exc}") from None
+    with zf:
+        members = check_members(zf, package.name, max_member, max_total)
+        dest.mkdir(parents=True, exist_ok=True)
+        root = dest.resolve()
+        names = []
+        for info in members:
+            target = (root / info.filename).resolve()
+            if root not in target.parents:
+                raise UnsafeArchive(f"{package.name}: entry {info.filename!r} resolves outside the work folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = 0
+            limit = min(info.file_size, max_member)
+            with zf.open(info) as src, open(target, "xb") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    written += len(chunk)
+                    if written > limit:
+                        raise UnsafeArchive(f"{package.name}: entry {info.filename!r} inflates beyond its declared "
+                                            f"size; refusing a possible zip bomb")
+                    dst.write(chunk)
+            os.chmod(target, 0o644)
+            names.append(info.filename)
+    return names
+
+
+# ------------------------------------------------------------------------------------------- manifest
+
+@dataclass
+class Manifest:
+    author: str
+    name: str
+    version: str
+    language: str
+    runner_version: str
+    entrypoint: str
+    arch: list[str]
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.author}/{self.name}:{self.version}" if self.author else f"{self.name}:{self.version}"
+
+
+def read_manifest(workdir: str | os.PathLike, source: str = "") -> Manifest:
+    import yaml
+
+    path = Path(workdir) / "manifest.yaml"
+    where = source or str(path)
+    if not path.is_file():
+        raise PluginError(f"{where} has no manifest.yaml at its root; is it a Dify plugin package?")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PluginError(f"{where}: manifest.yaml does not parse: {exc}") from None
+    meta = raw.get("meta") or {}
+    runner = meta.get("runner") or {}
+    manifest = Manifest(author=str(raw.get("author") or ""), name=str(raw.get("name") or ""),
+                        version=str(raw.get("version") or ""), language=str(runner.get("language") or ""),
+                        runner_version=str(runner.get("version") or ""),
+                        entrypoint=str(runner.get("entrypoint") or ""),
+                        arch=[str(a) for a in meta.get("arch") or []], raw=raw)
+    if manifest.author and not re.fullmatch(r"[a-z0-9_-]{1,64}", manifest.author):
+        raise PluginError(f"{where}: manifest author {manifest.author!r} must match [a-z0-9_-]{{1,64}}")
+    if not re.fullmatch(r"[a-z0-9_-]{1,128}", manifest.name):
+        raise PluginError(f"{where}: manifest name {manifest.name!r} must match [a-z0-9_-]{{1,128}}")
+    if not re.fullmatch(r"\d{1,4}(\.\d{1,4}){1,3}(-\w{1,16})?", manifest.version):
+        raise PluginError(f"{where}: manifest version {manifest.version!r} is not x.y.z[-suffix]")
+    if manifest.language and manifest.language != "python":
+        raise PluginError(f"{where}: runner language {manifest.language!r} is not python; only Python plugins "
+                          f"have dependencies to bundle")
+    return manifest
+
+

@@ -1,0 +1,451 @@
+"""A plugin's dependencies: resolution to binary wheels for the daemon's Python, and the offline files."""
+
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts.core.console import LOG, human_size
+from scripts.plugins import sign as plugin_sign
+from scripts.plugins.common import (
+    _INDEX_OPTION,
+    DEFAULT_INDEX_URL,
+    DEFAULT_PYTHON,
+    DEP_FILES,
+    INDEX_ENV,
+    MANYLINUX_RANGE,
+    MissingWheels,
+    PluginError,
+)
+from scripts.plugins.daemon import Target
+from scripts.plugins.package import _download
+
+# --------------------------------------------------------------------------------------- dependencies
+
+def _run(argv: Sequence[str], *, cwd: Path | None = None, env: dict | None = None,
+         timeout: int = 900) -> subprocess.CompletedProcess:
+    LOG.debug("$ %s", shlex.join(argv))
+    try:
+        return subprocess.run(list(argv), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise PluginError(f"{argv[0]} is not installed; run `pip install uv` (it is a dependency of dify-airgap)") \
+            from None
+    except subprocess.TimeoutExpired:
+        raise PluginError(f"`{shlex.join(argv)}` did not finish in {timeout}s") from None
+
+
+def uv_bin() -> str:
+    """The uv executable: the one from the `uv` PyPI package, else uv on PATH."""
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if not found:
+            raise PluginError("uv is not installed; run `pip install uv` (dify-airgap needs it to resolve and "
+                              "prove plugin dependencies)") from None
+        return found
+
+
+def index_base(url: str | None = None) -> str:
+    """The simple index wheels come from: ``index_url`` > $DIFY_AIRGAP_INDEX_URL > PyPI."""
+    return (url or os.environ.get(INDEX_ENV) or DEFAULT_INDEX_URL).rstrip("/")
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n    ".join(text.strip().splitlines()[-lines:])
+
+
+def strip_index_options(text: str) -> str:
+    """A requirements file without index/find-links/binary options (those are ours to set)."""
+    return "".join(line for line in text.splitlines(keepends=True) if not _INDEX_OPTION.match(line))
+
+
+def requirements_input(workdir: Path, source: str, tmp: Path, with_pyproject: bool = False) -> list[Path]:
+    """The plugin's dependency list as uv compile inputs: requirements.txt, else uv.lock (exported the
+    way the Dify CLI does), else pyproject.toml; plus pyproject.toml when it is kept for `uv sync`."""
+    req, pyproject, lock = (workdir / name for name in DEP_FILES)
+    inputs = []
+    if req.is_file():
+        text = req.read_text(encoding="utf-8")
+    elif pyproject.is_file() and lock.is_file():
+        # `--no-dev`, not the Dify CLI's `--no-group dev`: that one fails when no dev group is defined.
+        proc = _run([uv_bin(), "export", "--frozen", "--format", "requirements.txt", "--no-dev",
+                     "--no-emit-project", "--no-hashes", "--no-header", "--no-annotate"], cwd=workdir,
+                    env=_uv_env())
+        if proc.returncode != 0:
+            raise PluginError(f"{source}: `uv export` from uv.lock failed:\n    {_tail(proc.stderr)}")
+        text = proc.stdout
+    elif pyproject.is_file():
+        return [pyproject]
+    else:
+        raise PluginError(f"{source} has neither requirements.txt nor pyproject.toml; the plugin daemon needs one")
+    infile = tmp / "requirements.in"
+    infile.write_text(strip_index_options(text), encoding="utf-8")
+    inputs.append(infile)
+    if with_pyproject and pyproject.is_file():
+        inputs.append(pyproject)
+    return inputs
+
+
+def _uv_env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env.setdefault("UV_PYTHON_DOWNLOADS", "never")
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    version: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+def _parse_pins(text: str, source: str) -> list[Pin]:
+    pins, odd = [], []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)(\s*;.*)?", line)
+        if m:
+            pins.append(Pin(m.group(1), m.group(3)))
+        else:
+            odd.append(line)
+    if odd:
+        raise MissingWheels(f"{source}: these requirements are not PyPI releases, so no wheel can be fetched: "
+                            f"{', '.join(odd)}; build wheels for them and publish them to an index",
+                            [(o, "direct URL / VCS / local requirement") for o in odd])
+    return pins
+
+
+def resolve(workdir: Path, target: Target, source: str, index_url: str | None = None,
+            with_pyproject: bool = False) -> list[Pin]:
+    """The pinned closure for the target, wheels only. On failure, name the packages without a usable
+    wheel and why (sdist only / no wheel for this Python / no wheel for this architecture)."""
+    with tempfile.TemporaryDirectory(prefix="dal-req-") as tmp:
+        inputs = requirements_input(workdir, source, Path(tmp), with_pyproject)
+        base = [uv_bin(), "pip", "compile", *map(str, inputs), "--python-version", target.python,
+                "--python-platform", target.uv_platform, "--index-url", index_base(index_url),
+                "--no-header", "--no-annotate", "--quiet"]
+        proc = _run(base + ["--only-binary", ":all:"], cwd=workdir, env=_uv_env())
+        if proc.returncode == 0:
+            return _parse_pins(proc.stdout, source)
+        LOG.info("%s: no wheel-only resolution for %s; finding which packages lack wheels", source, target.describe())
+        loose = _run(base, cwd=workdir, env=_uv_env())
+        if loose.returncode != 0:
+            raise PluginError(f"{source}: dependencies do not resolve for {target.describe()}:\n    "
+                              f"{_tail(proc.stderr)}")
+    pins = _parse_pins(loose.stdout, source)
+    missing = []
+    for pin in pins:
+        try:
+            select_wheel(pin, target, index_url)
+        except MissingWheels as exc:
+            missing.extend(exc.missing)
+    if not missing:
+        raise PluginError(f"{source}: uv found no wheel-only resolution for {target.describe()}:\n    "
+                          f"{_tail(proc.stderr)}")
+    raise missing_wheels_error(source, target, missing)
+
+
+def missing_wheels_error(source: str, target: Target, missing: Sequence[tuple[str, str]]) -> MissingWheels:
+    lines = "\n".join(f"  - {req}: {reason}" for req, reason in missing)
+    return MissingWheels(f"{source}: {len(missing)} dependenc{'y has' if len(missing) == 1 else 'ies have'} no "
+                         f"wheel for {target.describe()}:\n{lines}\nThe daemon cannot build sdists offline: pin a "
+                         f"version that ships such wheels, or build the wheels (e.g. `pip wheel` on a matching "
+                         f"machine) and serve them from an index given by ${INDEX_ENV}.", missing)
+
+
+_LISTINGS: dict[tuple[str, str], list[dict]] = {}
+
+
+def _project_files(name: str, index_url: str | None) -> list[dict]:
+    """All files of a project from the simple index (PEP 691 JSON, else PEP 503 HTML), memoised."""
+    import requests
+    from packaging.utils import canonicalize_name
+
+    base = index_base(index_url)
+    key = (base, canonicalize_name(name))
+    if key in _LISTINGS:
+        return _LISTINGS[key]
+    url = f"{base}/{key[1]}/"
+    try:
+        resp = requests.get(url, timeout=(15, 60), headers={
+            "Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
+    except requests.RequestException as exc:
+        raise PluginError(f"cannot reach the package index for {name} ({url}): {exc}") from None
+    if resp.status_code == 404:
+        files: list[dict] = []
+    elif resp.status_code != 200:
+        raise PluginError(f"package index answered HTTP {resp.status_code} for {url}; retry or set ${INDEX_ENV}")
+    elif "json" in resp.headers.get("Content-Type", ""):
+        files = [{"filename": f["filename"], "url": requests.compat.urljoin(url, f["url"]),
+                  "sha256": (f.get("hashes") or {}).get("sha256", ""), "size": f.get("size") or 0}
+                 for f in resp.json().get("files", [])]
+    else:
+        files = []
+        for href, filename in re.findall(r'<a[^>]*href="([^"]+)"[^>]*>([^<]+)</a>', resp.text):
+            href = href.replace("&amp;", "&")
+            link, _, frag = href.partition("#")
+            sha = frag.split("=", 1)[1] if frag.startswith("sha256=") else ""
+            files.append({"filename": filename.strip(), "url": requests.compat.urljoin(url, link), "sha256": sha,
+                          "size": 0})
+    _LISTINGS[key] = files
+    return files
+
+
+def _release_files(pin: Pin, index_url: str | None) -> list[dict]:
+    """The files of one release (wheels and sdists of exactly ``pin.version``)."""
+    from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
+    from packaging.version import Version
+
+    wanted = Version(pin.version)
+    found = []
+    for f in _project_files(pin.name, index_url):
+        try:
+            if f["filename"].endswith(".whl"):
+                version = parse_wheel_filename(f["filename"])[1]
+            else:
+                version = parse_sdist_filename(f["filename"])[1]
+        except (InvalidWheelFilename, InvalidSdistFilename):
+            continue
+        if version == wanted:
+            found.append(f)
+    if not found:
+        raise MissingWheels(f"{pin.line} is not on {index_base(index_url)}",
+                            [(pin.line, f"not found on the package index {index_base(index_url)}")])
+    return found
+
+
+@dataclass(frozen=True)
+class WheelFile:
+    filename: str
+    url: str
+    sha256: str
+    size: int
+
+
+def choose_wheel(filenames: Sequence[str], target: Target) -> str | None:
+    """The best-ranked filename for the target's tags (None when no wheel fits)."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    rank = {tag: i for i, tag in enumerate(target.tags())}
+    best, best_rank = None, None
+    for filename in filenames:
+        if not filename.endswith(".whl"):
+            continue
+        try:
+            wheel_tags = parse_wheel_filename(filename)[3]
+        except InvalidWheelFilename:
+            continue
+        ranks = [rank[t] for t in wheel_tags if t in rank]
+        if ranks and (best_rank is None or min(ranks) < best_rank):
+            best, best_rank = filename, min(ranks)
+    return best
+
+
+def why_no_wheel(filenames: Sequence[str], target: Target) -> str:
+    """Why none of ``filenames`` fits the target: sdist only / no wheel for this Python / this arch."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    wheels = [f for f in filenames if f.endswith(".whl")]
+    if not wheels:
+        return "sdist only (no wheels published)"
+    interp_abi = {(t.interpreter, t.abi) for t in target.tags()}
+    python_ok, plats, pythons = False, set(), set()
+    for filename in wheels:
+        try:
+            wheel_tags = parse_wheel_filename(filename)[3]
+        except InvalidWheelFilename:
+            continue
+        for t in wheel_tags:
+            pythons.add(f"{t.interpreter}-{t.abi}")
+            if (t.interpreter, t.abi) in interp_abi:
+                python_ok = True
+                plats.add(t.platform)
+    if not python_ok:
+        return (f"no wheel for Python {target.python} (cp{target.py_nodot}); wheels exist for "
+                f"{', '.join(sorted(pythons))}")
+    shown = ", ".join(sorted(plats)[:6]) + (" ..." if len(plats) > 6 else "")
+    return (f"no wheel for linux {target.machine} ({target.arch}, manylinux_2_{MANYLINUX_RANGE[0]}.."
+            f"2_{MANYLINUX_RANGE[1]}, glibc); Python {target.python} wheels exist for: {shown}")
+
+
+def select_wheel(pin: Pin, target: Target, index_url: str | None = None) -> WheelFile:
+    by_name = {f["filename"]: f for f in _release_files(pin, index_url)}
+    chosen = choose_wheel(list(by_name), target)
+    if chosen is None:
+        raise MissingWheels(f"{pin.line}: no usable wheel", [(pin.line, why_no_wheel(list(by_name), target))])
+    f = by_name[chosen]
+    return WheelFile(chosen, f["url"], f["sha256"], int(f["size"]))
+
+
+def download_wheels(pins: Sequence[Pin], target: Target, cache_dir: Path, source: str,
+                    index_url: str | None = None) -> list[Path]:
+    """Fetch one wheel per pin into the shared cache (``cache_dir/wheels``), verifying sha256."""
+    wheel_dir = cache_dir / "wheels"
+    chosen, missing = [], []
+    for pin in pins:
+        try:
+            chosen.append(select_wheel(pin, target, index_url))
+        except MissingWheels as exc:
+            missing.extend(exc.missing)
+    if missing:
+        raise missing_wheels_error(source, target, missing)
+    paths = []
+    for wheel in chosen:
+        dest = wheel_dir / wheel.filename
+        if not (dest.is_file() and (not wheel.sha256 or plugin_sign.file_sha256(dest) == wheel.sha256)):
+            LOG.info("  wheel %s (%s)", wheel.filename, human_size(wheel.size))
+            _download(wheel.url, dest, f"wheel {wheel.filename}", wheel.sha256 or None)
+        paths.append(dest)
+    return paths
+
+
+# ------------------------------------------------------------------------------------ file rewriting
+
+def offline_requirements(pins: Sequence[Pin], target: Target) -> str:
+    """requirements.txt for every daemon version: starts with --no-index / --find-links ./wheels/."""
+    lines = ["--no-index", "--find-links ./wheels/",
+             "# Offline install for the Dify plugin daemon, written by dify-airgap repackage.",
+             f"# Wheels for {target.describe()} are in ./wheels/; no network is needed."]
+    lines += [pin.line for pin in pins]
+    return "\n".join(lines) + "\n"
+
+
+PYPROJECT_UV_BLOCK = """
+[tool.uv]
+# Written by dify-airgap repackage: install only from the bundled ./wheels (no network), for the daemon's
+# Python only (its wheels are the only ones bundled).
+no-index = true
+find-links = ["./wheels"]
+environments = ["sys_platform == 'linux' and python_version == '{python}'"]
+package = false
+"""
+_DEP_GROUPS = re.compile(r"^\[dependency-groups\][ \t]*(?:#[^\n]*)?\n(?:(?!\[)[^\n]*\n?)*", re.M)
+
+
+def strip_dependency_groups(text: str) -> tuple[str, bool]:
+    """pyproject.toml without its [dependency-groups] table: the daemon runs `uv sync --no-dev`, but a
+    lock covers every group, so dev tools (pytest...) would need wheels too."""
+    new = _DEP_GROUPS.sub("", text)
+    return new, new != text
+
+
+def offline_pyproject(text: str, source: str = "pyproject.toml", python: str = DEFAULT_PYTHON) -> str:
+    """pyproject.toml with a [tool.uv] table that installs from ./wheels only (daemon 0.5.3+ uses
+    `uv sync`). Refuses a file that already configures uv: merging it safely needs a TOML editor."""
+    if re.search(r"^\s*\[\[?tool\.uv(\.|\])", text, re.M):
+        raise PluginError(f"{source} already has [tool.uv] settings; repackage without --keep-pyproject (the "
+                          f"universal recipe removes pyproject.toml and uv.lock and installs from requirements.txt)")
+    m = re.search(r"^\s*requires-python\s*=\s*[\"']([^\"']*)[\"']", text, re.M)
+    if m:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        try:
+            ok = SpecifierSet(m.group(1)).contains(f"{python}.0", prereleases=True)
+        except InvalidSpecifier:
+            ok = True
+        if not ok:
+            raise PluginError(f"{source}: requires-python {m.group(1)!r} excludes Python {python}, which "
+                              f"the plugin daemon runs; fix requires-python")
+    return text.rstrip("\n") + "\n" + PYPROJECT_UV_BLOCK.format(python=python)
+
+
+def lock_remote_sources(lock_text: str) -> list[str]:
+    """Packages of a uv.lock that would be fetched from somewhere else than the plugin folder: a registry
+    given by URL, a git/url source, or any http(s) URL of an sdist/wheel. Empty = installs from ./wheels."""
+    try:
+        import tomllib
+    except ImportError:                     # Python < 3.11
+        import tomli as tomllib
+
+    try:
+        lock = tomllib.loads(lock_text)
+    except tomllib.TOMLDecodeError as exc:
+        return [f"uv.lock does not parse ({exc})"]
+    remote = []
+    for pkg in lock.get("package", []):
+        name = f"{pkg.get('name')}=={pkg.get('version')}"
+        src = pkg.get("source", {})
+        registry = src.get("registry", "")
+        if any(k in src for k in ("git", "url")) or "://" in str(registry):
+            remote.append(f"{name} ({', '.join(f'{k}={v}' for k, v in src.items())})")
+            continue
+        urls = [d.get("url", "") for d in [pkg.get("sdist") or {}, *pkg.get("wheels", [])]]
+        if any("://" in u for u in urls):
+            remote.append(f"{name} (files at {next(u for u in urls if '://' in u)})")
+    return remote
+
+
+def relock_offline(workdir: Path, source: str) -> int:
+    """Rewrite uv.lock against ./wheels only, with no network (the pyproject already has our [tool.uv]).
+    Returns the number of locked packages; fails if any source is still remote."""
+    prefix, _label = isolation_prefix()
+    with tempfile.TemporaryDirectory(prefix="dal-lock-") as tmp:
+        env = _uv_env(UV_CACHE_DIR=tmp, UV_OFFLINE="1")
+        (workdir / "uv.lock").unlink(missing_ok=True)
+        proc = _run(prefix + [uv_bin(), "lock"], cwd=workdir, env=env)
+    if proc.returncode != 0:
+        raise PluginError(f"{source}: re-locking uv.lock against the bundled wheels failed:\n    "
+                          f"{_uv_error(proc.stderr)}")
+    text = (workdir / "uv.lock").read_text(encoding="utf-8")
+    remote = lock_remote_sources(text)
+    if remote:
+        raise PluginError(f"{source}: the re-locked uv.lock still has remote sources: {'; '.join(remote)}")
+    return text.count("[[package]]")
+
+
+def _ignores_wheels(pattern: str) -> bool:
+    p = pattern.strip()
+    if not p or p.startswith(("#", "!")):
+        return False
+    core = p.lstrip("/")
+    for suffix in ("/**", "/*", "/"):
+        if core.endswith(suffix):
+            core = core[: -len(suffix)]
+            break
+    return core in ("wheels", "**/wheels", "*.whl", "**/*.whl", "wheels/*.whl", "wheels/**/*.whl")
+
+
+def clean_ignore_file(text: str) -> tuple[str, list[str]]:
+    """An ignore file without patterns that exclude wheels/ (negations never re-include in the Dify CLI,
+    so the lines must go). Returns the new text and the removed lines."""
+    kept, removed = [], []
+    for line in text.splitlines(keepends=True):
+        (removed if _ignores_wheels(line) else kept).append(line)
+    return "".join(kept), [r.strip() for r in removed]
+
+
+def isolation_prefix() -> tuple[list[str], str]:
+    """How to run a command with no network: `unshare -n` (root), `unshare -rn` (user namespace), or
+    nothing (then uv's own offline mode is forced and the report says so)."""
+    unshare = shutil.which("unshare")
+    if unshare:
+        for prefix, label in (([unshare, "-n", "--"], "network namespace (unshare -n)"),
+                              ([unshare, "-r", "-n", "--"], "user+network namespace (unshare -rn)")):
+            probe = subprocess.run(prefix + ["true"], capture_output=True)
+            if probe.returncode == 0:
+                return prefix, label
+    return [], "UV_OFFLINE=1 only (no network namespace available: run as root for a real proof)"
+
+
+_UV_LOG = re.compile(r"^\s*(\d+(\.\d+)?m?s\s+)*(DEBUG|TRACE|INFO)\b|^\s*(uv|uv_\w+)::|^\s+\d+(\.\d+)?m?s\s")
+
+
+def _uv_error(text: str, lines: int = 12) -> str:
+    """uv's own error lines from verbose output (-v/-vvv floods stderr with DEBUG lines)."""
+    kept = [line for line in text.splitlines() if line.strip() and not _UV_LOG.search(line)]
+    return _tail("\n".join(kept) if kept else text, lines)
