@@ -16,15 +16,15 @@ from invoke import Context, Exit
 from scripts.core.errors import AirgapError
 from scripts.dify import envfile
 from scripts.dify.envfile import (
-    KNOWN_DEFAULT_SECRETS,
     PUBLIC_URL_KEYS,
     SECRET_GROUPS,
     merge_upgrade,
     parse_lines,
     read_env,
     render_env_file,
-    resolve_value,
 )
+from scripts.dify.envsecrets import KNOWN_DEFAULT_SECRETS
+from scripts.dify.envsyntax import resolve_value
 
 ROOT = Path(__file__).resolve().parent.parent
 IP = "10.0.0.5"

@@ -11,13 +11,8 @@ reads ``.env`` top to bottom, so ``COMPOSE_PROFILES=${VECTOR_STORE:-weaviate},..
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import os
 import re
-import secrets
-import string
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,301 +21,29 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from scripts.core.console import register_secret
 from scripts.core.errors import AirgapError
 from scripts.core.resources import TEMPLATES_DIR
+from scripts.dify.envsecrets import (
+    FIXED_DEFAULTS,
+    SECRET_GROUPS,
+    generate_secret,
+    group_keys,
+    is_secret_key,
+    known_defaults,
+)
+from scripts.dify.envsyntax import (
+    Line,
+    _read_text,
+    env_from_lines,
+    format_value,
+    parse_lines,
+    read_env,
+    referenced,
+    resolve_all,
+    write_atomic,
+)
 from scripts.dify.project import ComposeProject
 
 EXAMPLE = ".env.example"
 MIDDLEWARE_EXAMPLE = "middleware.env.example"
-
-# --- secrets -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SecretGroup:
-    """Keys that must hold ONE value (both ends of a connection). The first key is the primary."""
-
-    keys: tuple[str, ...]
-    kind: str = "token"  # token: 48 alphanumerics; password: 32; complex: 32 + a special character
-    why: str = ""
-
-
-# Derived from Dify 1.11.3's .env.example and docker-compose.yaml (which variable feeds which
-# container). Generated values are alphanumeric so they survive URLs (CELERY_BROKER_URL), shell
-# command lines (redis-server --requirepass, mysqladmin -p...) and compose interpolation.
-SECRET_GROUPS: tuple[SecretGroup, ...] = (
-    SecretGroup(("SECRET_KEY",), "token", "signs sessions, encrypts model-provider credentials in the DB"),
-    SecretGroup(("DB_PASSWORD",), "password", "postgres POSTGRES_PASSWORD / mysql MYSQL_ROOT_PASSWORD, api, "
-                                              "plugin daemon"),
-    SecretGroup(("REDIS_PASSWORD",), "password", "redis --requirepass; also inside CELERY_BROKER_URL"),
-    SecretGroup(("SANDBOX_API_KEY", "CODE_EXECUTION_API_KEY"), "token", "sandbox API_KEY = api's key"),
-    SecretGroup(("PLUGIN_DAEMON_KEY",), "token", "api -> plugin daemon (plugin_daemon SERVER_KEY)"),
-    SecretGroup(("PLUGIN_DIFY_INNER_API_KEY",), "token", "plugin daemon -> api (INNER_API_KEY_FOR_PLUGIN, "
-                                                          "DIFY_INNER_API_KEY)"),
-    SecretGroup(("WEAVIATE_API_KEY", "WEAVIATE_AUTHENTICATION_APIKEY_ALLOWED_KEYS"), "token",
-                "api's weaviate key = weaviate's allowed key"),
-    SecretGroup(("QDRANT_API_KEY",), "token", "api and the qdrant container"),
-    SecretGroup(("OCEANBASE_VECTOR_PASSWORD",), "password", "api and oceanbase/seekdb containers"),
-    SecretGroup(("COUCHBASE_PASSWORD",), "password", "api and couchbase-server"),
-    SecretGroup(("PGVECTOR_PASSWORD", "PGVECTOR_POSTGRES_PASSWORD", "PGVECTO_RS_PASSWORD"), "password",
-                "api's pgvector/pgvecto-rs password = the containers' POSTGRES_PASSWORD"),
-    SecretGroup(("CHROMA_AUTH_CREDENTIALS", "CHROMA_SERVER_AUTHN_CREDENTIALS"), "token",
-                "api's chroma token = chroma's server token"),
-    SecretGroup(("OPENSEARCH_PASSWORD", "OPENSEARCH_INITIAL_ADMIN_PASSWORD"), "complex",
-                "api logs in as OPENSEARCH_USER=admin; opensearch demands a complex password"),
-    SecretGroup(("ELASTICSEARCH_PASSWORD",), "password", "api and elasticsearch ELASTIC_PASSWORD"),
-    SecretGroup(("OPENGAUSS_PASSWORD",), "complex", "api and opengauss GS_PASSWORD (complexity enforced)"),
-    SecretGroup(("ORACLE_PWD",), "complex", "oracle container's SYS password"),
-    # Dify 1.14+ agent services (envs/core-services/dify-agent.env.example; .env.example repeats them)
-    SecretGroup(("DIFY_AGENT_SERVER_SECRET_KEY",), "token", "agent_backend's JWE key for Agent Stub tokens; read by "
-                                                           "api, worker, api_websocket, agent_backend, plugin_daemon"),
-    SecretGroup(("DIFY_AGENT_SHELLCTL_AUTH_TOKEN",), "token", "agent_backend -> local_sandbox SHELLCTL_AUTH_TOKEN"),
-    SecretGroup(("DIFY_AGENT_LOCAL_SANDBOX_AUTH_TOKEN",), "token", "agent_backend -> local_sandbox (1.17+; mandatory)"),
-    # External services whose example value is Dify's shared default password: a public value must not
-    # linger in a production file; sites using these stores supply the real password in their site file.
-    SecretGroup(("ALIBABACLOUD_MYSQL_PASSWORD",), "password", "external store; supply the real one"),
-    SecretGroup(("RELYT_PASSWORD",), "password", "external store; supply the real one"),
-)
-
-# Public defaults that are not generated because the server side is hard-coded upstream
-# (changing the client value alone would break the store). Warned about when that store is chosen.
-FIXED_DEFAULTS: dict[str, tuple[str, str]] = {
-    "VASTBASE_PASSWORD": ("vastbase", "docker-compose.yaml hard-codes VB_PASSWORD=Difyai123456"),
-    "MATRIXONE_PASSWORD": ("matrixone", "matrixone's built-in user dump/111"),
-    "ORACLE_PASSWORD": ("oracle", "created by Dify's startupscripts/ with password dify"),
-    "IRIS_PASSWORD": ("iris", "set by Dify's iris/iris-init.script"),
-    "MINIO_ACCESS_KEY": ("milvus", "milvus-standalone gets no MinIO credentials and uses minioadmin"),
-    "MINIO_SECRET_KEY": ("milvus", "milvus-standalone gets no MinIO credentials and uses minioadmin"),
-}
-
-# Well-known defaults of past and present Dify examples (the example in use is read too).
-KNOWN_DEFAULT_SECRETS: frozenset[str] = frozenset({
-    "difyai123456",
-    "dify-sandbox",
-    "sk-9f73s3ljTXVcMT3Blb3ljTqtsKiGHXVcMT3BlbkFJLK7U",
-    "lYkiYYT6owG+71oLerGzA7GXCgOT++6ovaezWAjpCjf+Sjc3ZtU+qUEi",
-    "QaHbTe77CtuXmsfyhR7+vRjI/+XbV1AaFy691iy+kGDv2Jvy0/eAh8Y1",
-    "WVF5YThaHlkYwhGUSmCRgsX3tD5ngdN8pkih",
-    "Qazwsxedc!@#123",
-    "Dify@123",
-    "Dify123456",
-})
-
-_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|_PWD|SECRET|SECRET_KEY|_KEY|API_KEY|TOKEN|CREDENTIALS|"
-                          r"KEY_ID|KEY_SECRET|CONNECTION_STRING|_DSN)$")
-_NOT_SECRET = re.compile(r"(_FILENAME|_EXPIRE_MINUTES|_EXPIRE_DAYS|MAX_TOKENS|_VERSION)$")
-
-
-def group_keys() -> set[str]:
-    return {k for g in SECRET_GROUPS for k in g.keys}
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a variable holds a credential (its value is never printed)."""
-    if key in group_keys() or key in FIXED_DEFAULTS:
-        return True
-    if key == "CELERY_BROKER_URL":
-        return True
-    return bool(_SECRET_NAME.search(key)) and not _NOT_SECRET.search(key)
-
-
-def known_defaults(example: Mapping[str, str]) -> set[str]:
-    """Every public default secret value: the constants plus what this example ships."""
-    found = set(KNOWN_DEFAULT_SECRETS)
-    for key in group_keys():
-        if example.get(key):
-            found.add(example[key])
-    return found
-
-
-def generate_secret(kind: str = "token") -> str:
-    """A strong random value from ``secrets``: alphanumerics only, plus one ``_`` for 'complex'."""
-    alphabet = string.ascii_letters + string.digits
-    length = 48 if kind == "token" else 32
-    while True:
-        value = "".join(secrets.choice(alphabet) for _ in range(length))
-        if (any(c.islower() for c in value) and any(c.isupper() for c in value)
-                and any(c.isdigit() for c in value) and value[0].isalpha()):
-            break
-    if kind == "complex":  # opensearch/opengauss/oracle want a special character
-        cut = secrets.randbelow(length - 2) + 1
-        value = value[:cut] + "_" + value[cut:]
-    return value
-
-
-# --- parsing -------------------------------------------------------------------------------------
-
-_ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
-
-
-@dataclass
-class Line:
-    raw: str
-    key: str | None = None
-    value: str | None = None
-    literal: bool = False  # single-quoted: compose does not interpolate it
-
-
-class EnvDict(dict):
-    """An ordered ``{key: value}`` that remembers which values were single-quoted (literal)."""
-
-    literal: set[str]
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.literal = set()
-
-
-def parse_value(raw: str) -> tuple[str, bool]:
-    """Unquote a dotenv value as compose does. Returns (value, literal)."""
-    text = raw.strip()
-    if len(text) >= 2 and text[0] == "'" and text.find("'", 1) > 0:
-        return text[1:text.find("'", 1)], True
-    if len(text) >= 2 and text[0] == '"':
-        out, i = [], 1
-        while i < len(text):
-            ch = text[i]
-            if ch == "\\" and i + 1 < len(text):
-                nxt = text[i + 1]
-                out.append({"n": "\n", "t": "\t", '"': '"', "\\": "\\"}.get(nxt, "\\" + nxt))
-                i += 2
-                continue
-            if ch == '"':
-                break
-            out.append(ch)
-            i += 1
-        return "".join(out), False
-    cut = re.search(r"\s#", text)
-    if cut:
-        text = text[:cut.start()]
-    return text.strip(), False
-
-
-def parse_lines(text: str) -> list[Line]:
-    lines = []
-    for raw in text.splitlines():
-        m = _ASSIGN.match(raw)
-        if m and not raw.lstrip().startswith("#"):
-            value, literal = parse_value(m.group(2))
-            lines.append(Line(raw, m.group(1), value, literal))
-        else:
-            lines.append(Line(raw))
-    return lines
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AirgapError(f"{path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise AirgapError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
-
-
-def env_from_lines(lines: Iterable[Line]) -> EnvDict:
-    env = EnvDict()
-    for line in lines:
-        if line.key is not None:
-            env.pop(line.key, None)  # a repeated key moves to its last place; the last value wins
-            env[line.key] = line.value or ""
-            if line.literal:
-                env.literal.add(line.key)
-            else:
-                env.literal.discard(line.key)
-    return env
-
-
-def read_env(path: str | os.PathLike) -> EnvDict:
-    """The file's ``{key: value}`` in file order, unquoted, with NO interpolation applied."""
-    return env_from_lines(parse_lines(_read_text(Path(path))))
-
-
-_REF = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+?])((?:[^{}]|\{[^{}]*\})*))?\}"
-                  r"|([A-Za-z_][A-Za-z0-9_]*))")
-
-
-def interpolate(value: str, known: Mapping[str, str]) -> str:
-    """Compose-style ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:+alt}``, ``$$``."""
-
-    def sub(m: re.Match) -> str:
-        if m.group(1):
-            return "$"
-        name = m.group(2) or m.group(5)
-        op, arg = m.group(3), m.group(4) or ""
-        present = name in known
-        val = known.get(name, "")
-        if op == ":-":
-            return val if val else interpolate(arg, known)
-        if op == "-":
-            return val if present else interpolate(arg, known)
-        if op == ":+":
-            return interpolate(arg, known) if val else ""
-        if op == "+":
-            return interpolate(arg, known) if present else ""
-        if op in (":?", "?") and (not present or (op == ":?" and not val)):
-            raise AirgapError(f"${{{name}}} is required: {arg or 'not set'}")
-        return val
-
-    return _REF.sub(sub, value)
-
-
-def referenced(value: str) -> list[str]:
-    """Variable names a value interpolates (including those inside defaults)."""
-    return re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", value.replace("$$", ""))
-
-
-def resolve_all(env: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Every value interpolated as compose reads a ``.env``: top to bottom, each line seeing only the
-    lines above it. ``environ`` (the shell environment) beats the file, as in compose."""
-    literal = getattr(env, "literal", set())
-    done: dict[str, str] = {}
-    for key, raw in env.items():
-        if environ is not None and key in environ:
-            done[key] = environ[key]
-        else:
-            done[key] = raw if key in literal else interpolate(raw, {**done, **(environ or {})})
-    return done
-
-
-def resolve_value(env: Mapping[str, str], key: str, environ: Mapping[str, str] | None = None) -> str:
-    """``env[key]`` interpolated as compose would (e.g. ``COMPOSE_PROFILES`` -> ``qdrant,postgresql``)."""
-    resolved = resolve_all(env, environ)
-    if key not in resolved:
-        raise AirgapError(f"{key} is not set in the env file")
-    return resolved[key]
-
-
-# --- formatting and writing ----------------------------------------------------------------------
-
-_PLAIN = re.compile(r"^[^\s'\"#\\`$]*(?:[ ][^\s'\"#\\`$]+)*$")
-
-
-def format_value(key: str, value: str) -> str:
-    """A value as a dotenv literal. Secrets are quoted so compose never interpolates them."""
-    if _PLAIN.match(value) or (not is_secret_key(key) and "${" in value and "\n" not in value
-                               and not re.search(r"['\"#\\`]", value)):
-        return value
-    if "'" not in value and "\n" not in value:
-        return f"'{value}'"
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("$", "$$")
-    return f'"{escaped}"'
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory, chmod, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
 
 EXTRA_HEADER = (
     "# ------------------------------",
@@ -335,7 +58,6 @@ REMOVED_HEADER = (
     "# kept here as comments so nothing is lost. Delete this block once reviewed.",
     "# ------------------------------",
 )
-
 
 LAYERED_HEADER = (
     "# ------------------------------------------------------------------",
@@ -1072,3 +794,7 @@ def _validate(lines: list[Line], example: Mapping[str, str], values: Mapping[str
         if close:
             warn(f"{key} kept as a site addition; the known key {close} looks similar")
     return errors
+
+
+
+

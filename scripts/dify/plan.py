@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 
 from scripts.core.console import LOG, table
 from scripts.core.errors import AirgapError
-from scripts.dify.envfile import interpolate
+from scripts.dify.envsyntax import interpolate
 from scripts.dify.project import COMPOSE_FILE, ComposeProject
 from scripts.engine.client import Engine
 

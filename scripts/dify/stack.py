@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from scripts.core.waiting import GiveUp, wait_until
-from scripts.dify.envfile import interpolate, read_env, resolve_all
+from scripts.dify.envsyntax import interpolate, read_env, resolve_all
 from scripts.engine.client import Engine
 
 

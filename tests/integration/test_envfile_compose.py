@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 from scripts.dify.envfile import (
-    KNOWN_DEFAULT_SECRETS,
     PUBLIC_URL_KEYS,
     group_keys,
     is_secret_key,
     read_env,
     render_env_file,
-    resolve_value,
 )
+from scripts.dify.envsecrets import KNOWN_DEFAULT_SECRETS
+from scripts.dify.envsyntax import resolve_value
 from tests.conftest import compose_config_text, release_fixture, writable_copy
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from scripts.core.console import LOG, setup_logging
 from scripts.core.errors import AirgapError
-from scripts.dify import envfile
+from scripts.dify import envfile, envsyntax
 from scripts.engine.client import Engine, subprocess_runner
 from tests.lab import host as lab
 
@@ -146,17 +146,17 @@ def release_facts(fixture: Path | str) -> ReleaseFacts:
         svc = svc or {}
         if svc.get("profiles") and not set(svc["profiles"]) & set(profiles):
             continue
-        services[name] = envfile.interpolate(str(svc.get("image", "")), env)
+        services[name] = envsyntax.interpolate(str(svc.get("image", "")), env)
         check = svc.get("healthcheck") or {}
         test = check.get("test")
-        disabled = _truthy(envfile.interpolate(str(check.get("disable", False)), env))
+        disabled = _truthy(envsyntax.interpolate(str(check.get("disable", False)), env))
         if test and not disabled and not (isinstance(test, list) and test[:1] == ["NONE"]):
             healthchecked.add(name)
         ports += [key for key in published_port_keys(svc.get("ports")) if key not in ports]
         raw_env = svc.get("environment") or {}
         if isinstance(raw_env, list):
             raw_env = dict(item.split("=", 1) if "=" in item else (item, "") for item in raw_env)
-        environment[name] = {k: envfile.interpolate(str(v if v is not None else ""), env) for k, v in raw_env.items()}
+        environment[name] = {k: envsyntax.interpolate(str(v if v is not None else ""), env) for k, v in raw_env.items()}
     for name in services:
         deps = all_services[name].get("depends_on") or {}
         if isinstance(deps, dict):

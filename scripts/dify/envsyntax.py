@@ -1,0 +1,193 @@
+"""The .env file syntax as Compose reads it: parse, interpolate, format and write values byte-stably."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts.core.errors import AirgapError
+from scripts.dify.envsecrets import is_secret_key
+
+# --- parsing -------------------------------------------------------------------------------------
+
+_ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
+
+
+@dataclass
+class Line:
+    raw: str
+    key: str | None = None
+    value: str | None = None
+    literal: bool = False  # single-quoted: compose does not interpolate it
+
+
+class EnvDict(dict):
+    """An ordered ``{key: value}`` that remembers which values were single-quoted (literal)."""
+
+    literal: set[str]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.literal = set()
+
+
+def parse_value(raw: str) -> tuple[str, bool]:
+    """Unquote a dotenv value as compose does. Returns (value, literal)."""
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == "'" and text.find("'", 1) > 0:
+        return text[1:text.find("'", 1)], True
+    if len(text) >= 2 and text[0] == '"':
+        out, i = [], 1
+        while i < len(text):
+            ch = text[i]
+            if ch == "\\" and i + 1 < len(text):
+                nxt = text[i + 1]
+                out.append({"n": "\n", "t": "\t", '"': '"', "\\": "\\"}.get(nxt, "\\" + nxt))
+                i += 2
+                continue
+            if ch == '"':
+                break
+            out.append(ch)
+            i += 1
+        return "".join(out), False
+    cut = re.search(r"\s#", text)
+    if cut:
+        text = text[:cut.start()]
+    return text.strip(), False
+
+
+def parse_lines(text: str) -> list[Line]:
+    lines = []
+    for raw in text.splitlines():
+        m = _ASSIGN.match(raw)
+        if m and not raw.lstrip().startswith("#"):
+            value, literal = parse_value(m.group(2))
+            lines.append(Line(raw, m.group(1), value, literal))
+        else:
+            lines.append(Line(raw))
+    return lines
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AirgapError(f"{path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise AirgapError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
+
+
+def env_from_lines(lines: Iterable[Line]) -> EnvDict:
+    env = EnvDict()
+    for line in lines:
+        if line.key is not None:
+            env.pop(line.key, None)  # a repeated key moves to its last place; the last value wins
+            env[line.key] = line.value or ""
+            if line.literal:
+                env.literal.add(line.key)
+            else:
+                env.literal.discard(line.key)
+    return env
+
+
+def read_env(path: str | os.PathLike) -> EnvDict:
+    """The file's ``{key: value}`` in file order, unquoted, with NO interpolation applied."""
+    return env_from_lines(parse_lines(_read_text(Path(path))))
+
+
+_REF = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+?])((?:[^{}]|\{[^{}]*\})*))?\}"
+                  r"|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def interpolate(value: str, known: Mapping[str, str]) -> str:
+    """Compose-style ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:+alt}``, ``$$``."""
+
+    def sub(m: re.Match) -> str:
+        if m.group(1):
+            return "$"
+        name = m.group(2) or m.group(5)
+        op, arg = m.group(3), m.group(4) or ""
+        present = name in known
+        val = known.get(name, "")
+        if op == ":-":
+            return val if val else interpolate(arg, known)
+        if op == "-":
+            return val if present else interpolate(arg, known)
+        if op == ":+":
+            return interpolate(arg, known) if val else ""
+        if op == "+":
+            return interpolate(arg, known) if present else ""
+        if op in (":?", "?") and (not present or (op == ":?" and not val)):
+            raise AirgapError(f"${{{name}}} is required: {arg or 'not set'}")
+        return val
+
+    return _REF.sub(sub, value)
+
+
+def referenced(value: str) -> list[str]:
+    """Variable names a value interpolates (including those inside defaults)."""
+    return re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", value.replace("$$", ""))
+
+
+def resolve_all(env: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every value interpolated as compose reads a ``.env``: top to bottom, each line seeing only the
+    lines above it. ``environ`` (the shell environment) beats the file, as in compose."""
+    literal = getattr(env, "literal", set())
+    done: dict[str, str] = {}
+    for key, raw in env.items():
+        if environ is not None and key in environ:
+            done[key] = environ[key]
+        else:
+            done[key] = raw if key in literal else interpolate(raw, {**done, **(environ or {})})
+    return done
+
+
+def resolve_value(env: Mapping[str, str], key: str, environ: Mapping[str, str] | None = None) -> str:
+    """``env[key]`` interpolated as compose would (e.g. ``COMPOSE_PROFILES`` -> ``qdrant,postgresql``)."""
+    resolved = resolve_all(env, environ)
+    if key not in resolved:
+        raise AirgapError(f"{key} is not set in the env file")
+    return resolved[key]
+
+
+# --- formatting and writing ----------------------------------------------------------------------
+
+
+
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory, chmod, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+_PLAIN = re.compile(r"^[^\s'\"#\\`$]*(?:[ ][^\s'\"#\\`$]+)*$")
+
+
+def format_value(key: str, value: str) -> str:
+    """A value as a dotenv literal. Secrets are quoted so compose never interpolates them."""
+    if _PLAIN.match(value) or (not is_secret_key(key) and "${" in value and "\n" not in value
+                               and not re.search(r"['\"#\\`]", value)):
+        return value
+    if "'" not in value and "\n" not in value:
+        return f"'{value}'"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("$", "$$")
+    return f'"{escaped}"'
