@@ -14,7 +14,7 @@ import pytest
 from invoke import Context, Exit
 
 from scripts.core.errors import AirgapError
-from scripts.dify import envfile
+from scripts.dify import envcheck, envfile, envsecrets
 from scripts.dify.envfile import (
     PUBLIC_URL_KEYS,
     SECRET_GROUPS,
@@ -54,12 +54,12 @@ def test_every_public_default_secret_is_gone(rendered, example):
     out, report = rendered
     env = read_env(out)
     defaults = envfile.known_defaults(example)
-    linked = envfile.group_keys()
+    linked = envsecrets.group_keys()
     # the example really ships these (the list is derived from the file, not assumed)
     assert {"difyai123456", "dify-sandbox", example["PLUGIN_DAEMON_KEY"], example["WEAVIATE_API_KEY"],
             example["SECRET_KEY"], example["PLUGIN_DIFY_INNER_API_KEY"]} <= defaults
     for key, value in env.items():
-        if key in envfile.FIXED_DEFAULTS:
+        if key in envsecrets.FIXED_DEFAULTS:
             continue  # hard-coded server side upstream; reported as a warning when that store is chosen
         if key in linked or key == "CELERY_BROKER_URL":  # not all: 'admin' is also a user name
             assert value not in defaults, key
@@ -225,7 +225,7 @@ def test_inconsistent_pairs_are_refused(fixture_dir, tmp_path):
 def test_offline_template_sizes_are_consistent(rendered):
     env = read_env(rendered[0])
     assert env["MARKETPLACE_ENABLED"] == "false"
-    assert envfile.nginx_size(env["NGINX_CLIENT_MAX_BODY_SIZE"]) >= int(env["PLUGIN_MAX_PACKAGE_SIZE"]) > 52428800
+    assert envcheck.nginx_size(env["NGINX_CLIENT_MAX_BODY_SIZE"]) >= int(env["PLUGIN_MAX_PACKAGE_SIZE"]) > 52428800
 
 
 def _old_example(fixture_dir: Path, tmp_path: Path) -> Path:

@@ -11,7 +11,6 @@ reads ``.env`` top to bottom, so ``COMPOSE_PROFILES=${VECTOR_STORE:-weaviate},..
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,11 +20,17 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from scripts.core.console import register_secret
 from scripts.core.errors import AirgapError
 from scripts.core.resources import TEMPLATES_DIR
+from scripts.dify.envcheck import (
+    DEBUG_HOST_KEY,
+    ENDPOINT_TEMPLATE_KEY,
+    PUBLIC_URL_KEYS,
+    compose_text,
+    suggest,
+    validate,
+)
 from scripts.dify.envsecrets import (
-    FIXED_DEFAULTS,
     SECRET_GROUPS,
     generate_secret,
-    group_keys,
     is_secret_key,
     known_defaults,
 )
@@ -36,8 +41,6 @@ from scripts.dify.envsyntax import (
     format_value,
     parse_lines,
     read_env,
-    referenced,
-    resolve_all,
     write_atomic,
 )
 from scripts.dify.project import ComposeProject
@@ -163,96 +166,8 @@ class EnvReport:
         return data
 
 
-# --- validation data -----------------------------------------------------------------------------
-
-REQUIRED_KEYS = (
-    "SECRET_KEY", "DB_TYPE", "DB_USERNAME", "DB_PASSWORD", "DB_HOST", "DB_PORT", "DB_DATABASE",
-    "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "CELERY_BROKER_URL", "VECTOR_STORE", "STORAGE_TYPE",
-    "CODE_EXECUTION_ENDPOINT", "CODE_EXECUTION_API_KEY", "SANDBOX_API_KEY", "PLUGIN_DAEMON_KEY",
-    "PLUGIN_DAEMON_URL", "PLUGIN_DIFY_INNER_API_KEY", "PLUGIN_DIFY_INNER_API_URL", "COMPOSE_PROFILES",
-)
-
-# DB_TYPE -> the compose service (host name) that runs it
-DB_HOSTS = {"postgresql": "db_postgres", "mysql": "db_mysql", "oceanbase": "oceanbase", "seekdb": "seekdb"}
-DB_PORTS = {"postgresql": "5432", "mysql": "3306"}
-
-# VECTOR_STORE -> the key that must say where it is
-STORE_ENDPOINTS = {
-    "weaviate": "WEAVIATE_ENDPOINT", "qdrant": "QDRANT_URL", "milvus": "MILVUS_URI", "myscale": "MYSCALE_HOST",
-    "relyt": "RELYT_HOST", "pgvector": "PGVECTOR_HOST", "pgvecto-rs": "PGVECTO_RS_HOST",
-    "chroma": "CHROMA_HOST", "opensearch": "OPENSEARCH_HOST", "oracle": "ORACLE_DSN",
-    "tencent": "TENCENT_VECTOR_DB_URL", "elasticsearch": "ELASTICSEARCH_HOST",
-    "elasticsearch-ja": "ELASTICSEARCH_HOST", "analyticdb": "ANALYTICDB_HOST",
-    "couchbase": "COUCHBASE_CONNECTION_STRING", "vikingdb": "VIKINGDB_HOST", "opengauss": "OPENGAUSS_HOST",
-    "tablestore": "TABLESTORE_ENDPOINT", "vastbase": "VASTBASE_HOST", "tidb": "TIDB_VECTOR_HOST",
-    "tidb_on_qdrant": "TIDB_ON_QDRANT_URL", "baidu": "BAIDU_VECTOR_DB_ENDPOINT", "lindorm": "LINDORM_URL",
-    "huawei_cloud": "HUAWEI_CLOUD_HOSTS", "upstash": "UPSTASH_VECTOR_URL", "matrixone": "MATRIXONE_HOST",
-    "oceanbase": "OCEANBASE_VECTOR_HOST", "seekdb": "OCEANBASE_VECTOR_HOST", "iris": "IRIS_HOST",
-    "alibabacloud_mysql": "ALIBABACLOUD_MYSQL_HOST",
-}
-
-# Public URLs the browser or external callers use; all derived from one base URL.
-PUBLIC_URL_KEYS = ("CONSOLE_API_URL", "CONSOLE_WEB_URL", "SERVICE_API_URL", "TRIGGER_URL", "APP_API_URL",
-                   "APP_WEB_URL", "FILES_URL")
-ENDPOINT_TEMPLATE_KEY = "ENDPOINT_URL_TEMPLATE"       # plugin endpoints, http://HOST/e/{hook_id}
-DEBUG_HOST_KEY = "EXPOSE_PLUGIN_DEBUGGING_HOST"       # shown to plugin developers for remote debugging
-
-# Dify size limits in MiB that go through nginx, and byte limits that do.
-UPLOAD_LIMITS_MB = ("UPLOAD_FILE_SIZE_LIMIT", "UPLOAD_IMAGE_FILE_SIZE_LIMIT", "UPLOAD_VIDEO_FILE_SIZE_LIMIT",
-                    "UPLOAD_AUDIO_FILE_SIZE_LIMIT", "ATTACHMENT_IMAGE_FILE_SIZE_LIMIT",
-                    "ANNOTATION_IMPORT_FILE_SIZE_LIMIT")
-UPLOAD_LIMITS_BYTES = ("PLUGIN_MAX_PACKAGE_SIZE", "WEBHOOK_REQUEST_BODY_MAX_SIZE")
 
 
-def nginx_size(value: str) -> int | None:
-    """nginx size syntax (``100M``, ``1g``, ``512k``, ``1048576``) in bytes; 0 means unlimited."""
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", value or "")
-    if not m:
-        return None
-    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[m.group(2).lower()]
-
-
-def supported_values(lines: list[Line], key: str) -> list[str]:
-    """The backticked choices of the comment above ``key`` ("Supported values are `a`, `b`")."""
-    comment: list[str] = []
-    for line in lines:
-        if line.key == key:
-            text = " ".join(comment)
-            m = re.search(r"supported values are (.*)", text, re.IGNORECASE)
-            return re.findall(r"`([^`]+)`", m.group(1)) if m else []
-        if line.key is None and line.raw.lstrip().startswith("#"):
-            comment.append(line.raw)
-        elif line.key is not None or not line.raw.strip():
-            comment = []
-    return []
-
-
-def suggest(key: str, known: Iterable[str]) -> str | None:
-    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.8)
-    return close[0] if close else None
-
-
-def compose_profiles(project_dir: Path, middleware: bool) -> set[str]:
-    """Profile names declared in the project's compose file (empty if it cannot be read)."""
-    name = "docker-compose.middleware.yaml" if middleware else "docker-compose.yaml"
-    try:
-        import yaml
-
-        data = yaml.safe_load((project_dir / name).read_text(encoding="utf-8")) or {}
-    except Exception:  # unreadable or invalid compose file: other tasks report it
-        return set()
-    found: set[str] = set()
-    for service in (data.get("services") or {}).values():
-        found.update((service or {}).get("profiles") or [])
-    return found
-
-
-def compose_text(project_dir: Path, middleware: bool) -> str:
-    name = "docker-compose.middleware.yaml" if middleware else "docker-compose.yaml"
-    try:
-        return (project_dir / name).read_text(encoding="utf-8")
-    except OSError:
-        return ""
 
 
 # --- URLs ----------------------------------------------------------------------------------------
@@ -619,8 +534,10 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
                 if pw:
                     register_secret(pw)
 
-    errors += _validate(lines, known, values, {k: v for k, v in extras.items() if k not in passthrough}, defaults,
-                        middleware, project_dir, report)
+    found, warnings = validate(lines, known, values, {k: v for k, v in extras.items() if k not in passthrough},
+                               defaults, middleware, project_dir)
+    errors += found
+    report.warnings += warnings
     if errors:
         raise AirgapError(f"{len(errors)} problem(s) in the env layers; nothing was written:\n  - "
                           + "\n  - ".join(errors))
@@ -673,127 +590,6 @@ def _derive_broker_url(values: dict[str, str], source: dict[str, str], explicit:
     source["CELERY_BROKER_URL"] = "derived from REDIS_PASSWORD"
 
 
-def _validate(lines: list[Line], example: Mapping[str, str], values: Mapping[str, str],
-              extras: Mapping[str, str], defaults: set[str], middleware: bool, project_dir: Path,
-              report: EnvReport) -> list[str]:
-    """Errors (returned) and warnings (added to ``report``) about the final values."""
-    errors: list[str] = []
-    warn = report.warnings.append
-
-    # secrets: no public default may remain, and linked keys hold one value
-    for group in SECRET_GROUPS:
-        keys = [k for k in group.keys if k in values]
-        for key in keys:
-            if not values[key]:
-                errors.append(f"{key} is empty; it is a secret ({group.why}); drop it from your site file "
-                              f"so one is generated, or set a real value")
-            elif values[key] in defaults:
-                errors.append(f"{key} still holds a public default secret shipped with Dify; remove it from "
-                              f"your site file/--set so a strong one is generated ({group.why})")
-        if len({values[k] for k in keys}) > 1:
-            errors.append(f"{', '.join(keys)} must hold the same value ({group.why})")
-    broker = values.get("CELERY_BROKER_URL", "")
-    if broker and urlsplit(broker).password in defaults:
-        errors.append("CELERY_BROKER_URL still embeds a public default redis password; let it be derived "
-                      "from REDIS_PASSWORD (drop it from your site file)")
-
-    for key in REQUIRED_KEYS:
-        if key in example and not values.get(key, "").strip():
-            errors.append(f"{key} is required and empty")
-
-    # choices listed in the example's own comments
-    for key in ("DB_TYPE", "VECTOR_STORE"):
-        choices = supported_values(lines, key)
-        value = values.get(key, "")
-        if choices and value and value not in choices:
-            close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]}?" if close else f"; one of: {', '.join(choices)}"
-            errors.append(f"{key}={value} is not supported by this Dify release{hint}")
-
-    db_type = values.get("DB_TYPE", "")
-    db_host = values.get("DB_HOST", "")
-    if db_type in DB_HOSTS and db_host in DB_HOSTS.values() and db_host != DB_HOSTS[db_type]:
-        errors.append(f"DB_TYPE={db_type} but DB_HOST={db_host} (the {db_host} container runs another "
-                      f"database); set DB_HOST={DB_HOSTS[db_type]} or an external host")
-    if db_type in DB_PORTS and db_host == DB_HOSTS.get(db_type) and values.get("DB_PORT") \
-            and values["DB_PORT"] != DB_PORTS[db_type]:
-        errors.append(f"DB_TYPE={db_type} on the bundled {db_host} listens on {DB_PORTS[db_type]}, "
-                      f"but DB_PORT={values['DB_PORT']}")
-    if db_type == "mysql" and values.get("DB_USERNAME", "root") != "root":
-        warn("DB_TYPE=mysql: Dify's example says only the root user is supported (DB_USERNAME=root)")
-
-    store = values.get("VECTOR_STORE", "")
-    endpoint_key = STORE_ENDPOINTS.get(store)
-    if endpoint_key and endpoint_key in example and not values.get(endpoint_key, "").strip():
-        errors.append(f"VECTOR_STORE={store} needs {endpoint_key} (where the store is); it is empty")
-    if endpoint_key:  # an external store's credentials are placeholders until the site supplies them
-        prefix = endpoint_key.rsplit("_", 1)[0] + "_"
-        for key in example:
-            if key.startswith(prefix) and is_secret_key(key) and key not in group_keys() \
-                    and key not in FIXED_DEFAULTS and example[key] and values.get(key) == example[key]:
-                warn(f"VECTOR_STORE={store}: {key} still holds the example's placeholder; set the real one "
-                     f"in your site file")
-    for key, (fixed_store, why) in FIXED_DEFAULTS.items():
-        if store == fixed_store and key in values and values[key] == example.get(key):
-            warn(f"{key} keeps Dify's public default because {why}; keep that store off any reachable port")
-
-    # compose reads top to bottom: a reference to a key defined below (or in the extras) is unset
-    order = {line.key: i for i, line in enumerate(lines) if line.key}
-    for i, line in enumerate(lines):
-        if line.key is None:
-            continue
-        for name in referenced(values.get(line.key, "")):
-            if name in extras:
-                warn(f"{line.key} interpolates ${{{name}}}, which is only defined in the site-additions block "
-                     f"at the end: compose will use the default instead; add {name} above {line.key}")
-            elif name in order and order[name] > i:
-                warn(f"{line.key} interpolates ${{{name}}}, defined further down: compose will not see it")
-    resolved = resolve_all({**values, **extras})
-    profiles = compose_profiles(project_dir, middleware)
-    active = set(resolved.get("COMPOSE_PROFILES", "").split(","))
-    for key in ("VECTOR_STORE", "DB_TYPE"):
-        value = resolved.get(key, "")
-        if value in profiles and "COMPOSE_PROFILES" in values and value not in active:
-            warn(f"{key}={value} but COMPOSE_PROFILES resolves to {resolved['COMPOSE_PROFILES']!r}: "
-                 f"the {value} container will not start")
-    compose = compose_text(project_dir, middleware)
-    for key in extras:
-        if compose and not re.search(r"\$\{?" + re.escape(key) + r"\b", compose):
-            warn(f"{key} (site addition) is not referenced by the compose file: no container will see it")
-
-    # sizes: nginx must let through what Dify says it accepts (nginx answers 413 otherwise)
-    if not middleware and "NGINX_CLIENT_MAX_BODY_SIZE" in values:
-        body = nginx_size(values["NGINX_CLIENT_MAX_BODY_SIZE"])
-        if body is None:
-            errors.append(f"NGINX_CLIENT_MAX_BODY_SIZE={values['NGINX_CLIENT_MAX_BODY_SIZE']!r} is not an nginx "
-                          f"size (examples: 100M, 512M, 1G)")
-        elif body:
-            limits = {k: int(values[k]) * 1024 * 1024 for k in UPLOAD_LIMITS_MB if values.get(k, "").isdigit()}
-            limits.update({k: int(values[k]) for k in UPLOAD_LIMITS_BYTES if values.get(k, "").isdigit()})
-            for key, size in limits.items():
-                if size > body:
-                    errors.append(f"{key}={values[key]} allows more than NGINX_CLIENT_MAX_BODY_SIZE="
-                                  f"{values['NGINX_CLIENT_MAX_BODY_SIZE']} lets through; raise the nginx size "
-                                  f"to at least {-(-size // 1024 ** 2)}M")
-
-    if middleware:
-        linked = [k for k in ("DB_PASSWORD", "REDIS_PASSWORD", "SANDBOX_API_KEY", "PLUGIN_DAEMON_KEY",
-                              "PLUGIN_DIFY_INNER_API_KEY") if k in values]
-        warn("middleware mode: the api runs outside compose; copy these values into api/.env by hand "
-             f"(SANDBOX_API_KEY goes to CODE_EXECUTION_API_KEY there): {', '.join(linked)}")
-
-    # air-gap sanity (warnings: the site may have an internal mirror of these)
-    if values.get("MARKETPLACE_ENABLED", "").lower() == "true":
-        warn("MARKETPLACE_ENABLED=true: the marketplace is on the internet; install plugins from files")
-    if not middleware and any(k in example for k in PUBLIC_URL_KEYS) \
-            and not any(values.get(k) for k in PUBLIC_URL_KEYS if k != "TRIGGER_URL"):
-        warn("public URLs are empty (FILES_URL too, which file-processing plugins need); pass --server-ip "
-             "or --base-url")
-    for key in extras:
-        close = suggest(key, example)
-        if close:
-            warn(f"{key} kept as a site addition; the known key {close} looks similar")
-    return errors
 
 
 

@@ -13,12 +13,11 @@ import yaml
 
 from scripts.dify.envfile import (
     PUBLIC_URL_KEYS,
-    group_keys,
     is_secret_key,
     read_env,
     render_env_file,
 )
-from scripts.dify.envsecrets import KNOWN_DEFAULT_SECRETS
+from scripts.dify.envsecrets import KNOWN_DEFAULT_SECRETS, group_keys
 from scripts.dify.envsyntax import resolve_value
 from tests.conftest import compose_config_text, release_fixture, writable_copy
 

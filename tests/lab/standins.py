@@ -135,7 +135,7 @@ def release_facts(fixture: Path | str) -> ReleaseFacts:
     import yaml
 
     fixture = default_fixture(fixture) if isinstance(fixture, str) else fixture
-    env = envfile.resolve_all(envfile.read_env(fixture / ".env.example"))
+    env = envsyntax.resolve_all(envfile.read_env(fixture / ".env.example"))
     profiles = tuple(p.strip() for p in env.get("COMPOSE_PROFILES", "").split(",") if p.strip())
     data = yaml.safe_load((fixture / "docker-compose.yaml").read_text(encoding="utf-8")) or {}
     services: dict[str, str] = {}
