@@ -7,14 +7,36 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
+from dataclasses import asdict
 from functools import wraps
+from pathlib import Path
 
 from invoke import Exit, task
 
 from scripts import __version__
-from scripts.core.console import setup_logging
+from scripts.bundle import archive, manifest
+from scripts.bundle import build as bundler
+from scripts.bundle import source as sources
+from scripts.bundle.archive import archive_name
+from scripts.core.console import human_size, redact, register_secret, setup_logging, table
 from scripts.core.errors import AirgapError
+from scripts.data import backup as bk
+from scripts.data import snapshot as snap
+from scripts.data import stackdata
+from scripts.dify import deployment, envfile
+from scripts.dify import plan as compose_plan
+from scripts.dify.envfile import parse_overrides
+from scripts.dify.project import COMPOSE_FILE, resolve_env_file, resolve_project_dir
 from scripts.engine.client import Engine, resolve_runtime
+from scripts.host import check as checks
+from scripts.host import doctor as doc
+from scripts.host import install as installer
+from scripts.host import preflight as preflights
+from scripts.host import push as pusher
+from scripts.plugins import daemon as plugin_daemon
+from scripts.plugins import repackage as plugins
+from scripts.plugins import sign as plugin_sign
 
 RUNTIME_HELP = "docker or podman (default: invoke.yaml airgap.runtime, then $DIFY_AIRGAP_RUNTIME, then auto-detect)"
 
@@ -35,12 +57,24 @@ def _fails_cleanly(func):
     return wrapper
 
 
-def engine_for(c, runtime: str | None, dry_run: bool = False) -> Engine:
-    """The engine chosen by --runtime > invoke.yaml > $DIFY_AIRGAP_RUNTIME > auto-detection."""
+def engine_for(c, runtime: str | None, dry_run: bool = False, prefix: str | None = None) -> Engine:
+    """THE way every task builds its engine.
+
+    Runtime: --runtime > the install record under --prefix > invoke.yaml > $DIFY_AIRGAP_RUNTIME > auto-detection.
+    The install record's engine environment (DOCKER_HOST, CONTAINERS_STORAGE_CONF...) and compose provider are
+    kept when its runtime is the one used; invoke.yaml's airgap.compose beats the recorded provider.
+    """
     config = c.config.get("airgap", {}) or {}
-    name, source = resolve_runtime(runtime, config.get("runtime"))
+    record = deployment.load(prefix) if prefix and (Path(prefix) / deployment.STATE_FILE).is_file() else None
+    if runtime is None and record is not None:
+        name, source = record.runtime, f"install record {Path(prefix) / deployment.STATE_FILE}"
+    else:
+        name, source = resolve_runtime(runtime, config.get("runtime"))
+    same = record is not None and record.runtime == name
     compose = config.get("compose")
-    engine = Engine(name, dry_run=dry_run, compose_argv=tuple(compose.split()) if compose else None)
+    compose_argv = tuple(compose.split()) if compose else (tuple(record.compose_argv) if same else None)
+    engine = Engine(name, dry_run=dry_run, env=dict(record.engine_env) if same else {},
+                    compose_argv=compose_argv or None)
     print(f"runtime: {name} ({source})", file=sys.stderr)
     return engine
 
@@ -49,8 +83,6 @@ def engine_for(c, runtime: str | None, dry_run: bool = False) -> Engine:
 @_fails_cleanly
 def doctor(c, json_=False, runtime=None):
     """Report engines, compose providers, versions, SELinux, disk, and what is missing."""
-    from scripts.host import doctor as doc
-
     runtimes = (runtime,) if runtime else ("docker", "podman")
     report = doc.diagnose(runtimes)
     print(json.dumps(report, indent=2) if json_ else doc.render(report))
@@ -85,9 +117,6 @@ def _split(value) -> list[str]:
 def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, vector_stores="",
            db_type=None, version=None, runtime=None, json_=False):
     """List the exact images the Dify compose project needs, with the services needing each."""
-    from scripts.dify import plan as compose_plan
-    from scripts.dify.project import resolve_env_file, resolve_project_dir
-
     project = resolve_project_dir(project_dir, version)
     plan = compose_plan.plan_images(engine_for(c, runtime), project, resolve_env_file(project, env_file),
                                     profiles=_split(profiles), vector_stores=_split(vector_stores),
@@ -130,14 +159,6 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
            pull="missing", target_python="3.9", wheelhouse=None, plugins=None, plugin_sign_key=None,
            source=None, archive=False, dry_run=False, daemon_snapshot=None):
     """Make the offline bundle: images, Dify's docker/ dir, toolkit and wheels, with checksums."""
-    from contextlib import nullcontext
-    from pathlib import Path
-
-    from scripts.bundle import build as bundler
-    from scripts.bundle import source as sources
-    from scripts.data import snapshot
-    from scripts.dify import plan as compose_plan
-    from scripts.dify.project import resolve_env_file, resolve_project_dir
 
     if source and project_dir:
         raise Exit("error: give --source or --project-dir, not both", code=2)
@@ -157,7 +178,7 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
                                  wheelhouse=wheelhouse, plugins=_split(plugins or []),
                                  plugin_sign_key=plugin_sign_key, archive=archive,
                                  source=sources.shown(source) if source else None,
-                                 daemon_snapshot=daemon_snapshot, add_snapshot=snapshot.add_to_bundle)
+                                 daemon_snapshot=daemon_snapshot, add_snapshot=snap.add_to_bundle)
         print(plan.render(engine))
         if dry_run:
             print("\n[dry-run] nothing was pulled, saved or written")
@@ -165,8 +186,6 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
         final = bundler.build(engine, plan)
     print(f"\nbundle: {final}")
     if archive:
-        from scripts.bundle.archive import archive_name
-
         name = archive_name(final.name)
         print(f"archive: {final.parent / (name + '.part-000' if plan.chunk_size else name)} "
               f"(check: sha256sum -c {name}.SHA256SUMS, or invoke verify on it)")
@@ -178,9 +197,6 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
 @_fails_cleanly
 def verify(c, path, quick=False, json_=False):
     """Check every part and file of a bundle against its manifest; name anything missing or damaged."""
-    from dataclasses import asdict
-
-    from scripts.bundle import archive
 
     report = archive.verify(path, deep=not quick)
     print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2) if json_ else report.render())
@@ -193,8 +209,6 @@ def verify(c, path, quick=False, json_=False):
 @_fails_cleanly
 def inspect(c, path, json_=False):
     """Show what a bundle holds (images, sizes, platform, profiles, plugins) without unpacking it."""
-    from scripts.bundle import archive, manifest
-
     if archive.is_archive(path):  # read the first member only: nothing is unpacked
         data = archive.read_manifest(path)[0]
     else:
@@ -215,11 +229,6 @@ def inspect(c, path, json_=False):
 @_fails_cleanly
 def push(c, path, registry, runtime=None, insecure=False, output=".", dry_run=False):
     """Push a bundle's images to a private registry; write the mapping as compose override and Helm values."""
-    from pathlib import Path
-
-    from scripts.bundle import archive
-    from scripts.bundle import manifest as manifests
-    from scripts.host import push as pusher
 
     engine = engine_for(c, runtime, dry_run=dry_run)
     if dry_run and archive.is_archive(path):  # plan from the archive's manifest; unpack nothing
@@ -227,7 +236,7 @@ def push(c, path, registry, runtime=None, insecure=False, output=".", dry_run=Fa
         bundle_dir = archive.archive_files(path)[0].parent / name
     else:
         bundle_dir = archive.materialize(path)
-        data = manifests.load_manifest(bundle_dir)
+        data = manifest.load_manifest(bundle_dir)
     plan = pusher.make_plan(bundle_dir, data, registry, insecure=insecure, output=Path(output))
     print(plan.render(engine))
     pusher.push(engine, plan, data)
@@ -252,16 +261,10 @@ PREFIX_HELP = "the install root holding docker/ and dify-airgap.json (default /o
 @_fails_cleanly
 def preflight(c, path, runtime=None, prefix="/opt/dify", set_=None, json_=False):
     """Can this host run this bundle? Disk, ports, engine, compose, architecture, SELinux: pass/warn/fail."""
-    from pathlib import Path
-
-    from scripts.bundle import manifest
-    from scripts.dify.envfile import parse_overrides
-    from scripts.host import install as installer
-    from scripts.host import preflight as checks
 
     engine = engine_for(c, runtime)
     bundle_dir = installer.open_bundle(Path(path))
-    report = checks.run(engine, bundle_dir, manifest.load_manifest(bundle_dir), Path(prefix),
+    report = preflights.run(engine, bundle_dir, manifest.load_manifest(bundle_dir), Path(prefix),
                         overrides=parse_overrides(set_ or []))
     print(report.to_json() if json_ else report.render())
     if not report.ok:
@@ -288,10 +291,6 @@ def preflight(c, path, runtime=None, prefix="/opt/dify", set_=None, json_=False)
 def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=None, site_file=None, set_=None,
             timeout=600, selinux="auto", no_start=False, json_=False, dry_run=False, model_server=None):
     """Install a bundle on this (air-gapped) host and start Dify: verify, load, .env, overrides, up, wait."""
-    from pathlib import Path
-
-    from scripts.dify.envfile import parse_overrides
-    from scripts.host import install as installer
 
     if selinux not in ("auto", "on", "off"):
         raise Exit(f"error: --selinux must be auto, on or off, not {selinux!r}", code=2)
@@ -317,9 +316,6 @@ def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=
 @_fails_cleanly
 def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False):
     """Stop the stack and remove its containers; data is kept unless --purge-data."""
-    from pathlib import Path
-
-    from scripts.host import install as installer
 
     if purge_data and not yes and not dry_run:
         if not sys.stdin.isatty():
@@ -349,10 +345,6 @@ def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False):
 def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=None, vllm_api_key=None,
           vllm_model=None, timeout=10, wait=0, skip_deployment=False, json_=False):
     """Is Dify up? Containers, images, API health, console via nginx, plugin daemon, model servers."""
-    from scripts.core.console import register_secret
-    from scripts.dify import deployment
-    from scripts.host import check as checks
-
     register_secret(vllm_api_key or "")
     if ollama_model and not ollama_url:
         raise Exit("error: --ollama-model needs --ollama-url", code=2)
@@ -363,10 +355,7 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
     dep = engine = None
     if not skip_deployment:
         dep = deployment.load(prefix)
-        engine = dep.engine()  # the runtime and compose provider install recorded
-        compose = (c.config.get("airgap", {}) or {}).get("compose")
-        if compose:
-            engine.compose_argv = tuple(compose.split())
+        engine = engine_for(c, None, prefix=prefix)  # the runtime, engine env and compose provider install recorded
     report = checks.run_checks(dep, engine=engine, ollama_url=ollama_url, ollama_model=ollama_model,
                                vllm_url=vllm_url, vllm_api_key=vllm_api_key, vllm_model=vllm_model,
                                timeout=float(timeout), wait=float(wait))
@@ -398,11 +387,6 @@ def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=
         regenerate_secrets=False, upgrade_from=None, old_example=None, middleware=False, dry_run=False,
         json_=False, model_server=None):
     """Write Dify's .env for this site: offline settings, server URLs, strong secrets (mode 0600)."""
-    from pathlib import Path
-
-    from scripts.core.console import redact, table
-    from scripts.dify import envfile
-    from scripts.dify.project import resolve_project_dir
 
     project = resolve_project_dir(project_dir)
     target = Path(out) if out else project / ("middleware.env" if middleware else ".env")
@@ -462,14 +446,8 @@ def repackage(c, package, pkg=None, out="plugins-offline", python="3.12", arch="
               project_dir=None, sign_key=None, marketplace_url=None, cache_dir=None, keep_pyproject=False,
               dry_run=False, json_=False):
     """Make Dify plugins install offline: bundle their wheels, rewrite requirements, optionally sign."""
-    from scripts.core.console import human_size, table
-    from scripts.plugins import daemon as plugin_daemon
-    from scripts.plugins import repackage as plugins
-
     pkgs = _split(package) + _split(pkg or [])
     if project_dir and not daemon_version:
-        from scripts.dify.project import COMPOSE_FILE, resolve_project_dir
-
         daemon_version = plugin_daemon.daemon_version_from_compose(resolve_project_dir(project_dir) / COMPOSE_FILE)
     daemon_version = daemon_version or plugins.DEFAULT_DAEMON_VERSION
     options = dict(python=python, arch=arch, daemon_version=daemon_version, sign_key=sign_key,
@@ -517,9 +495,6 @@ def repackage(c, package, pkg=None, out="plugins-offline", python="3.12", arch="
 @_fails_cleanly
 def plugin_keygen(c, out="plugin-keys", name="dify-plugin-site", bits=4096, force=False, daemon_version=None):
     """Create the site key pair that signs repackaged plugins, and print the daemon settings."""
-    from scripts.plugins import repackage as plugins
-    from scripts.plugins import sign as plugin_sign
-
     private, public = plugin_sign.write_keypair(out, name=name, bits=int(bits), force=force)
     env, warnings = plugins.signing_env(daemon_version or plugins.DEFAULT_DAEMON_VERSION,
                                         f"/app/keys/{public.name}")
@@ -541,8 +516,6 @@ def plugin_keygen(c, out="plugin-keys", name="dify-plugin-site", bits=4096, forc
 @_fails_cleanly
 def plugin_verify(c, package, public_key=None, json_=False):
     """Check a plugin package's signature with site public keys, as the plugin daemon would."""
-    from scripts.plugins import sign as plugin_sign
-
     keys = _split(public_key or [])
     if not keys:
         raise Exit("error: pass --public-key PEM (the site public key from `invoke plugin-keygen`)", code=2)
@@ -574,20 +547,7 @@ STACK_HELP = {
 
 def _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run=False, new=False):
     """The engine and the compose project the data commands work on."""
-    from pathlib import Path
-
-    from scripts.data import stackdata
-
-    compose_argv = ()
-    if prefix and (Path(prefix) / "dify-airgap.json").is_file():
-        from scripts.dify import deployment
-
-        record = deployment.load(prefix)
-        runtime = runtime or record.runtime
-        compose_argv = tuple(record.compose_argv)
-    engine = engine_for(c, runtime, dry_run=dry_run)
-    if compose_argv:
-        engine.compose_argv = compose_argv
+    engine = engine_for(c, runtime, dry_run=dry_run, prefix=prefix)
     stack = stackdata.resolve(prefix, project_dir, project_name, _split(compose_file or []), engine.runtime, new=new)
     return engine, stack
 
@@ -602,17 +562,14 @@ def _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, d
 def snapshot_daemon(c, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None,
                     tag=None, output="snapshots", dry_run=False):
     """Snapshot the plugin daemon with every plugin installed: image, storage, DB rows, checksums."""
-    from pathlib import Path
-
-    from scripts.data import snapshot
 
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
-    plan = snapshot.make_plan(stack, Path(output), tag)
+    plan = snap.make_plan(stack, Path(output), tag)
     print(plan.render(engine))
     if dry_run:
         print("\n[dry-run] nothing was paused, committed or written")
         return
-    print(f"\nsnapshot: {snapshot.snapshot_daemon(engine, plan)}")
+    print(f"\nsnapshot: {snap.snapshot_daemon(engine, plan)}")
 
 
 @task(positional=["snapshot"], help={**STACK_HELP,
@@ -625,8 +582,6 @@ def snapshot_daemon(c, project_dir=None, prefix=None, project_name=None, compose
 def restore_daemon(c, snapshot, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None,
                    timeout=180, dry_run=False, json_=False):
     """Restore a plugin daemon snapshot here: image, storage, DB rows, compose override, health check."""
-    from scripts.data import snapshot as snap
-
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
     result = snap.restore_daemon(engine, snapshot, stack, timeout=float(timeout))
     if json_:
@@ -650,9 +605,6 @@ def restore_daemon(c, snapshot, project_dir=None, prefix=None, project_name=None
 def backup_(c, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None, output="backups",
             dry_run=False):
     """Back up a Dify installation: databases, storage, vector store, redis, .env, customised files."""
-    from pathlib import Path
-
-    from scripts.data import backup as bk
 
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
     plan = bk.make_plan(stack, Path(output))
@@ -679,8 +631,6 @@ def backup_(c, project_dir=None, prefix=None, project_name=None, compose_file=No
 def restore_(c, backup, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None,
              no_start=False, force=False, timeout=180, dry_run=False, json_=False):
     """Restore a backup on this host (any runtime, any path): files with owners, databases, row counts."""
-    from scripts.data import backup as bk
-
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run, new=True)
     result = bk.restore(engine, backup, stack, start=not no_start, force=force, timeout=float(timeout))
     if json_:
