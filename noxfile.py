@@ -23,9 +23,10 @@ def _install(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Run ruff over the code."""
+    """Run ruff over the code (complexity budget included) and check the layer rule (tests/architecture.py)."""
     session.install("ruff>=0.5")
     session.run("ruff", "check", "scripts", "tests", "tasks.py", "noxfile.py")
+    session.run("python", "tests/architecture.py")
 
 
 @nox.session
@@ -44,7 +45,10 @@ def tests(session: nox.Session) -> None:
     else:
         session.warn("not root on Debian: the lab is not started; integration tests need running engines")
     # --durations: where CI time goes (shared/LAB.md budget: the whole .ci/run under 30 min on a fresh machine)
-    session.run("pytest", *(session.posargs or ["tests", "-m", "not e2e", "--durations=15"]))
+    if not session.posargs:  # coverage of the unit run (no engine), reported in the CI output
+        session.run("pytest", "tests", "-q", "-m", "not integration and not e2e", "--cov=scripts",
+                    "--cov-report=term:skip-covered")
+    session.run("pytest", *(session.posargs or ["tests", "-m", "integration and not e2e", "--durations=15"]))
 
 
 @nox.session

@@ -28,7 +28,7 @@ from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_f
 from scripts.bundle.manifest import verify as verify_directory
 from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError, ImageMissing
-from scripts.core.resources import TOOLKIT_ROOT
+from scripts.core.resources import PACKAGE_DIR, TOOLKIT_ROOT
 from scripts.dify.plan import ImagePlan
 from scripts.engine.client import Engine, normalize_arch
 from scripts.engine.images import save_argv, save_compressed
@@ -211,7 +211,7 @@ def copy_tree(src: Path, dest: Path, excludes: Sequence[str] = ()) -> None:
 def copy_toolkit(dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for item in TOOLKIT_ITEMS:
-        src = TOOLKIT_ROOT / item
+        src = PACKAGE_DIR if item == "scripts" else TOOLKIT_ROOT / item
         if src.is_dir():
             copy_tree(src, dest / item)
         elif src.is_file():

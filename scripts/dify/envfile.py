@@ -166,10 +166,6 @@ class EnvReport:
         return data
 
 
-
-
-
-
 # --- URLs ----------------------------------------------------------------------------------------
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -410,7 +406,69 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
     Raises AirgapError (with every problem listed) when the result must not be used: a public default
     secret left, a likely typo of a known key, an empty required key, an inconsistent pair.
     """
-    project_dir, out = Path(project_dir), Path(out)
+    st = _start_render(Path(project_dir), Path(out), middleware, dry_run)
+    _apply_templates(st, templates_dir)
+    if upgrade_from:
+        _apply_old_env(st, upgrade_from, old_example)
+    # 3. site file
+    if site_file:
+        st.apply("site file", read_env(site_file), unknown="check")
+    _apply_server_url(st, server_ip, base_url, overrides, middleware)
+    _apply_model_servers(st, model_servers)
+    # 6. --set KEY=VALUE
+    st.apply("command line", dict(overrides or {}), unknown="check")
+
+    _resolve_secrets(st, old_example, regenerate_secrets)
+    # CELERY_BROKER_URL carries the redis password: derive it unless the user wrote it themselves
+    _derive_broker_url(st.values, st.source, st.explicit, st.report)
+    _register_secret_values(st)
+    _validate_or_raise(st, middleware)
+    _write_output(st, dry_run)
+    return st.report
+
+
+@dataclass
+class _Render:
+    """The working state of one ``render_env_file`` run; every layer writes into ``values``/``source``."""
+
+    project_dir: Path
+    out: Path
+    example_path: Path
+    lines: list[Line]
+    example: dict[str, str]
+    layers: ReleaseLayers
+    known: dict[str, str]  # every key the release reads, .env.example's first
+    report: EnvReport
+    values: dict[str, str] = field(default_factory=dict)
+    source: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, str] = field(default_factory=dict)
+    extra_source: dict[str, str] = field(default_factory=dict)
+    removed: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    #: key -> (layer, value) for keys set by old env/site/CLI
+    explicit: dict[str, tuple[str, str]] = field(default_factory=dict)
+    passthrough: set[str] = field(default_factory=set)
+    defaults: set[str] = field(default_factory=set)
+    existing: dict[str, str] | None = None
+
+    def apply(self, layer: str, data: Mapping[str, str], *, unknown: str) -> None:
+        for key, value in data.items():
+            if key in self.known:
+                self.values[key], self.source[key] = value, layer
+                if _layer(layer) in ("old env", "site file", "command line"):
+                    self.explicit[key] = (layer, value)
+                continue
+            if unknown == "skip":
+                continue
+            close = suggest(key, self.known)
+            if unknown == "check" and close:
+                self.errors.append(f"{key} ({layer}) is not a key of {self.example_path.name}; did you mean {close}?")
+                continue
+            self.extras[key], self.extra_source[key] = value, layer
+
+
+def _start_render(project_dir: Path, out: Path, middleware: bool, dry_run: bool) -> _Render:
+    """Read the example and the release's envs/** layers: the lowest layer, every key at its example value."""
     example_path = project_dir / (MIDDLEWARE_EXAMPLE if middleware else EXAMPLE)
     if not example_path.is_file():
         raise AirgapError(f"{example_path} is missing; --project-dir must be Dify's docker/ directory")
@@ -419,153 +477,164 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
     layers = ReleaseLayers() if middleware else release_layers(project_dir, example)
     known = {**layers.defaults, **example}  # every key the release reads, .env.example's first
     report = EnvReport(path=out, example=example_path, dry_run=dry_run)
-    values: dict[str, str] = dict(known)
-    source: dict[str, str] = {k: "example" for k in known}
-    extras: dict[str, str] = {}
-    extra_source: dict[str, str] = {}
-    removed: dict[str, str] = {}
-    errors: list[str] = []
-    explicit: dict[str, tuple[str, str]] = {}  # key -> (layer, value) for keys set by old env/site/CLI
+    return _Render(project_dir=project_dir, out=out, example_path=example_path, lines=lines, example=example,
+                   layers=layers, known=known, report=report, values=dict(known),
+                   source={k: "example" for k in known})
 
-    def apply(layer: str, data: Mapping[str, str], *, unknown: str) -> None:
-        for key, value in data.items():
-            if key in known:
-                values[key], source[key] = value, layer
-                if _layer(layer) in ("old env", "site file", "command line"):
-                    explicit[key] = (layer, value)
-                continue
-            if unknown == "skip":
-                continue
-            close = suggest(key, known)
-            if unknown == "check" and close:
-                errors.append(f"{key} ({layer}) is not a key of {example_path.name}; did you mean {close}?")
-                continue
-            extras[key], extra_source[key] = value, layer
 
+def _apply_templates(st: _Render, templates_dir: Path) -> None:
     # 1. templates (keys this release does not know are skipped: templates serve several versions), except
     #    PASSTHROUGH_TEMPLATE's: written for releases whose services get .env whole (env_file: ./.env, 1.14+)
-    passthrough: set[str] = set()
     if templates_dir and Path(templates_dir).is_dir():
         for tpl in sorted(Path(templates_dir).glob("*.env")):
             if tpl.name != PASSTHROUGH_TEMPLATE:
-                apply(f"template {tpl.name}", read_env(tpl), unknown="skip")
-            elif layers.dotenv_readers:
-                data = {k: v for k, v in read_env(tpl).items() if k not in known}
-                passthrough |= set(data)
-                apply(f"template {tpl.name}", data, unknown="extra")
+                st.apply(f"template {tpl.name}", read_env(tpl), unknown="skip")
+            elif st.layers.dotenv_readers:
+                data = {k: v for k, v in read_env(tpl).items() if k not in st.known}
+                st.passthrough |= set(data)
+                st.apply(f"template {tpl.name}", data, unknown="extra")
+
+
+def _apply_old_env(st: _Render, upgrade_from: Path, old_example: Path | None) -> None:
     # 2. the user's old env, three-way merged (upgrade)
-    if upgrade_from:
-        if not old_example:
-            raise AirgapError("--upgrade-from needs --old-example: the .env.example of the release that "
-                              "OLD_ENV was made from (keep it next to the old .env)")
-        old_env, base_env = read_env(upgrade_from), read_env(old_example)
-        _values, custom, old_extras, removed, report.merge = _merge(old_env, base_env, known)
-        for d in report.merge.default_changed:  # user kept the old default: take the new one
-            values[d["key"]], source[d["key"]] = known[d["key"]], "example"
-        apply("old env", custom, unknown="extra")
-        apply("old env", old_extras, unknown="extra")
-    # 3. site file
-    if site_file:
-        apply("site file", read_env(site_file), unknown="check")
+    if not old_example:
+        raise AirgapError("--upgrade-from needs --old-example: the .env.example of the release that "
+                          "OLD_ENV was made from (keep it next to the old .env)")
+    old_env, base_env = read_env(upgrade_from), read_env(old_example)
+    _values, custom, old_extras, st.removed, st.report.merge = _merge(old_env, base_env, st.known)
+    for d in st.report.merge.default_changed:  # user kept the old default: take the new one
+        st.values[d["key"]], st.source[d["key"]] = st.known[d["key"]], "example"
+    st.apply("old env", custom, unknown="extra")
+    st.apply("old env", old_extras, unknown="extra")
+
+
+def _apply_server_url(st: _Render, server_ip: str | None, base_url: str | None, overrides: dict | None,
+                      middleware: bool) -> None:
     # 4. public URLs
-    base = base_url_for(server_ip, base_url, {**values, **(overrides or {})})  # --set EXPOSE_NGINX_PORT counts
+    base = base_url_for(server_ip, base_url, {**st.values, **(overrides or {})})  # --set EXPOSE_NGINX_PORT counts
     if base:
-        apply("server url", url_values(example, base, middleware), unknown="skip")
+        st.apply("server url", url_values(st.example, base, middleware), unknown="skip")
+
+
+def _apply_model_servers(st: _Render, model_servers: Iterable[str]) -> None:
     # 5. model servers on the site network (--model-server): the SSRF proxy's private allow list
     model_servers = [u for u in model_servers or () if u]
     if model_servers:
-        allow = model_server_settings(model_servers, values)
-        if SSRF_ALLOW_IPS in known:
-            apply("model server", allow, unknown="skip")
+        allow = model_server_settings(model_servers, st.values)
+        if SSRF_ALLOW_IPS in st.known:
+            st.apply("model server", allow, unknown="skip")
         else:
-            report.warnings.append(f"--model-server: this release's SSRF proxy has no {SSRF_ALLOW_IPS} (it "
-                                   "does not deny private ranges before Dify 1.15): nothing to allow")
-    # 6. --set KEY=VALUE
-    apply("command line", dict(overrides or {}), unknown="check")
+            st.report.warnings.append(f"--model-server: this release's SSRF proxy has no {SSRF_ALLOW_IPS} (it "
+                                      "does not deny private ranges before Dify 1.15): nothing to allow")
 
+
+def _resolve_secrets(st: _Render, old_example: Path | None, regenerate_secrets: bool) -> None:
     # secrets: explicit (highest layer) > existing output file > generated
-    defaults = known_defaults(example)
+    st.defaults = known_defaults(st.example)
     if old_example:
-        defaults |= known_defaults(read_env(old_example))
-    existing = read_env(out) if out.is_file() else None
+        st.defaults |= known_defaults(read_env(old_example))
+    st.existing = read_env(st.out) if st.out.is_file() else None
     for group in SECRET_GROUPS:
-        keys = [k for k in group.keys if k in known]
+        keys = [k for k in group.keys if k in st.known]
         if not keys:
             continue
-        given = [(k, explicit[k]) for k in keys if k in explicit]
+        given = [(k, st.explicit[k]) for k in keys if k in st.explicit]
         chosen = None
         if given:
-            top = max(_LAYER_RANK[_layer(layer)] for _, (layer, _v) in given)
-            top_given = [(k, lv) for k, lv in given if _LAYER_RANK[_layer(lv[0])] == top]
-            distinct = {lv[1] for _, lv in top_given}
-            if len(distinct) > 1:
-                errors.append(f"{' and '.join(k for k, _ in top_given)} must be equal (one secret shared by "
-                              f"both ends); set only {keys[0]} and it is copied to the others")
-            _key, (layer, chosen) = top_given[0]
-            status = "kept from old env" if layer == "old env" else f"from {layer}"
-            for k in keys:
-                report.supplied[k] = status
-        elif existing is not None and not regenerate_secrets:
-            found = [existing[k] for k in keys if existing.get(k) and existing[k] not in defaults]
-            if found:
-                chosen = found[0]
-                if len(set(found)) > 1:
-                    report.warnings.append(f"{out.name} had different values for {', '.join(keys)}; "
-                                           f"kept the one of {keys[0]} for all of them")
-                report.kept += keys
+            chosen = _explicit_secret(st, keys, given)
+        elif st.existing is not None and not regenerate_secrets:
+            chosen = _existing_secret(st, keys)
         if chosen is None:
             chosen = generate_secret(group.kind)
-            report.generated += keys
+            st.report.generated += keys
         for k in keys:
-            values[k] = chosen
-            if k not in explicit:
-                source[k] = "generated" if k in report.generated else "kept"
+            st.values[k] = chosen
+            if k not in st.explicit:
+                st.source[k] = "generated" if k in st.report.generated else "kept"
         register_secret(chosen)
 
-    # CELERY_BROKER_URL carries the redis password: derive it unless the user wrote it themselves
-    _derive_broker_url(values, source, explicit, report)
 
-    for key, value in list(values.items()) + list(extras.items()):
+def _explicit_secret(st: _Render, keys: list[str], given: list[tuple[str, tuple[str, str]]]) -> str:
+    """The value the highest layer gave a secret group (all its keys must agree)."""
+    top = max(_LAYER_RANK[_layer(layer)] for _, (layer, _v) in given)
+    top_given = [(k, lv) for k, lv in given if _LAYER_RANK[_layer(lv[0])] == top]
+    distinct = {lv[1] for _, lv in top_given}
+    if len(distinct) > 1:
+        st.errors.append(f"{' and '.join(k for k, _ in top_given)} must be equal (one secret shared by "
+                         f"both ends); set only {keys[0]} and it is copied to the others")
+    _key, (layer, chosen) = top_given[0]
+    status = "kept from old env" if layer == "old env" else f"from {layer}"
+    for k in keys:
+        st.report.supplied[k] = status
+    return chosen
+
+
+def _existing_secret(st: _Render, keys: list[str]) -> str | None:
+    """The secret group's value in the existing output file (second run), unless it is a public default."""
+    existing = st.existing
+    found = [existing[k] for k in keys if existing.get(k) and existing[k] not in st.defaults]
+    if not found:
+        return None
+    if len(set(found)) > 1:
+        st.report.warnings.append(f"{st.out.name} had different values for {', '.join(keys)}; "
+                                  f"kept the one of {keys[0]} for all of them")
+    st.report.kept += keys
+    return found[0]
+
+
+def _register_secret_values(st: _Render) -> None:
+    for key, value in list(st.values.items()) + list(st.extras.items()):
         # example values are public: registering e.g. TIDB_PUBLIC_KEY=dify would redact 'dify' everywhere
-        if is_secret_key(key) and value and value != known.get(key) and value not in defaults:
+        if is_secret_key(key) and value and value != st.known.get(key) and value not in st.defaults:
             register_secret(value)
             if key == "CELERY_BROKER_URL":
                 pw = urlsplit(value).password
                 if pw:
                     register_secret(pw)
 
-    found, warnings = validate(lines, known, values, {k: v for k, v in extras.items() if k not in passthrough},
-                               defaults, middleware, project_dir)
-    errors += found
-    report.warnings += warnings
-    if errors:
-        raise AirgapError(f"{len(errors)} problem(s) in the env layers; nothing was written:\n  - "
-                          + "\n  - ".join(errors))
 
+def _validate_or_raise(st: _Render, middleware: bool) -> None:
+    found, warnings = validate(st.lines, st.known, st.values,
+                               {k: v for k, v in st.extras.items() if k not in st.passthrough},
+                               st.defaults, middleware, st.project_dir)
+    st.errors += found
+    st.report.warnings += warnings
+    if st.errors:
+        raise AirgapError(f"{len(st.errors)} problem(s) in the env layers; nothing was written:\n  - "
+                          + "\n  - ".join(st.errors))
+
+
+def _write_output(st: _Render, dry_run: bool) -> None:
+    """Render the text, fill the report, write .env and the envs/** files some service reads instead of .env."""
+    values, layers, report, out = st.values, st.layers, st.report, st.out
     layered = {k: (values[k], "declared in " + ", ".join(layers.origin[k])) for k in layers.defaults
-               if values[k] != layers.defaults[k] or k in explicit}
-    text = render_text(lines, {k: values[k] for k in example}, extras, removed, layered)
+               if values[k] != layers.defaults[k] or k in st.explicit}
+    text = render_text(st.lines, {k: values[k] for k in st.example}, st.extras, st.removed, layered)
     own: dict[str, dict[str, str]] = {}
     for key in layered:
         report.placed[key] = out.name
         for rel in layers.files_for(key):
             own.setdefault(rel, {})[key] = values[key]
             report.placed[key] = f"{rel} and {out.name}"
-    before = existing if existing is not None else example
-    after = env_from_lines(parse_lines(text))
-    report.changed = [k for k in after if before.get(k) != after[k]]
-    report.added = list(extras)
-    report.sources = {k: source[k] for k in values if source[k] != "example"}
-    report.sources.update(extra_source)
-    report.values = {k: values.get(k, extras.get(k, "")) for k in set(report.sources) | set(report.changed)
-                     if not is_secret_key(k)}
+    _fill_report(st, text)
     if not dry_run:
         write_atomic(out, text)
         report.written = True
     for rel, data in own.items():  # a service reads this envs file and not .env: the value goes there too
-        if render_layer_file(project_dir, rel, data, dry_run) and rel not in report.layer_files:
+        if render_layer_file(st.project_dir, rel, data, dry_run) and rel not in report.layer_files:
             report.layer_files.append(rel)
-    return report
+
+
+def _fill_report(st: _Render, text: str) -> None:
+    report, values, extras = st.report, st.values, st.extras
+    before = st.existing if st.existing is not None else st.example
+    after = env_from_lines(parse_lines(text))
+    report.changed = [k for k in after if before.get(k) != after[k]]
+    report.added = list(extras)
+    report.sources = {k: st.source[k] for k in values if st.source[k] != "example"}
+    report.sources.update(st.extra_source)
+    report.values = {k: values.get(k, extras.get(k, "")) for k in set(report.sources) | set(report.changed)
+                     if not is_secret_key(k)}
 
 
 def _derive_broker_url(values: dict[str, str], source: dict[str, str], explicit: Mapping,
@@ -588,9 +657,3 @@ def _derive_broker_url(values: dict[str, str], source: dict[str, str], explicit:
         netloc += f":{parts.port}"
     values["CELERY_BROKER_URL"] = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     source["CELERY_BROKER_URL"] = "derived from REDIS_PASSWORD"
-
-
-
-
-
-

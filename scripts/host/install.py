@@ -206,69 +206,134 @@ def wants_selinux_relabel(option: str, engine: Engine) -> bool:
 
 # --- the install ----------------------------------------------------------------------------------
 
+@dataclass
+class _Run:
+    """One install's shared state: the options, the opened bundle, the engine and the report being built."""
+    opts: InstallOptions
+    prefix: Path
+    report: InstallReport
+    engine: Engine
+    now: str
+    bundle: Path
+    manifest: dict
+    key: str
+
+    @property
+    def state_dir(self) -> Path:
+        return self.prefix / STATE_DIR
+
+    @property
+    def project(self) -> Path:
+        return self.prefix / "docker"
+
+    @property
+    def env_path(self) -> Path:
+        return self.project / ".env"
+
+    @property
+    def old_example(self) -> Path:
+        return self.state_dir / "previous.env.example"
+
+
 def install(opts: InstallOptions) -> InstallReport:
+    run = _open_run(opts)
+    # 1. verify + preflight
+    _verify_and_preflight(run)
+    # 2. compose provider
+    compose_argv = _provide_compose(run)
+    # 3. images
+    _load_bundle_images(run)
+    # 4. files
+    previous = _previous_deployment(run.prefix)
+    _keep_old_example(run)
+    _sync_project(run)
+    # 5. .env
+    _env_step(run)
+    # 6. overrides
+    files = _write_overrides(run)
+    # 7. every image the rendered project needs, before anything starts
+    active, needed = _check_images(run)
+    record = _record_deployment(run, previous, files, needed, compose_argv)
+    # 8. start
+    if opts.start:
+        _up_and_wait(run, record, active)
+    return run.report
+
+
+def _open_run(opts: InstallOptions) -> _Run:
     prefix = opts.prefix.resolve()
     report = InstallReport(prefix)
     engine = Engine(opts.runtime, dry_run=opts.dry_run, env=dict(opts.engine_env))
     now = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    state_dir = prefix / STATE_DIR
     bundle = open_bundle(opts.bundle, dry_run=opts.dry_run)
     manifest = load_manifest(bundle)
     key = preflight.bundle_key(bundle, manifest)
+    return _Run(opts, prefix, report, engine, now, bundle, manifest, key)
 
-    # 1. verify + preflight
-    LOG.info("verifying %s", bundle)
-    checked = verify(bundle, deep=True)
+
+def _verify_and_preflight(run: _Run) -> None:
+    LOG.info("verifying %s", run.bundle)
+    checked = verify(run.bundle, deep=True)
     if not checked.ok:
         raise AirgapError(f"the bundle does not verify; nothing was changed:\n{checked.render()}")
-    pre = preflight.run(engine, bundle, manifest, prefix, overrides=opts.overrides)
+    pre = preflight.run(run.engine, run.bundle, run.manifest, run.prefix, overrides=run.opts.overrides)
     print(pre.render())
     if not pre.ok:
         raise AirgapError("preflight failed; nothing was changed (fix the FAIL items above)")
 
-    # 2. compose provider
-    compose_argv, compose_installed = ensure_compose(engine, bundle, manifest)
+
+def _provide_compose(run: _Run) -> list[str]:
+    compose_argv, compose_installed = ensure_compose(run.engine, run.bundle, run.manifest)
     if compose_installed:
-        report.actions.append(f"podman-compose installed from the bundle's wheels: {compose_argv[0]}")
+        run.report.actions.append(f"podman-compose installed from the bundle's wheels: {compose_argv[0]}")
+    return compose_argv
 
-    # 3. images
-    loaded = load_images(engine, bundle, manifest)
+
+def _load_bundle_images(run: _Run) -> None:
+    loaded = load_images(run.engine, run.bundle, run.manifest)
     if loaded:
-        report.actions.append(f"loaded {len(loaded)} images")
+        run.report.actions.append(f"loaded {len(loaded)} images")
     else:
-        report.unchanged.append("images (same image ids already present)")
+        run.report.unchanged.append("images (same image ids already present)")
 
-    # 4. files
-    previous = None
+
+def _previous_deployment(prefix: Path) -> dep.Deployment | None:
     try:
-        previous = dep.load(prefix)
+        return dep.load(prefix)
     except AirgapError:
-        previous = None
-    project = prefix / "docker"
-    env_path = project / ".env"
-    old_example = state_dir / "previous.env.example"
-    if (env_path.is_file() and (project / ".env.example").is_file() and not opts.dry_run
-            and not filecmp.cmp(project / ".env.example", bundle / "docker" / ".env.example", shallow=False)):
-        state_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(project / ".env.example", old_example)
-    if not opts.dry_run:
-        prefix.mkdir(parents=True, exist_ok=True)
-    changed = sync_tree(bundle / "docker", project, state_dir / f"backup-{now}" / "docker",
-                        dry_run=opts.dry_run, keep=(".env", "volumes"))
-    if changed:
-        report.actions.append(f"{len(changed)} file(s) of docker/ written (changed ones backed up in "
-                              f"{STATE_DIR}/backup-{now})")
-    else:
-        report.unchanged.append("docker/ files")
+        return None
 
-    # 5. .env
-    report.actions += _env(opts, bundle, project, env_path, old_example, state_dir, now)
+
+def _keep_old_example(run: _Run) -> None:
+    """Save the installed ``.env.example`` before it is replaced: the base of the three-way ``.env`` merge."""
+    project = run.project
+    if (run.env_path.is_file() and (project / ".env.example").is_file() and not run.opts.dry_run
+            and not filecmp.cmp(project / ".env.example", run.bundle / "docker" / ".env.example", shallow=False)):
+        run.state_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project / ".env.example", run.old_example)
+
+
+def _sync_project(run: _Run) -> None:
+    if not run.opts.dry_run:
+        run.prefix.mkdir(parents=True, exist_ok=True)
+    changed = sync_tree(run.bundle / "docker", run.project, run.state_dir / f"backup-{run.now}" / "docker",
+                        dry_run=run.opts.dry_run, keep=(".env", "volumes"))
+    if changed:
+        run.report.actions.append(f"{len(changed)} file(s) of docker/ written (changed ones backed up in "
+                                  f"{STATE_DIR}/backup-{run.now})")
+    else:
+        run.report.unchanged.append("docker/ files")
+
+
+def _env_step(run: _Run) -> None:
+    report = run.report
+    report.actions += _env(run.opts, run.bundle, run.project, run.env_path, run.old_example, run.state_dir, run.now)
     if not any(a.startswith(".env") for a in report.actions):
         report.unchanged.append(".env")
 
-    # 6. overrides
-    overrides_dir = prefix / "compose-overrides"
-    files = ["docker-compose.yaml"]
+
+def _wanted_overrides(bundle: Path, project: Path, engine: Engine, selinux: str) -> dict[str, str]:
+    """Override file name -> text, for the overrides this host needs, in -f order after docker-compose.yaml."""
     wanted = {"offline.yaml": offline_override(bundle / "docker")}
     if engine.is_podman:
         wanted[PODMAN_OVERRIDE] = (bundle / "compose-overrides" / PODMAN_OVERRIDE).read_text()
@@ -276,75 +341,114 @@ def install(opts: InstallOptions) -> InstallReport:
     if keys and (bundle / "compose-overrides" / "plugin-signing.yaml").is_file():
         # the site's plugin public key is in place: keep signature verification ON with it (docs/plugins.md)
         wanted["plugin-signing.yaml"] = (bundle / "compose-overrides" / "plugin-signing.yaml").read_text()
-    if wants_selinux_relabel(opts.selinux, engine):
+    if wants_selinux_relabel(selinux, engine):
         wanted["selinux.yaml"] = selinux_override(bundle / "docker")
-    for name, text in wanted.items():
-        if _write_if_changed(overrides_dir / name, text, opts.dry_run):
-            report.actions.append(f"compose override {name} written")
-        files.append(str(overrides_dir / name))
+    return wanted
 
-    # 7. every image the rendered project needs, before anything starts
-    env_for_check = env_path if env_path.is_file() else bundle / "docker" / ".env.example"
+
+def _write_overrides(run: _Run) -> list[str]:
+    """Write the wanted overrides; returns the compose files (-f order) of the deployment."""
+    overrides_dir = run.prefix / "compose-overrides"
+    files = ["docker-compose.yaml"]
+    for name, text in _wanted_overrides(run.bundle, run.project, run.engine, run.opts.selinux).items():
+        if _write_if_changed(overrides_dir / name, text, run.opts.dry_run):
+            run.report.actions.append(f"compose override {name} written")
+        files.append(str(overrides_dir / name))
+    return files
+
+
+def _missing_images(engine: Engine, needed: dict[str, list[str]], in_bundle: set[str],
+                   dry_run: bool) -> list[tuple[str, list[str]]]:
+    """(ref, services) of every needed image the engine lacks; a dry run counts the bundle's images as present."""
+    return [(ref, services) for ref, services in needed.items()
+            if not (dry_run and ref in in_bundle) and not engine.image_exists(local_ref(engine, ref))]
+
+
+def _images_missing_error(missing: list[tuple[str, list[str]]]) -> ImageMissing:
+    names = "; ".join(f"{ref} (service{'s' if len(s) > 1 else ''}: {', '.join(s)})" for ref, s in missing)
+    return ImageMissing(f"{len(missing)} image(s) the project needs are not present and not in the bundle: "
+                        f"{names}. Nothing was started. Make the bundle with these profiles / vector stores "
+                        f"(invoke bundle --vector-stores ... / --profiles ...).", image=missing[0][0])
+
+
+def _check_images(run: _Run) -> tuple[dict[str, stack.ServiceSpec], dict[str, list[str]]]:
+    """(active services, needed image -> services); raises ImageMissing before anything starts."""
+    opts = run.opts
+    env_for_check = run.env_path if run.env_path.is_file() else run.bundle / "docker" / ".env.example"
     values = stack.env_values(env_for_check, opts.overrides if opts.dry_run else None)
-    specs = stack.load_specs(bundle / "docker" if opts.dry_run else project, ["docker-compose.yaml"], values)
+    specs = stack.load_specs(run.bundle / "docker" if opts.dry_run else run.project, ["docker-compose.yaml"], values)
     active = stack.active_services(specs, stack.active_profiles(values))
     needed = stack.needed_images(active)
-    in_bundle = {i["ref"] for i in manifest["images"]}
-    missing = [(ref, services) for ref, services in needed.items()
-               if not (opts.dry_run and ref in in_bundle) and not engine.image_exists(local_ref(engine, ref))]
+    in_bundle = {i["ref"] for i in run.manifest["images"]}
+    missing = _missing_images(run.engine, needed, in_bundle, opts.dry_run)
     if missing:
-        names = "; ".join(f"{ref} (service{'s' if len(s) > 1 else ''}: {', '.join(s)})" for ref, s in missing)
-        raise ImageMissing(f"{len(missing)} image(s) the project needs are not present and not in the bundle: "
-                           f"{names}. Nothing was started. Make the bundle with these profiles / vector stores "
-                           f"(invoke bundle --vector-stores ... / --profiles ...).", image=missing[0][0])
+        raise _images_missing_error(missing)
+    return active, needed
 
+
+def _installed_at(previous: dep.Deployment | None, key: str) -> str:
+    """The first install time of this bundle: kept on a re-run, now (UTC) for a new bundle."""
+    if previous and previous.bundle == key:
+        return previous.installed_at
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _record_deployment(run: _Run, previous: dep.Deployment | None, files: list[str],
+                       needed: dict[str, list[str]], compose_argv: list[str]) -> dep.Deployment:
     # record the deployment before starting, so `invoke down` works even if start-up fails
-    record = dep.Deployment(prefix=prefix, runtime=engine.runtime, project_name=opts.project_name,
-                            engine_env=dict(opts.engine_env), dify_version=manifest.get("dify_version", ""),
+    opts, key = run.opts, run.key
+    record = dep.Deployment(prefix=run.prefix, runtime=run.engine.runtime, project_name=opts.project_name,
+                            engine_env=dict(opts.engine_env), dify_version=run.manifest.get("dify_version", ""),
                             bundle=key, compose_files=files, profiles=[],
                             images=[{"ref": r, "services": s} for r, s in needed.items()],
-                            installed_at=previous.installed_at if previous and previous.bundle == key else
-                            _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+                            installed_at=_installed_at(previous, key),
                             compose_argv=compose_argv or (previous.compose_argv if previous else []))
     if previous and previous.bundle != key and not opts.dry_run:
-        history = state_dir / f"history-{now}.json"
+        history = run.state_dir / f"history-{run.now}.json"
         history.write_text(previous.to_json())
-        report.actions.append(f"upgrade from {previous.bundle}: old image set noted in {STATE_DIR}/{history.name}")
+        run.report.actions.append(f"upgrade from {previous.bundle}: old image set noted in {STATE_DIR}/{history.name}")
     if not opts.dry_run and (previous is None or previous.to_json() != record.to_json()):
         record.save()
+    return record
 
-    # 8. start
-    if not opts.start:
-        return report
-    engine_c = record.engine(dry_run=opts.dry_run) if record.compose_argv else engine
+
+def _up_and_wait(run: _Run, record: dep.Deployment, active: dict[str, stack.ServiceSpec]) -> None:
+    opts, report = run.opts, run.report
+    engine_c = record.engine(dry_run=opts.dry_run) if record.compose_argv else run.engine
 
     def compose(args, **kwargs):
         return record.compose(engine_c, args, **kwargs)
 
     if opts.dry_run:
         compose(["up", "-d"], timeout=opts.timeout)
-        return report
+        return
     current = stack.states(engine_c, record.project_name, compose)
     ready, _problems = stack.readiness(engine_c, active, current)
     if ready and not report.changed:
         LOG.info("every service is already running and healthy: nothing to do")
         report.services = {name: "ready" for name in active}
-        return report
+        return
     LOG.info("starting the stack (compose up -d)")
     compose(["up", "-d"], timeout=max(opts.timeout, 300), capture=False)
     report.actions.append("compose up -d")
     try:
         final = stack.wait_ready(engine_c, record.project_name, active, opts.timeout, compose)
     except (WaitTimeout, stack.StackFailed) as exc:
-        current = stack.states(engine_c, record.project_name, compose)
-        _ok, problems = stack.readiness(engine_c, active, current)
-        failing = [p.split(":", 1)[0] for p in problems]
-        raise AirgapError(f"the stack did not become ready within {opts.timeout:.0f}s: {'; '.join(problems)}\n"
-                          + stack.logs_tail(engine_c, current, failing)
-                          + "\nVolumes and data are untouched; fix the cause and re-run install, or "
-                            f"`invoke down --prefix {prefix}`.") from exc
+        raise _not_ready_error(engine_c, record, active, compose, opts.timeout, run.prefix) from exc
     report.services = {name: "ready" for name in final if name in active}
-    return report
+
+
+def _not_ready_error(engine: Engine, record: dep.Deployment, active: dict[str, stack.ServiceSpec], compose,
+                     timeout: float,
+                     prefix: Path) -> AirgapError:
+    """The failing services and their last log lines; says that volumes and data are untouched."""
+    current = stack.states(engine, record.project_name, compose)
+    _ok, problems = stack.readiness(engine, active, current)
+    failing = [p.split(":", 1)[0] for p in problems]
+    return AirgapError(f"the stack did not become ready within {timeout:.0f}s: {'; '.join(problems)}\n"
+                       + stack.logs_tail(engine, current, failing)
+                       + "\nVolumes and data are untouched; fix the cause and re-run install, or "
+                         f"`invoke down --prefix {prefix}`.")
 
 
 def _env(opts: InstallOptions, bundle: Path, project: Path, env_path: Path, old_example: Path,

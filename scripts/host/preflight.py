@@ -20,7 +20,7 @@ from scripts.core.console import human_size, table
 from scripts.dify import deployment as dep
 from scripts.dify import stack
 from scripts.dify.project import ComposeProject
-from scripts.engine.client import Engine, normalize_arch, version_tuple
+from scripts.engine.client import ComposeProvider, Engine, normalize_arch, version_tuple
 from scripts.host.doctor import selinux_mode
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -131,8 +131,21 @@ def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,
     """All checks; never raises for a failed check (each becomes an item)."""
     report = PreflightReport()
     overrides = dict(overrides or {})
+    compose_file = bundle / "docker" / "docker-compose.yaml"
+    facts = check_engine(report, engine)
+    check_compose(report, engine, compose_file, manifest, wheels_can_provide_compose)
+    check_architecture(report, manifest, facts)
+    check_disk(report, engine, manifest, prefix, facts)
+    existing = _load_existing(prefix)
+    check_ports(report, engine, compose_file, _project_env(bundle, prefix, overrides), overrides, facts,
+                _running_here(engine, existing))
+    check_selinux(report, engine)
+    check_existing(report, engine, bundle, manifest, prefix, existing)
+    return report
 
-    # engine
+
+def check_engine(report: PreflightReport, engine: Engine) -> dict:
+    """Item "engine": installed, answering; returns the engine's facts ({} when it does not answer)."""
     facts = engine.facts() if engine.client_path() else {}
     if not engine.client_path():
         report.add("engine", FAIL, f"`{engine.runtime}` is not installed",
@@ -144,32 +157,56 @@ def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,
         mode = " (rootless)" if facts.get("rootless") else ""
         report.add("engine", PASS, f"{engine.runtime} {facts.get('server_version')}{mode}, "
                                    f"storage {facts.get('storage_driver')} at {facts.get('data_root')}")
+    return facts
 
-    # compose provider
-    compose_file = bundle / "docker" / "docker-compose.yaml"
+
+def _compose_provider(engine: Engine) -> ComposeProvider | None:
+    """The engine's compose provider; for podman, falls back to a podman-compose an earlier install put in the venv."""
     provider = engine.find_compose() if engine.client_path() else None
     venv_compose = Path(sys.executable).parent / "podman-compose"  # put there by an earlier install
     if provider is None and engine.is_podman and venv_compose.exists():
         engine.compose_argv, engine._compose = (str(venv_compose),), None
         provider = engine.find_compose()
+    return provider
+
+
+def check_compose(report: PreflightReport, engine: Engine, compose_file: Path, manifest: dict,
+                  wheels_can_provide_compose: bool = True) -> None:
+    """Item "compose": a provider exists and is recent enough for the features the compose file uses."""
+    provider = _compose_provider(engine)
     needs, feature = compose_needs(compose_file)
     dify = version_tuple(ComposeProject(compose_file.parent).dify_version) if compose_file.is_file() else ()
     if provider is None:
-        has_wheels = any(w.startswith("podman_compose-") for w in manifest.get("wheels", []))
-        if engine.is_podman and has_wheels and wheels_can_provide_compose:
-            report.add("compose", WARN, "no podman-compose / podman compose found",
-                       "install will add podman-compose from the bundle's wheels into the toolkit's venv")
-        else:
-            report.add("compose", FAIL, f"no Compose v2 provider for {engine.runtime}",
-                       "install the docker-compose-plugin package" if not engine.is_podman
-                       else "pip install podman-compose (offline: from the bundle's wheels/)")
+        _no_compose_item(report, engine, manifest, wheels_can_provide_compose)
     elif provider.is_podman_compose:
-        status = PASS if version_tuple(provider.version) >= PODMAN_COMPOSE_MIN else (FAIL if needs else WARN)
-        report.add("compose", status, f"{' '.join(provider.argv)} {provider.version}"
-                   + ("" if status == PASS or not needs else f": the compose file uses {feature}, which needs "
-                      f"podman-compose >= {'.'.join(map(str, PODMAN_COMPOSE_MIN))}"),
-                   "" if status == PASS else "older than 1.1: use the bundle's podman-compose wheels")
-    elif needs and version_tuple(provider.version) < needs:
+        _podman_compose_item(report, provider, needs, feature)
+    else:
+        _docker_compose_item(report, provider, needs, feature, dify)
+
+
+def _no_compose_item(report: PreflightReport, engine: Engine, manifest: dict, wheels_can_provide_compose: bool) -> None:
+    has_wheels = any(w.startswith("podman_compose-") for w in manifest.get("wheels", []))
+    if engine.is_podman and has_wheels and wheels_can_provide_compose:
+        report.add("compose", WARN, "no podman-compose / podman compose found",
+                   "install will add podman-compose from the bundle's wheels into the toolkit's venv")
+    else:
+        report.add("compose", FAIL, f"no Compose v2 provider for {engine.runtime}",
+                   "install the docker-compose-plugin package" if not engine.is_podman
+                   else "pip install podman-compose (offline: from the bundle's wheels/)")
+
+
+def _podman_compose_item(report: PreflightReport, provider: ComposeProvider, needs: tuple[int, ...] | None,
+                         feature: str) -> None:
+    status = PASS if version_tuple(provider.version) >= PODMAN_COMPOSE_MIN else (FAIL if needs else WARN)
+    report.add("compose", status, f"{' '.join(provider.argv)} {provider.version}"
+               + ("" if status == PASS or not needs else f": the compose file uses {feature}, which needs "
+                  f"podman-compose >= {'.'.join(map(str, PODMAN_COMPOSE_MIN))}"),
+               "" if status == PASS else "older than 1.1: use the bundle's podman-compose wheels")
+
+
+def _docker_compose_item(report: PreflightReport, provider: ComposeProvider, needs: tuple[int, ...] | None,
+                         feature: str, dify: tuple[int, ...]) -> None:
+    if needs and version_tuple(provider.version) < needs:
         report.add("compose", FAIL, f"{' '.join(provider.argv)} {provider.version}: the compose file uses "
                    f"{feature}, which needs Compose >= {'.'.join(map(str, needs))}",
                    "upgrade the docker-compose-plugin package")
@@ -180,7 +217,9 @@ def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,
     else:
         report.add("compose", PASS, f"{' '.join(provider.argv)} {provider.version}")
 
-    # architecture
+
+def check_architecture(report: PreflightReport, manifest: dict, facts: Mapping) -> None:
+    """Item "architecture": the engine's (else the host's) architecture is the bundle's platform."""
     _os, want = manifest.get("platform", "linux/amd64").split("/", 1)
     have = facts.get("architecture") or normalize_arch(os.uname().machine)
     if normalize_arch(want) == have:
@@ -189,7 +228,12 @@ def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,
         report.add("architecture", FAIL, f"host is {have}, the bundle is {manifest.get('platform')}",
                    f"make the bundle with --platform linux/{have}")
 
-    # disk: the engine's store must hold the unpacked images; podman load buffers the archive too
+
+def check_disk(report: PreflightReport, engine: Engine, manifest: dict, prefix: Path, facts: Mapping) -> None:
+    """Items "disk (images)" and "disk (install root)".
+
+    The engine's store must hold the unpacked images; podman load buffers the archive too.
+    """
     images_size = sum(int(i.get("size") or 0) for i in manifest.get("images", []))
     need = images_size
     if engine.is_podman:
@@ -207,44 +251,61 @@ def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,
     report.add("disk (install root)", status, f"{human_size(free)} free at {where} for {prefix}",
                "" if status == PASS else "Dify's data (database, storage) grows here: give it room")
 
-    # ports the stack publishes
-    env_file = _project_env(bundle, prefix, overrides)
-    existing = None
-    try:
-        existing = dep.load(prefix)
-    except Exception:  # noqa: BLE001 - no deployment is the normal case
-        existing = None
-    running_here: set[str] = set()
-    if existing and engine.client_path():
-        current = stack.states(engine, existing.project_name,
-                               compose=lambda args, **kw: existing.compose(engine, args, **kw))
-        running_here = {s for s, st in current.items() if st.state == "running"}
-    if compose_file.is_file() and env_file:
-        values = stack.env_values(env_file, overrides)
-        specs = stack.load_specs(compose_file.parent, ["docker-compose.yaml"], values)
-        active = stack.active_services(specs, stack.active_profiles(values))
-        lowest = unprivileged_port_start()
-        for name, spec in sorted(active.items()):
-            for published in spec.ports:
-                host, _, port_text = published.rpartition(":")
-                if not port_text.isdigit():
-                    continue
-                port = int(port_text)
-                label = f"port {port}"
-                if name in running_here:
-                    report.add(label, PASS, f"published by {name} of the existing deployment")
-                elif not port_free(port, host or "0.0.0.0"):
-                    report.add(label, FAIL, f"port {port} (service {name}) is already in use",
-                               f"stop what listens there (ss -ltnp 'sport = :{port}') or set the port in "
-                               f".env / --set (e.g. EXPOSE_NGINX_PORT)")
-                elif engine.is_podman and facts.get("rootless") and port < lowest:
-                    report.add(label, FAIL, f"rootless podman cannot publish port {port} (service {name}); "
-                               f"ports below {lowest} are privileged",
-                               "sysctl net.ipv4.ip_unprivileged_port_start=80, or run podman as root")
-                else:
-                    report.add(label, PASS, f"free (service {name})")
 
-    # SELinux
+def _load_existing(prefix: Path):
+    """The deployment recorded at prefix, or None."""
+    try:
+        return dep.load(prefix)
+    except Exception:  # noqa: BLE001 - no deployment is the normal case
+        return None
+
+
+def _running_here(engine: Engine, existing) -> set[str]:
+    """The services of the existing deployment that are running (their ports are theirs, not a conflict)."""
+    if not (existing and engine.client_path()):
+        return set()
+    current = stack.states(engine, existing.project_name,
+                           compose=lambda args, **kw: existing.compose(engine, args, **kw))
+    return {s for s, st in current.items() if st.state == "running"}
+
+
+def check_ports(report: PreflightReport, engine: Engine, compose_file: Path, env_file: Path | None,
+                overrides: Mapping[str, str], facts: Mapping, running_here: set[str]) -> None:
+    """Items "port N": every port the stack's active services publish is free (or already ours)."""
+    if not (compose_file.is_file() and env_file):
+        return
+    values = stack.env_values(env_file, overrides)
+    specs = stack.load_specs(compose_file.parent, ["docker-compose.yaml"], values)
+    active = stack.active_services(specs, stack.active_profiles(values))
+    lowest = unprivileged_port_start()
+    for name, spec in sorted(active.items()):
+        for published in spec.ports:
+            host, _, port_text = published.rpartition(":")
+            if port_text.isdigit():
+                check_port(report, engine, facts, name, int(port_text), host or "0.0.0.0",
+                           running=name in running_here, lowest=lowest)
+
+
+def check_port(report: PreflightReport, engine: Engine, facts: Mapping, name: str, port: int, host: str, *,
+               running: bool, lowest: int) -> None:
+    """Item "port N" for service name's published port."""
+    label = f"port {port}"
+    if running:
+        report.add(label, PASS, f"published by {name} of the existing deployment")
+    elif not port_free(port, host):
+        report.add(label, FAIL, f"port {port} (service {name}) is already in use",
+                   f"stop what listens there (ss -ltnp 'sport = :{port}') or set the port in "
+                   f".env / --set (e.g. EXPOSE_NGINX_PORT)")
+    elif engine.is_podman and facts.get("rootless") and port < lowest:
+        report.add(label, FAIL, f"rootless podman cannot publish port {port} (service {name}); "
+                   f"ports below {lowest} are privileged",
+                   "sysctl net.ipv4.ip_unprivileged_port_start=80, or run podman as root")
+    else:
+        report.add(label, PASS, f"free (service {name})")
+
+
+def check_selinux(report: PreflightReport, engine: Engine) -> None:
+    """Item "selinux": enforcing is a warning for podman (bind mounts need relabelling)."""
     mode = selinux_mode()
     if mode == "enforcing":
         report.add("selinux", WARN if engine.is_podman else PASS, "enforcing",
@@ -252,7 +313,10 @@ def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,
     else:
         report.add("selinux", PASS, mode)
 
-    # existing deployment
+
+def check_existing(report: PreflightReport, engine: Engine, bundle: Path, manifest: dict, prefix: Path,
+                   existing) -> None:
+    """Items "existing deployment" and "runtime change": what is already installed at prefix."""
     if existing:
         same = existing.bundle == bundle_key(bundle, manifest)
         report.add("existing deployment", PASS if same else WARN,
@@ -267,4 +331,3 @@ def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,
                    "its .env and volumes are kept; changed files are backed up before being replaced")
     else:
         report.add("existing deployment", PASS, f"none at {prefix}")
-    return report

@@ -40,7 +40,15 @@ from scripts.plugins.daemon import (
     daemon_rule,
     daemon_supports_third_party_keys,
 )
-from scripts.plugins.package import Manifest, default_cache_dir, fetch, parse_ref, read_manifest, safe_extract
+from scripts.plugins.package import (
+    Manifest,
+    PackageRef,
+    default_cache_dir,
+    fetch,
+    parse_ref,
+    read_manifest,
+    safe_extract,
+)
 from scripts.plugins.wheels import (
     _run,
     _uv_error,
@@ -258,6 +266,113 @@ def _entries_in_order(workdir: Path, original: Sequence[str], drop: set[str]) ->
     return entries
 
 
+def _signing_warnings(daemon_version: str) -> list[str]:
+    """Warnings (logged, and kept as notes) when the target daemon cannot verify the site signature."""
+    warnings = []
+    for warning in signing_env(daemon_version, "")[1]:
+        LOG.warning("warning: %s", warning)
+        warnings.append(warning)
+    return warnings
+
+
+def _manifest_notes(ref: PackageRef, manifest: Manifest, arch: str, python: str) -> list[str]:
+    """What the plugin's own manifest says that differs from what was asked or what the target runs."""
+    notes = []
+    if ref.kind == "marketplace" and (manifest.author, manifest.name, manifest.version) != \
+            (ref.author, ref.name, ref.version):
+        notes.append(f"marketplace returned {manifest.ref} for {ref.value}")
+    if manifest.arch and arch not in manifest.arch:
+        notes.append(f"manifest meta.arch {manifest.arch} does not list {arch}; the plugin may not run there")
+    if manifest.runner_version and manifest.runner_version != python:
+        notes.append(f"manifest runner version {manifest.runner_version}; the daemon runs Python {python} "
+                     f"regardless, wheels are for {python}")
+    return notes
+
+
+def _bundle_wheels(workdir: Path, pins, wheels: Sequence[Path], target: Target) -> None:
+    """A fresh wheels/ holding exactly ``wheels``, and the offline requirements.txt pointing at it."""
+    wheel_dir = workdir / "wheels"
+    if wheel_dir.exists():
+        shutil.rmtree(wheel_dir)   # stale wheels from an earlier repackage
+    wheel_dir.mkdir()
+    for wheel in wheels:
+        shutil.copyfile(wheel, wheel_dir / wheel.name)
+    (workdir / "requirements.txt").write_text(offline_requirements(pins, target), encoding="utf-8")
+
+
+def _offline_pyproject(workdir: Path, rule, daemon_version: str, source_name: str, target: Target,
+                       notes: list[str]) -> None:
+    """--keep-pyproject: pyproject.toml without dependency groups, pointed at wheels/; uv.lock re-locked."""
+    pyproject = workdir / "pyproject.toml"
+    if not rule.pyproject:
+        notes.append(f"daemon {daemon_version} reads only requirements.txt (rule: {rule.name}); "
+                     f"pyproject.toml is kept but unused")
+    text, stripped = strip_dependency_groups(pyproject.read_text(encoding="utf-8"))
+    if stripped:
+        notes.append("pyproject.toml: removed [dependency-groups] (the daemon installs with --no-dev; "
+                     "a lock of dev tools would need their wheels)")
+    pyproject.write_text(offline_pyproject(text, source_name, target.python), encoding="utf-8")
+    if (workdir / "uv.lock").is_file():
+        locked = relock_offline(workdir, source_name)
+        notes.append(f"uv.lock re-locked offline against the bundled wheels ({locked} packages, every "
+                     f"source ./wheels): `uv sync --frozen` installs it with no network")
+
+
+def _project_files_to_drop(workdir: Path, notes: list[str]) -> set[str]:
+    """The universal recipe: pyproject.toml and uv.lock left out, so every daemon reads requirements.txt."""
+    drop = set()
+    for name in ("pyproject.toml", "uv.lock"):
+        if (workdir / name).is_file():
+            drop.add(name)
+            notes.append(f"removed {name} (universal offline recipe: every daemon version then runs "
+                         f"`uv pip install -r requirements.txt`; --keep-pyproject keeps it, re-locked)")
+    return drop
+
+
+def _offline_dependency_files(workdir: Path, keep_pyproject: bool, daemon_version: str, source_name: str,
+                              target: Target, notes: list[str]) -> set[str]:
+    """Make the dependency files offline; returns the package members to leave out (``drop``)."""
+    drop = {plugin_sign.VERIFICATION_FILE}
+    rule = daemon_rule(daemon_version)
+    if keep_pyproject:
+        _offline_pyproject(workdir, rule, daemon_version, source_name, target, notes)
+    else:
+        drop |= _project_files_to_drop(workdir, notes)
+    return drop
+
+
+def _daemon_notes(workdir: Path, daemon_version: str, drop: set[str], settings: dict) -> list[str]:
+    """How the target daemon will install the package's dependencies, and its own notes."""
+    install = daemon_install(daemon_version, daemon_files(workdir) - drop, settings, environ={})
+    return [install.describe(), *install.notes]
+
+
+def _clean_ignore_files(workdir: Path) -> list[str]:
+    """Remove wheels/-hiding patterns from .difyignore/.gitignore; one note per file changed."""
+    notes = []
+    for name in (".difyignore", ".gitignore"):
+        path = workdir / name
+        if path.is_file():
+            text, removed = clean_ignore_file(path.read_text(encoding="utf-8", errors="replace"))
+            if removed:
+                path.write_text(text, encoding="utf-8")
+                notes.append(f"{name}: removed {', '.join(removed)} so a CLI re-package keeps wheels/")
+    return notes
+
+
+def _result(pkg: str, out: Path, manifest: Manifest, written, wheels: Sequence[Path], daemon_version: str,
+            target: Target, proof: Proof | None, notes: list[str], env: dict | None) -> RepackResult:
+    result = RepackResult(
+        source=pkg, path=out,
+        identifier=plugin_sign.identifier(manifest.author, manifest.name, manifest.version, written.checksum),
+        checksum=written.checksum, sha256=written.sha256, compressed_size=written.compressed_size,
+        uncompressed_size=written.uncompressed_size, wheels=len(wheels),
+        wheels_size=sum(w.stat().st_size for w in wheels), signed=written.signed, daemon_version=daemon_version,
+        target=target.describe(), proof=proof, notes=notes)
+    result.advice = size_advice(written.uncompressed_size, written.compressed_size, env)
+    return result
+
+
 def repackage(pkg: str, out_dir: str | os.PathLike, *, python: str = DEFAULT_PYTHON, arch: str = DEFAULT_ARCH,
               daemon_version: str = DEFAULT_DAEMON_VERSION, sign_key: str | os.PathLike | None = None,
               cache_dir: str | os.PathLike | None = None, marketplace_url: str | None = None,
@@ -272,66 +387,20 @@ def repackage(pkg: str, out_dir: str | os.PathLike, *, python: str = DEFAULT_PYT
     notes: list[str] = []
     settings = {k: v for k, v in (env or {}).items() if k in DAEMON_SETTINGS}
     if key is not None:
-        for warning in signing_env(daemon_version, "")[1]:
-            LOG.warning("warning: %s", warning)
-            notes.append(warning)
+        notes.extend(_signing_warnings(daemon_version))
     with tempfile.TemporaryDirectory(prefix="dal-repack-") as tmp:
         workdir = Path(tmp) / "plugin"
         original = safe_extract(source, workdir)
         manifest = read_manifest(workdir, source.name)
-        if ref.kind == "marketplace" and (manifest.author, manifest.name, manifest.version) != \
-                (ref.author, ref.name, ref.version):
-            notes.append(f"marketplace returned {manifest.ref} for {ref.value}")
-        if manifest.arch and arch not in manifest.arch:
-            notes.append(f"manifest meta.arch {manifest.arch} does not list {arch}; the plugin may not run there")
-        if manifest.runner_version and manifest.runner_version != python:
-            notes.append(f"manifest runner version {manifest.runner_version}; the daemon runs Python {python} "
-                         f"regardless, wheels are for {python}")
+        notes.extend(_manifest_notes(ref, manifest, arch, python))
         LOG.info("%s: %s, resolving dependencies for %s", source.name, manifest.ref, target.describe())
-        pyproject = workdir / "pyproject.toml"
-        keep_pyproject = keep_pyproject and pyproject.is_file()
+        keep_pyproject = keep_pyproject and (workdir / "pyproject.toml").is_file()
         pins = resolve(workdir, target, source.name, index_url, with_pyproject=keep_pyproject)
         wheels = download_wheels(pins, target, cache, source.name, index_url)
-
-        wheel_dir = workdir / "wheels"
-        if wheel_dir.exists():
-            shutil.rmtree(wheel_dir)   # stale wheels from an earlier repackage
-        wheel_dir.mkdir()
-        for wheel in wheels:
-            shutil.copyfile(wheel, wheel_dir / wheel.name)
-        (workdir / "requirements.txt").write_text(offline_requirements(pins, target), encoding="utf-8")
-
-        drop = {plugin_sign.VERIFICATION_FILE}
-        rule = daemon_rule(daemon_version)
-        if keep_pyproject:
-            if not rule.pyproject:
-                notes.append(f"daemon {daemon_version} reads only requirements.txt (rule: {rule.name}); "
-                             f"pyproject.toml is kept but unused")
-            text, stripped = strip_dependency_groups(pyproject.read_text(encoding="utf-8"))
-            if stripped:
-                notes.append("pyproject.toml: removed [dependency-groups] (the daemon installs with --no-dev; "
-                             "a lock of dev tools would need their wheels)")
-            pyproject.write_text(offline_pyproject(text, source.name, target.python), encoding="utf-8")
-            if (workdir / "uv.lock").is_file():
-                locked = relock_offline(workdir, source.name)
-                notes.append(f"uv.lock re-locked offline against the bundled wheels ({locked} packages, every "
-                             f"source ./wheels): `uv sync --frozen` installs it with no network")
-        else:
-            for name in ("pyproject.toml", "uv.lock"):
-                if (workdir / name).is_file():
-                    drop.add(name)
-                    notes.append(f"removed {name} (universal offline recipe: every daemon version then runs "
-                                 f"`uv pip install -r requirements.txt`; --keep-pyproject keeps it, re-locked)")
-        install = daemon_install(daemon_version, daemon_files(workdir) - drop, settings, environ={})
-        notes.append(install.describe())
-        notes.extend(install.notes)
-        for name in (".difyignore", ".gitignore"):
-            path = workdir / name
-            if path.is_file():
-                text, removed = clean_ignore_file(path.read_text(encoding="utf-8", errors="replace"))
-                if removed:
-                    path.write_text(text, encoding="utf-8")
-                    notes.append(f"{name}: removed {', '.join(removed)} so a CLI re-package keeps wheels/")
+        _bundle_wheels(workdir, pins, wheels, target)
+        drop = _offline_dependency_files(workdir, keep_pyproject, daemon_version, source.name, target, notes)
+        notes.extend(_daemon_notes(workdir, daemon_version, drop, settings))
+        notes.extend(_clean_ignore_files(workdir))
 
         out = Path(out_dir) / output_name(manifest, target)
         staged = Path(tmp) / out.name
@@ -341,15 +410,7 @@ def repackage(pkg: str, out_dir: str | os.PathLike, *, python: str = DEFAULT_PYT
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         shutil.move(str(staged), str(out))
     written.path = out
-    result = RepackResult(
-        source=pkg, path=out,
-        identifier=plugin_sign.identifier(manifest.author, manifest.name, manifest.version, written.checksum),
-        checksum=written.checksum, sha256=written.sha256, compressed_size=written.compressed_size,
-        uncompressed_size=written.uncompressed_size, wheels=len(wheels),
-        wheels_size=sum(w.stat().st_size for w in wheels), signed=written.signed, daemon_version=daemon_version,
-        target=target.describe(), proof=proof, notes=notes)
-    result.advice = size_advice(written.uncompressed_size, written.compressed_size, env)
-    return result
+    return _result(pkg, out, manifest, written, wheels, daemon_version, target, proof, notes, env)
 
 
 def repackage_many(pkgs: Sequence[str], out_dir: str | os.PathLike, *, python: str = DEFAULT_PYTHON,
