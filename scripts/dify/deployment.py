@@ -39,11 +39,11 @@ class Deployment:
 
     @property
     def project_dir(self) -> Path:
-        return self.prefix / "docker"
+        return project_dir_for(self.prefix)
 
     @property
     def env_file(self) -> Path:
-        return self.project_dir / ".env"
+        return env_file_for(self.prefix)
 
     @property
     def state_path(self) -> Path:
@@ -68,6 +68,16 @@ class Deployment:
         tmp = self.state_path.with_name(f".{STATE_FILE}.tmp")
         tmp.write_text(self.to_json())
         os.replace(tmp, self.state_path)
+
+
+def project_dir_for(prefix: Path) -> Path:
+    """Where an install under PREFIX keeps Dify's docker/ directory."""
+    return Path(prefix) / "docker"
+
+
+def env_file_for(prefix: Path) -> Path:
+    """The .env an install under PREFIX renders (mode 0600)."""
+    return project_dir_for(prefix) / ".env"
 
 
 def load(prefix: str | os.PathLike = DEFAULT_PREFIX) -> Deployment:

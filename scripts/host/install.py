@@ -224,11 +224,11 @@ class _Run:
 
     @property
     def project(self) -> Path:
-        return self.prefix / "docker"
+        return dep.project_dir_for(self.prefix)
 
     @property
     def env_path(self) -> Path:
-        return self.project / ".env"
+        return dep.env_file_for(self.prefix)
 
     @property
     def old_example(self) -> Path:
