@@ -1,14 +1,13 @@
-"""dify-airgap tasks. Each task parses its options, calls one function in scripts/, and prints.
+"""dify-airgap tasks. Each task parses its options, calls one function in scripts/, and prints its result
+through ONE helper (:func:`_emit`: a table/text, or exactly one JSON document with --json).
 
 Run `invoke --list` for the tasks and `invoke --help TASK` for a task's options.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import nullcontext
-from dataclasses import asdict
 from functools import wraps
 from pathlib import Path
 
@@ -18,8 +17,7 @@ from scripts import __version__
 from scripts.bundle import archive, manifest
 from scripts.bundle import build as bundler
 from scripts.bundle import source as sources
-from scripts.bundle.archive import archive_name
-from scripts.core.console import human_size, redact, register_secret, setup_logging, table
+from scripts.core.console import emit, register_secret, setup_logging, warn
 from scripts.core.errors import AirgapError
 from scripts.data import backup as bk
 from scripts.data import snapshot as snap
@@ -57,6 +55,13 @@ def _fails_cleanly(func):
     return wrapper
 
 
+def _emit(json_: bool, data, text=None, ok: bool = True) -> None:
+    """Print the result (``text`` or, with --json, ``data`` as one JSON document); exit 1 when not ``ok``."""
+    emit(json_, data, text)
+    if not ok:
+        raise Exit(code=1)
+
+
 def engine_for(c, runtime: str | None, dry_run: bool = False, prefix: str | None = None) -> Engine:
     """THE way every task builds its engine.
 
@@ -85,7 +90,7 @@ def doctor(c, json_=False, runtime=None):
     """Report engines, compose providers, versions, SELinux, disk, and what is missing."""
     runtimes = (runtime,) if runtime else ("docker", "podman")
     report = doc.diagnose(runtimes)
-    print(json.dumps(report, indent=2) if json_ else doc.render(report))
+    _emit(json_, report, lambda: doc.render(report))
     if not report["usable"]:
         raise Exit("no container engine answers; install one with the fix shown above", code=1)
 
@@ -122,7 +127,7 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
                                     profiles=_split(profiles), vector_stores=_split(vector_stores),
                                     all_profiles=all_profiles, db_type=db_type)
     compose_plan.check_version(plan, version)
-    print(compose_plan.images_json(plan) if json_ else plan.render())
+    _emit(json_, plan.to_dict(), plan.render)
 
 
 @task(help={
@@ -184,11 +189,7 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
             print("\n[dry-run] nothing was pulled, saved or written")
             return
         final = bundler.build(engine, plan)
-    print(f"\nbundle: {final}")
-    if archive:
-        name = archive_name(final.name)
-        print(f"archive: {final.parent / (name + '.part-000' if plan.chunk_size else name)} "
-              f"(check: sha256sum -c {name}.SHA256SUMS, or invoke verify on it)")
+    print(bundler.render_done(final, plan))
 
 
 @task(help={"path": "the bundle directory (or any file inside it), or its archive NAME.tar / NAME.tar.part-000",
@@ -199,9 +200,7 @@ def verify(c, path, quick=False, json_=False):
     """Check every part and file of a bundle against its manifest; name anything missing or damaged."""
 
     report = archive.verify(path, deep=not quick)
-    print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2) if json_ else report.render())
-    if not report.ok:
-        raise Exit(code=1)
+    _emit(json_, report.to_dict(), report.render, ok=report.ok)
 
 
 @task(help={"path": "the bundle directory (or its manifest.json), or its archive NAME.tar / first part",
@@ -213,8 +212,7 @@ def inspect(c, path, json_=False):
         data = archive.read_manifest(path)[0]
     else:
         data = manifest.load_manifest(manifest.find_bundle_dir(path))
-    print(json.dumps({k: v for k, v in data.items() if k != "files"}, indent=2) if json_
-          else manifest.inspect_text(data))
+    _emit(json_, manifest.summary(data), lambda: manifest.inspect_text(data))
 
 
 @task(help={
@@ -243,8 +241,7 @@ def push(c, path, registry, runtime=None, insecure=False, output=".", dry_run=Fa
     if dry_run:
         print("\n[dry-run] nothing was loaded, pushed or written")
         return
-    print(f"\npushed {len(plan.items)} images; wrote {plan.output / pusher.COMPOSE_OVERRIDE} "
-          f"and {plan.output / pusher.HELM_VALUES}")
+    print(pusher.render_done(plan))
 
 
 PREFIX_HELP = "the install root holding docker/ and dify-airgap.json (default /opt/dify)"
@@ -266,9 +263,7 @@ def preflight(c, path, runtime=None, prefix="/opt/dify", set_=None, json_=False)
     bundle_dir = installer.open_bundle(Path(path))
     report = preflights.run(engine, bundle_dir, manifest.load_manifest(bundle_dir), Path(prefix),
                         overrides=parse_overrides(set_ or []))
-    print(report.to_json() if json_ else report.render())
-    if not report.ok:
-        raise Exit(code=1)
+    _emit(json_, report.to_dict(), report.render, ok=report.ok)
 
 
 @task(help={
@@ -302,7 +297,7 @@ def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=
                                     timeout=float(timeout),
                                     selinux=selinux, start=not no_start, dry_run=dry_run)
     report = installer.install(opts)
-    print(installer.summary_json(report) if json_ else report.render())
+    _emit(json_, installer.summary(report), report.render)
     if dry_run:
         print("\n[dry-run] nothing was loaded, written or started")
 
@@ -359,9 +354,7 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
     report = checks.run_checks(dep, engine=engine, ollama_url=ollama_url, ollama_model=ollama_model,
                                vllm_url=vllm_url, vllm_api_key=vllm_api_key, vllm_model=vllm_model,
                                timeout=float(timeout), wait=float(wait))
-    print(report.to_json() if json_ else report.render())
-    if not report.ok:
-        raise Exit(code=1)
+    _emit(json_, report.to_dict(), report.render, ok=report.ok)
 
 
 @task(help={
@@ -396,30 +389,8 @@ def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=
         regenerate_secrets=regenerate_secrets, middleware=middleware, dry_run=dry_run,
         upgrade_from=Path(upgrade_from) if upgrade_from else None,
         old_example=Path(old_example) if old_example else None, model_servers=model_server or [])
-    if json_:
-        print(redact(json.dumps(report.to_dict(), indent=2)))
-        return
-    keys = list(dict.fromkeys(list(report.sources) + report.changed))
-    rows = [(k, report.status(k), "changed" if k in report.changed else "same",
-             report.placed.get(k, target.name), "(secret)" if envfile.is_secret_key(k) else report.values.get(k, ""))
-            for k in keys]
-    print(redact(table(["KEY", "FROM", "VS CURRENT", "FILE", "VALUE"], rows)))
-    if report.placed:
-        print(f"\n{len(report.placed)} key(s) this release declares in envs/** went to the block at the end of "
-              f"{target.name} (compose reads .env last, so they win)"
-              + (f"; also written: {', '.join(report.layer_files)}" if report.layer_files else ""))
-    if report.merge:
-        print("\nupgrade merge:")
-        print(redact("\n".join(f"  {line}" for line in report.merge.lines()) or "  nothing to report"))
-    for warning in report.warnings:
-        print(redact(f"warning: {warning}"), file=sys.stderr)
-    counts = (f"{len(report.changed)} key(s) differ from the "
-              f"{'current file' if target.exists() else 'example'}, {len(report.generated)} secret(s) generated, "
-              f"{len(report.kept)} kept, {len(report.supplied)} supplied")
-    if report.written:
-        print(f"\nwrote {target} (mode 0600): {counts}")
-    else:
-        print(f"\ndry run: nothing written; {target} would get: {counts}")
+    warn(report.warnings)
+    _emit(json_, report.to_dict(), report.render)
 
 
 @task(positional=["package"], iterable=["pkg"], auto_shortflags=False, help={
@@ -453,36 +424,13 @@ def repackage(c, package, pkg=None, out="plugins-offline", python="3.12", arch="
     options = dict(python=python, arch=arch, daemon_version=daemon_version, sign_key=sign_key,
                    cache_dir=cache_dir, marketplace_url=marketplace_url)
     if dry_run:
-        rows = plugins.plan(pkgs, out, **options)
-        print(json.dumps(rows, indent=2))
+        _emit(True, plugins.plan(pkgs, out, **options))  # the dry run's plan is JSON in both modes
         print("\ndry run: nothing downloaded or written", file=sys.stderr)
         return
     results = plugins.repackage_many(pkgs, out, keep_pyproject=keep_pyproject,
-                                     env=plugins.read_env(project_dir), **options)
-    if json_:
-        print(plugins.results_json(results))
-        return
-    print(table(["PACKAGE", "WHEELS", "SIZE (zip / unpacked)", "SIGNED", "OFFLINE PROOF"],
-                [(r.path, r.wheels, f"{human_size(r.compressed_size)} / {human_size(r.uncompressed_size)}",
-                  "yes" if r.signed else "no", f"{r.proof.mode}, {r.proof.packages} pkgs" if r.proof else "skipped")
-                 for r in results]))
-    for r in results:
-        print(f"\n{r.path.name}\n  identifier: {r.identifier}\n  sha256: {r.sha256}\n  target: {r.target}, "
-              f"daemon {r.daemon_version}")
-        if r.proof:
-            print(f"  offline proof: {r.proof.mode} install of {r.proof.packages} packages, {r.proof.isolation}")
-            if r.proof.daemon_command:
-                print(f"  daemon rule: {r.proof.rule}; reads {r.proof.file}; runs `{r.proof.daemon_command}`"
-                      + ("" if r.proof.exact else " (not exact: no Python of the daemon's version here; uv installed "
-                                                  "for its tags instead)"))
-        for note in r.notes:
-            print(f"  note: {note}")
-        if r.advice:
-            print("  raise in Dify's .env (then `docker compose up -d`):")
-            print("\n".join(f"    {line}" for line in r.advice))
-    if any(not r.signed for r in results):
-        print("\nunsigned packages install only with FORCE_VERIFYING_SIGNATURE=false; sign them instead with "
-              "--sign-key (see `invoke plugin-keygen`)", file=sys.stderr)
+                                     env=plugins.project_limits(project_dir), **options)
+    _emit(json_, [r.as_dict() for r in results], lambda: plugins.render_results(results))
+    warn(plugins.unsigned_hint(results))
 
 
 @task(help={
@@ -498,14 +446,8 @@ def plugin_keygen(c, out="plugin-keys", name="dify-plugin-site", bits=4096, forc
     private, public = plugin_sign.write_keypair(out, name=name, bits=int(bits), force=force)
     env, warnings = plugins.signing_env(daemon_version or plugins.DEFAULT_DAEMON_VERSION,
                                         f"/app/keys/{public.name}")
-    print(f"private key: {private} (mode 0600; keep it on the build machine, never copy it to the servers)")
-    print(f"public key:  {public}")
-    print("\nOn the Dify server: copy the public key to docker/plugin-keys/, add these lines to docker/.env,")
-    print("and start with -f docker-compose.yaml -f compose-overrides/plugin-signing.yaml:")
-    print("\n".join(f"  {k}={v}" for k, v in env.items()))
-    print(f"  PLUGIN_SIGNING_PUBLIC_KEY_FILE=./plugin-keys/{public.name}")
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    print(plugins.render_keygen(private, public, env))
+    warn(warnings)
 
 
 @task(positional=["package"], iterable=["public_key"], help={
@@ -520,14 +462,7 @@ def plugin_verify(c, package, public_key=None, json_=False):
     if not keys:
         raise Exit("error: pass --public-key PEM (the site public key from `invoke plugin-keygen`)", code=2)
     result = plugin_sign.verify_package(package, keys)
-    if json_:
-        print(json.dumps({k: str(v) if v is not None else None for k, v in result.__dict__.items()}, indent=2))
-    else:
-        print(f"{result.path}: {'VERIFIED' if result.verified else 'NOT VERIFIED'}: {result.reason}")
-        if result.verified:
-            print(f"  signed at {result.signed_at}, category {result.category}, checksum {result.checksum}")
-    if not result.verified:
-        raise Exit(code=1)
+    _emit(json_, result.to_dict(), result.render, ok=result.verified)
 
 
 # --- snapshot-daemon / restore-daemon / backup / restore (scripts/data/snapshot.py, scripts/data/backup.py) ---------
@@ -584,17 +519,7 @@ def restore_daemon(c, snapshot, project_dir=None, prefix=None, project_name=None
     """Restore a plugin daemon snapshot here: image, storage, DB rows, compose override, health check."""
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
     result = snap.restore_daemon(engine, snapshot, stack, timeout=float(timeout))
-    if json_:
-        print(json.dumps(result, indent=2))
-        return
-    if dry_run:
-        return
-    print(f"plugin daemon restored from {snapshot}: image {result['image']}, health {result['health'].get('status')}, "
-          f"plugins per tenant {result['plugins'] or 'none'}")
-    print(f"compose override: {result['override']} (keep it as the last -f file: "
-          f"-f {' -f '.join(result['compose_files'])})")
-    if result.get("previous_volume"):
-        print(f"previous plugin storage kept at {result['previous_volume']}")
+    _emit(json_, result, snap.render_restore(result, snapshot))
 
 
 @task(name="backup", help={**STACK_HELP,
@@ -633,9 +558,4 @@ def restore_(c, backup, project_dir=None, prefix=None, project_name=None, compos
     """Restore a backup on this host (any runtime, any path): files with owners, databases, row counts."""
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run, new=True)
     result = bk.restore(engine, backup, stack, start=not no_start, force=force, timeout=float(timeout))
-    if json_:
-        print(json.dumps(result, indent=2))
-    elif not dry_run:
-        print(f"restored {backup} into {stack.project_dir}; row counts equal the backup's: "
-              + ", ".join(f"{db} ({sum(c.values())} rows)" for db, c in result["row_counts"].items()))
-        print("started" if result["started"] else f"not started: run `{stack.compose_command(engine)} up -d`")
+    _emit(json_, result, bk.render_restore(result, stack, engine))

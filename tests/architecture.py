@@ -4,6 +4,8 @@
 
 A module may import its own package and any package to its left, never one to its right and never the lab
 (tests/). Function-level imports count: they must also be marked with a comment saying why they are local.
+No module at all (toolkit, lab, tests, tasks.py, noxfile.py) imports a test module (a file named test_*.py):
+shared fixtures go in a conftest.py, shared helpers in a module that is not a test module.
 Exit status 1 and one line per violation when the rule is broken.
 """
 
@@ -18,6 +20,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (("core",), ("engine",), ("dify",), ("plug
                                        ("data", "host"))
 RANK = {pkg: i for i, group in enumerate(LAYERS) for pkg in group}
 MAX_LINES = 700      # a module over this is more than one concern (the issue's ~500, with room for docstrings)
+#: what the no-test-module-imports rule reads (tests/fixtures holds vendored Dify trees, not our code)
+CHECKED = ("scripts", "tests", "tasks.py", "noxfile.py")
+SKIPPED = ("tests/fixtures",)
 
 
 def _imports(tree: ast.AST) -> list[tuple[str, int, bool]]:
@@ -50,8 +55,53 @@ def _package(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[0] == "scripts" and parts[1] in RANK else None
 
 
-def violations(root: Path = ROOT) -> list[str]:
+def _module_name(rel: Path) -> str:
+    parts = rel.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _absolute_imports(tree: ast.AST, rel: Path) -> list[tuple[str, int]]:
+    """(module, line) for every import, relative ones resolved; ``from pkg import name`` also gives pkg.name."""
+    package = (_module_name(rel) if rel.name == "__init__.py" else _module_name(rel).rpartition(".")[0]).split(".")
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend((a.name, node.lineno) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            out.append((module, node.lineno))
+            out.extend((f"{module}.{a.name}", node.lineno) for a in node.names if a.name != "*")
+    return out
+
+
+def _is_test_module(root: Path, module: str) -> bool:
+    path = root.joinpath(*module.split("."))
+    return path.name.startswith("test_") and path.with_suffix(".py").is_file()
+
+
+def _checked_files(root: Path) -> list[Path]:
+    files = []
+    for name in CHECKED:
+        path = root / name
+        files.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else [])
+    return [f for f in files if not any(f.relative_to(root).as_posix().startswith(s + "/") for s in SKIPPED)]
+
+
+def imports_of_test_modules(root: Path = ROOT) -> list[str]:
+    """One line per import of a test module: no module imports another test module (fixtures live in conftest)."""
     problems = []
+    for path in _checked_files(root):
+        rel = path.relative_to(root)
+        for module, lineno in _absolute_imports(ast.parse(path.read_text()), rel):
+            if _is_test_module(root, module):
+                problems.append(f"{rel}:{lineno}: imports the test module {module}: move what it shares into "
+                                f"a conftest.py (fixtures) or a helper module (not named test_*)")
+    return problems
+
+
+def violations(root: Path = ROOT) -> list[str]:
+    problems = imports_of_test_modules(root)
     for path in sorted((root / "scripts").rglob("*.py")):
         rel = path.relative_to(root)
         text = path.read_text()
@@ -77,7 +127,8 @@ def main() -> int:
     problems = violations()
     for line in problems:
         print(line)
-    print(f"architecture: {len(problems)} violation(s)" if problems else "architecture: layers respected")
+    print(f"architecture: {len(problems)} violation(s)" if problems
+          else "architecture: layers respected, no test module imported")
     return 1 if problems else 0
 
 

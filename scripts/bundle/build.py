@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts import __version__
-from scripts.bundle.archive import ensure_archive
+from scripts.bundle.archive import archive_name, ensure_archive
 from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_files, write_sums
 from scripts.bundle.manifest import verify as verify_directory
 from scripts.core.console import LOG, human_size
@@ -45,7 +45,7 @@ DEFAULT_TARGET_PYTHON = "3.9"  # Red Hat 9's python3
 EXTENSIONS = {"zstd": "tar.zst", "gzip": "tar.gz"}
 
 
-def parse_size(text: str | int | None) -> int | None:
+def parse_chunk_size(text: str | int | None) -> int | None:
     """``4G``, ``700M``, ``4GiB``, ``1.5g``, ``123`` (bytes) -> bytes; None/"" -> None."""
     if text in (None, "", 0, "0"):
         return None
@@ -305,7 +305,7 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
         raise AirgapError("--daemon-snapshot needs the snapshot copier (data.snapshot.add_to_bundle)")
     return BundlePlan(version=version, project_dir=project_dir, output=output.resolve(),
                       name=bundle_name(version, platform), platform=platform, compression=compression,
-                      chunk_size=parse_size(chunk_size), pull=pull, target_python=target_python,
+                      chunk_size=parse_chunk_size(chunk_size), pull=pull, target_python=target_python,
                       image_plan=image_plan, wheelhouse=Path(wheelhouse).resolve() if wheelhouse else None,
                       plugins=list(plugins), plugin_sign_key=plugin_sign_key, archive=archive,
                       source=source, daemon_snapshot=daemon_snapshot, add_snapshot=add_snapshot)
@@ -331,6 +331,16 @@ def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
     if not (same_images and same_way):
         return False
     return verify_directory(plan.final_dir, deep=False).ok
+
+
+def render_done(final: Path, plan: BundlePlan) -> str:
+    """What ``invoke bundle`` prints at the end: where the bundle (and its archive) is."""
+    text = f"\nbundle: {final}"
+    if plan.archive:
+        name = archive_name(final.name)
+        text += (f"\narchive: {final.parent / (name + '.part-000' if plan.chunk_size else name)} "
+                 f"(check: sha256sum -c {name}.SHA256SUMS, or invoke verify on it)")
+    return text
 
 
 def build(engine: Engine, plan: BundlePlan) -> Path:

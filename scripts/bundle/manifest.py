@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from scripts.core.console import human_size, table
@@ -99,6 +99,9 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def to_dict(self) -> dict:
+        return asdict(self) | {"ok": self.ok}
+
     def render(self) -> str:
         if self.ok:
             return f"OK: {self.checked} files and parts match {MANIFEST} in {self.bundle}"
@@ -147,6 +150,11 @@ def verify(path: str | os.PathLike, deep: bool = True) -> VerifyReport:
         if rel not in listed and rel.startswith("images."):
             report.problems.append(Problem(rel, "unexpected", "image part not in the manifest"))
     return report
+
+
+def summary(manifest: dict) -> dict:
+    """The manifest without its per-file list (what ``inspect --json`` prints)."""
+    return {k: v for k, v in manifest.items() if k != "files"}
 
 
 def inspect_text(manifest: dict) -> str:

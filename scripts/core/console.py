@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 LOG = logging.getLogger("dify_airgap")
 _SECRETS: set[str] = set()
@@ -53,6 +54,24 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     return "\n".join(lines)
+
+
+def emit(as_json: bool, data: object, text: str | Callable[[], str] | None = None) -> None:
+    """THE way a task prints its result on stdout, secrets redacted.
+
+    ``--json``: exactly one JSON document (``data``; paths and other objects as strings). Otherwise ``text``
+    (a string, or a function making it, so nothing is rendered that is not shown); ``None`` prints nothing.
+    """
+    if as_json:
+        print(redact(json.dumps(data, indent=2, default=str)))
+    elif text is not None:
+        print(redact(text() if callable(text) else text))
+
+
+def warn(warnings: Iterable[str]) -> None:
+    """Print warnings on stderr (redacted), one line each."""
+    for warning in warnings:
+        print(redact(f"warning: {warning}"), file=sys.stderr)
 
 
 def human_size(num: float) -> str:

@@ -173,6 +173,15 @@ def backup(engine: Engine, plan: BackupPlan) -> Path:
     return plan.final_dir
 
 
+def render_restore(result: dict, stack: sd.Stack, engine: Engine) -> str | None:
+    """What ``invoke restore`` prints for :func:`restore`'s result (nothing for a dry run)."""
+    if result.get("dry_run"):
+        return None
+    counts = ", ".join(f"{db} ({sum(c.values())} rows)" for db, c in result["row_counts"].items())
+    return (f"restored {result['backup']} into {stack.project_dir}; row counts equal the backup's: {counts}\n"
+            + ("started" if result["started"] else f"not started: run `{stack.compose_command(engine)} up -d`"))
+
+
 def restore(engine: Engine, backup_dir: str | os.PathLike, stack: sd.Stack, start: bool = True,
             force: bool = False, timeout: float = 180) -> dict:
     """Verify, restore files (owners, modes, SELinux labels), databases (row counts), then start."""

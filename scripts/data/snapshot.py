@@ -609,6 +609,19 @@ def check_plugin_list(engine: Engine, stack: sd.Stack, port: str) -> dict:
     return listed
 
 
+def render_restore(result: dict, snapshot: str | os.PathLike) -> str | None:
+    """What ``invoke restore-daemon`` prints for :func:`restore_daemon`'s result (nothing for a dry run)."""
+    if result.get("dry_run"):
+        return None
+    lines = [f"plugin daemon restored from {snapshot}: image {result['image']}, health "
+             f"{result['health'].get('status')}, plugins per tenant {result['plugins'] or 'none'}",
+             f"compose override: {result['override']} (keep it as the last -f file: "
+             f"-f {' -f '.join(result['compose_files'])})"]
+    if result.get("previous_volume"):
+        lines.append(f"previous plugin storage kept at {result['previous_volume']}")
+    return "\n".join(lines)
+
+
 def restore_daemon(engine: Engine, snapshot: str | os.PathLike, stack: sd.Stack, timeout: float = 180) -> dict:
     """Verify, load the image, restore storage and DB rows, point compose at the image, restart, check."""
     root, manifest = verify_dir(snapshot, KIND)

@@ -230,12 +230,16 @@ def load_command(db_type: str, database: str) -> list[str]:
                '--dbname="$1"', database)
 
 
-def row_counts_command(db_type: str, database: str) -> list[str]:
+def query_command(db_type: str, database: str, sql: str) -> list[str]:
+    """One query in ``database``, rows as plain text; name and SQL travel as "$1" and "$2", never in the script."""
     if db_type == "mysql":
-        return _sh('MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot -N -B "$1" -e "$2"', database,
-                   MYSQL_ROW_COUNTS)
+        return _sh('MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot -N -B -D "$1" -e "$2"', database, sql)
     return _sh('PGPASSWORD="$POSTGRES_PASSWORD" exec psql -X -A -t -q -U "${POSTGRES_USER:-postgres}" '
-               '--dbname="$1" -c "$2"', database, PG_ROW_COUNTS)
+               '--dbname="$1" -c "$2"', database, sql)
+
+
+def row_counts_command(db_type: str, database: str) -> list[str]:
+    return query_command(db_type, database, MYSQL_ROW_COUNTS if db_type == "mysql" else PG_ROW_COUNTS)
 
 
 def parse_row_counts(text: str) -> dict[str, int]:
@@ -248,11 +252,12 @@ def parse_row_counts(text: str) -> dict[str, int]:
 
 
 def exists_command(db_type: str, database: str) -> list[str]:
+    """1 when ``database`` exists, else 0 (asked in the server's own catalogue database)."""
+    name = database.replace("'", "''")
     if db_type == "mysql":
-        return _sh('MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot -N -B -e '
-                   '"SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = \'$1\'"', database)
-    return _sh('PGPASSWORD="$POSTGRES_PASSWORD" exec psql -X -A -t -q -U "${POSTGRES_USER:-postgres}" -d postgres '
-               '-c "SELECT count(*) FROM pg_database WHERE datname = \'$1\'"', database)
+        return query_command(db_type, "information_schema",
+                             f"SELECT COUNT(*) FROM schemata WHERE schema_name = '{name}'")
+    return query_command(db_type, "postgres", f"SELECT count(*) FROM pg_database WHERE datname = '{name}'")
 
 
 #: What a database server says while it cannot take a query YET (the official postgres image starts a

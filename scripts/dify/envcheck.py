@@ -98,105 +98,88 @@ class Validation:
 
 def _secrets(v: Validation) -> None:
     """No public default may remain, and linked keys hold one value."""
-    values = v.values
-    defaults = v.defaults
-    errors = v.errors
     # secrets: no public default may remain, and linked keys hold one value
     for group in SECRET_GROUPS:
-        keys = [k for k in group.keys if k in values]
+        keys = [k for k in group.keys if k in v.values]
         for key in keys:
-            if not values[key]:
-                errors.append(f"{key} is empty; it is a secret ({group.why}); drop it from your site file "
-                              f"so one is generated, or set a real value")
-            elif values[key] in defaults:
-                errors.append(f"{key} still holds a public default secret shipped with Dify; remove it from "
-                              f"your site file/--set so a strong one is generated ({group.why})")
-        if len({values[k] for k in keys}) > 1:
-            errors.append(f"{', '.join(keys)} must hold the same value ({group.why})")
-    broker = values.get("CELERY_BROKER_URL", "")
-    if broker and urlsplit(broker).password in defaults:
-        errors.append("CELERY_BROKER_URL still embeds a public default redis password; let it be derived "
-                      "from REDIS_PASSWORD (drop it from your site file)")
+            if not v.values[key]:
+                v.errors.append(f"{key} is empty; it is a secret ({group.why}); drop it from your site file "
+                                f"so one is generated, or set a real value")
+            elif v.values[key] in v.defaults:
+                v.errors.append(f"{key} still holds a public default secret shipped with Dify; remove it from "
+                                f"your site file/--set so a strong one is generated ({group.why})")
+        if len({v.values[k] for k in keys}) > 1:
+            v.errors.append(f"{', '.join(keys)} must hold the same value ({group.why})")
+    broker = v.values.get("CELERY_BROKER_URL", "")
+    if broker and urlsplit(broker).password in v.defaults:
+        v.errors.append("CELERY_BROKER_URL still embeds a public default redis password; let it be derived "
+                        "from REDIS_PASSWORD (drop it from your site file)")
 
 
 def _required(v: Validation) -> None:
     """Required keys are set."""
-    example = v.example
-    values = v.values
-    errors = v.errors
     for key in REQUIRED_KEYS:
-        if key in example and not values.get(key, "").strip():
-            errors.append(f"{key} is required and empty")
+        if key in v.example and not v.values.get(key, "").strip():
+            v.errors.append(f"{key} is required and empty")
 
 
 def _choices(v: Validation) -> None:
     """Values among the choices the example's comments list."""
-    lines = v.lines
-    values = v.values
-    errors = v.errors
     # choices listed in the example's own comments
     for key in ("DB_TYPE", "VECTOR_STORE"):
-        choices = supported_values(lines, key)
-        value = values.get(key, "")
+        choices = supported_values(v.lines, key)
+        value = v.values.get(key, "")
         if choices and value and value not in choices:
             close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]}?" if close else f"; one of: {', '.join(choices)}"
-            errors.append(f"{key}={value} is not supported by this Dify release{hint}")
+            v.errors.append(f"{key}={value} is not supported by this Dify release{hint}")
 
 
 def _database(v: Validation) -> None:
     """The database type, host and port agree."""
-    values = v.values
-    errors = v.errors
     warn = v.warnings.append
-    db_type = values.get("DB_TYPE", "")
-    db_host = values.get("DB_HOST", "")
+    db_type = v.values.get("DB_TYPE", "")
+    db_host = v.values.get("DB_HOST", "")
     if db_type in DB_HOSTS and db_host in DB_HOSTS.values() and db_host != DB_HOSTS[db_type]:
-        errors.append(f"DB_TYPE={db_type} but DB_HOST={db_host} (the {db_host} container runs another "
-                      f"database); set DB_HOST={DB_HOSTS[db_type]} or an external host")
-    if db_type in DB_PORTS and db_host == DB_HOSTS.get(db_type) and values.get("DB_PORT") \
-            and values["DB_PORT"] != DB_PORTS[db_type]:
-        errors.append(f"DB_TYPE={db_type} on the bundled {db_host} listens on {DB_PORTS[db_type]}, "
-                      f"but DB_PORT={values['DB_PORT']}")
-    if db_type == "mysql" and values.get("DB_USERNAME", "root") != "root":
+        v.errors.append(f"DB_TYPE={db_type} but DB_HOST={db_host} (the {db_host} container runs another "
+                        f"database); set DB_HOST={DB_HOSTS[db_type]} or an external host")
+    if db_type in DB_PORTS and db_host == DB_HOSTS.get(db_type) and v.values.get("DB_PORT") \
+            and v.values["DB_PORT"] != DB_PORTS[db_type]:
+        v.errors.append(f"DB_TYPE={db_type} on the bundled {db_host} listens on {DB_PORTS[db_type]}, "
+                        f"but DB_PORT={v.values['DB_PORT']}")
+    if db_type == "mysql" and v.values.get("DB_USERNAME", "root") != "root":
         warn("DB_TYPE=mysql: Dify's example says only the root user is supported (DB_USERNAME=root)")
 
 
 def _vector_store(v: Validation) -> None:
     """The vector store's endpoint and credentials."""
-    example = v.example
-    values = v.values
-    errors = v.errors
     warn = v.warnings.append
-    store = values.get("VECTOR_STORE", "")
+    store = v.values.get("VECTOR_STORE", "")
     endpoint_key = STORE_ENDPOINTS.get(store)
-    if endpoint_key and endpoint_key in example and not values.get(endpoint_key, "").strip():
-        errors.append(f"VECTOR_STORE={store} needs {endpoint_key} (where the store is); it is empty")
+    if endpoint_key and endpoint_key in v.example and not v.values.get(endpoint_key, "").strip():
+        v.errors.append(f"VECTOR_STORE={store} needs {endpoint_key} (where the store is); it is empty")
     if endpoint_key:  # an external store's credentials are placeholders until the site supplies them
         prefix = endpoint_key.rsplit("_", 1)[0] + "_"
-        for key in example:
+        for key in v.example:
             if key.startswith(prefix) and is_secret_key(key) and key not in group_keys() \
-                    and key not in FIXED_DEFAULTS and example[key] and values.get(key) == example[key]:
+                    and key not in FIXED_DEFAULTS and v.example[key] and v.values.get(key) == v.example[key]:
                 warn(f"VECTOR_STORE={store}: {key} still holds the example's placeholder; set the real one "
                      f"in your site file")
     for key, (fixed_store, why) in FIXED_DEFAULTS.items():
-        if store == fixed_store and key in values and values[key] == example.get(key):
+        if store == fixed_store and key in v.values and v.values[key] == v.example.get(key):
             warn(f"{key} keeps Dify's public default because {why}; keep that store off any reachable port")
 
 
 def _interpolation(v: Validation) -> None:
     """References compose can resolve, reading top to bottom."""
-    lines = v.lines
-    values = v.values
-    extras = v.extras
     warn = v.warnings.append
     # compose reads top to bottom: a reference to a key defined below (or in the extras) is unset
-    order = {line.key: i for i, line in enumerate(lines) if line.key}
-    for i, line in enumerate(lines):
+    order = {line.key: i for i, line in enumerate(v.lines) if line.key}
+    for i, line in enumerate(v.lines):
         if line.key is None:
             continue
-        for name in referenced(values.get(line.key, "")):
-            if name in extras:
+        for name in referenced(v.values.get(line.key, "")):
+            if name in v.extras:
                 warn(f"{line.key} interpolates ${{{name}}}, which is only defined in the site-additions block "
                      f"at the end: compose will use the default instead; add {name} above {line.key}")
             elif name in order and order[name] > i:
@@ -205,74 +188,61 @@ def _interpolation(v: Validation) -> None:
 
 def _profiles(v: Validation) -> None:
     """Profiles that start the chosen stores; site additions compose uses."""
-    values = v.values
-    extras = v.extras
-    middleware = v.middleware
-    project_dir = v.project_dir
     warn = v.warnings.append
-    resolved = resolve_all({**values, **extras})
-    profiles = compose_profiles(project_dir, middleware)
+    resolved = resolve_all({**v.values, **v.extras})
+    profiles = compose_profiles(v.project_dir, v.middleware)
     active = set(resolved.get("COMPOSE_PROFILES", "").split(","))
     for key in ("VECTOR_STORE", "DB_TYPE"):
         value = resolved.get(key, "")
-        if value in profiles and "COMPOSE_PROFILES" in values and value not in active:
+        if value in profiles and "COMPOSE_PROFILES" in v.values and value not in active:
             warn(f"{key}={value} but COMPOSE_PROFILES resolves to {resolved['COMPOSE_PROFILES']!r}: "
                  f"the {value} container will not start")
-    compose = compose_text(project_dir, middleware)
-    for key in extras:
+    compose = compose_text(v.project_dir, v.middleware)
+    for key in v.extras:
         if compose and not re.search(r"\$\{?" + re.escape(key) + r"\b", compose):
             warn(f"{key} (site addition) is not referenced by the compose file: no container will see it")
 
 
 def _sizes(v: Validation) -> None:
     """Nginx lets through what Dify says it accepts (nginx answers 413 otherwise)."""
-    values = v.values
-    middleware = v.middleware
-    errors = v.errors
     # sizes: nginx must let through what Dify says it accepts (nginx answers 413 otherwise)
-    if not middleware and "NGINX_CLIENT_MAX_BODY_SIZE" in values:
-        body = nginx_size(values["NGINX_CLIENT_MAX_BODY_SIZE"])
+    if not v.middleware and "NGINX_CLIENT_MAX_BODY_SIZE" in v.values:
+        body = nginx_size(v.values["NGINX_CLIENT_MAX_BODY_SIZE"])
         if body is None:
-            errors.append(f"NGINX_CLIENT_MAX_BODY_SIZE={values['NGINX_CLIENT_MAX_BODY_SIZE']!r} is not an nginx "
-                          f"size (examples: 100M, 512M, 1G)")
+            v.errors.append(f"NGINX_CLIENT_MAX_BODY_SIZE={v.values['NGINX_CLIENT_MAX_BODY_SIZE']!r} is not an nginx "
+                            f"size (examples: 100M, 512M, 1G)")
         elif body:
-            limits = {k: int(values[k]) * 1024 * 1024 for k in UPLOAD_LIMITS_MB if values.get(k, "").isdigit()}
-            limits.update({k: int(values[k]) for k in UPLOAD_LIMITS_BYTES if values.get(k, "").isdigit()})
+            limits = {k: int(v.values[k]) * 1024 * 1024 for k in UPLOAD_LIMITS_MB if v.values.get(k, "").isdigit()}
+            limits.update({k: int(v.values[k]) for k in UPLOAD_LIMITS_BYTES if v.values.get(k, "").isdigit()})
             for key, size in limits.items():
                 if size > body:
-                    errors.append(f"{key}={values[key]} allows more than NGINX_CLIENT_MAX_BODY_SIZE="
-                                  f"{values['NGINX_CLIENT_MAX_BODY_SIZE']} lets through; raise the nginx size "
-                                  f"to at least {-(-size // 1024 ** 2)}M")
+                    v.errors.append(f"{key}={v.values[key]} allows more than NGINX_CLIENT_MAX_BODY_SIZE="
+                                    f"{v.values['NGINX_CLIENT_MAX_BODY_SIZE']} lets through; raise the nginx size "
+                                    f"to at least {-(-size // 1024 ** 2)}M")
 
 
 def _middleware(v: Validation) -> None:
     """Middleware mode: what must be copied by hand."""
-    values = v.values
-    middleware = v.middleware
     warn = v.warnings.append
-    if middleware:
+    if v.middleware:
         linked = [k for k in ("DB_PASSWORD", "REDIS_PASSWORD", "SANDBOX_API_KEY", "PLUGIN_DAEMON_KEY",
-                              "PLUGIN_DIFY_INNER_API_KEY") if k in values]
+                              "PLUGIN_DIFY_INNER_API_KEY") if k in v.values]
         warn("middleware mode: the api runs outside compose; copy these values into api/.env by hand "
              f"(SANDBOX_API_KEY goes to CODE_EXECUTION_API_KEY there): {', '.join(linked)}")
 
 
 def _airgap(v: Validation) -> None:
     """Air-gap sanity (warnings: the site may have an internal mirror of these)."""
-    example = v.example
-    values = v.values
-    extras = v.extras
-    middleware = v.middleware
     warn = v.warnings.append
     # air-gap sanity (warnings: the site may have an internal mirror of these)
-    if values.get("MARKETPLACE_ENABLED", "").lower() == "true":
+    if v.values.get("MARKETPLACE_ENABLED", "").lower() == "true":
         warn("MARKETPLACE_ENABLED=true: the marketplace is on the internet; install plugins from files")
-    if not middleware and any(k in example for k in PUBLIC_URL_KEYS) \
-            and not any(values.get(k) for k in PUBLIC_URL_KEYS if k != "TRIGGER_URL"):
+    if not v.middleware and any(k in v.example for k in PUBLIC_URL_KEYS) \
+            and not any(v.values.get(k) for k in PUBLIC_URL_KEYS if k != "TRIGGER_URL"):
         warn("public URLs are empty (FILES_URL too, which file-processing plugins need); pass --server-ip "
              "or --base-url")
-    for key in extras:
-        close = suggest(key, example)
+    for key in v.extras:
+        close = suggest(key, v.example)
         if close:
             warn(f"{key} kept as a site addition; the known key {close} looks similar")
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from scripts.core.console import register_secret
+from scripts.core.console import register_secret, table
 from scripts.core.errors import AirgapError
 from scripts.core.resources import TEMPLATES_DIR
 from scripts.dify.envcheck import (
@@ -158,6 +158,26 @@ class EnvReport:
         if key in self.kept:
             return "kept"
         return self.supplied.get(key) or self.sources.get(key, "example")
+
+    def render(self) -> str:
+        """The table of keys and where each came from (secret values never), then what was written."""
+        keys = list(dict.fromkeys(list(self.sources) + self.changed))
+        rows = [(k, self.status(k), "changed" if k in self.changed else "same", self.placed.get(k, self.path.name),
+                 "(secret)" if is_secret_key(k) else self.values.get(k, "")) for k in keys]
+        lines = [table(["KEY", "FROM", "VS CURRENT", "FILE", "VALUE"], rows)]
+        if self.placed:
+            lines.append(f"\n{len(self.placed)} key(s) this release declares in envs/** went to the block at the end "
+                         f"of {self.path.name} (compose reads .env last, so they win)"
+                         + (f"; also written: {', '.join(self.layer_files)}" if self.layer_files else ""))
+        if self.merge:
+            lines.append("\nupgrade merge:")
+            lines.append("\n".join(f"  {line}" for line in self.merge.lines()) or "  nothing to report")
+        counts = (f"{len(self.changed)} key(s) differ from the "
+                  f"{'current file' if self.path.exists() else 'example'}, {len(self.generated)} secret(s) "
+                  f"generated, {len(self.kept)} kept, {len(self.supplied)} supplied")
+        lines.append(f"\nwrote {self.path} (mode 0600): {counts}" if self.written
+                     else f"\ndry run: nothing written; {self.path} would get: {counts}")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict:
         data = asdict(self)

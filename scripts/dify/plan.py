@@ -10,17 +10,15 @@ services with a warning, and record which service and profile needs each image.
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
-from dotenv import dotenv_values
 
 from scripts.core.console import LOG, table
 from scripts.core.errors import AirgapError
-from scripts.dify.envsyntax import interpolate
+from scripts.dify.envsyntax import interpolate, read_env
 from scripts.dify.project import COMPOSE_FILE, ComposeProject
 from scripts.engine.client import Engine
 
@@ -82,7 +80,7 @@ def declared_profiles(project_dir: Path | ComposeProject, files: Sequence[str] =
 
 def env_profiles(env_file: Path, overrides: dict[str, str] | None = None) -> list[str]:
     """``COMPOSE_PROFILES`` as compose computes it from the env file (with ``${VAR:-default}``)."""
-    values = dict(dotenv_values(env_file, interpolate=False))
+    values = dict(read_env(env_file))
     values.update(overrides or {})
     raw = values.get("COMPOSE_PROFILES") or ""
     resolved = _interpolate(raw, values)
@@ -105,7 +103,7 @@ def choose_profiles(env_file: Path, declared: Sequence[str], *, profiles: Iterab
     warnings: list[str] = []
     if all_profiles:
         return list(declared), [], warnings
-    values = dict(dotenv_values(env_file, interpolate=False))
+    values = dict(read_env(env_file))
     overrides: dict[str, str] = {}
     if db_type:
         overrides["DB_TYPE"] = db_type
@@ -149,7 +147,7 @@ VECTOR_STORES = ("weaviate", "oceanbase", "seekdb", "qdrant", "milvus", "myscale
 def check_store_names(env_file: Path, declared: Sequence[str], db_type: str | None,
                       vector_stores: Iterable[str]) -> None:
     """Refuse a DB_TYPE / VECTOR_STORE that matches no profile (nor, for stores, a known external one)."""
-    values = {k: v for k, v in dotenv_values(env_file, interpolate=False).items() if v is not None}
+    values = dict(read_env(env_file))
     db = db_type or _interpolate("${DB_TYPE:-postgresql}", values)
     db_profiles = [p for p in declared if p in DB_TYPES]
     if db_profiles and db not in db_profiles:  # no database profile at all: an external DB or not Dify's file
@@ -262,5 +260,4 @@ def _declares_image(project: ComposeProject, service: str) -> bool:
     return any(((doc.get("services") or {}).get(service) or {}).get("image") for doc in project.documents())
 
 
-def images_json(plan: ImagePlan) -> str:
-    return json.dumps(plan.to_dict(), indent=2)
+

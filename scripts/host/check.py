@@ -81,9 +81,6 @@ class CheckReport:
     def to_dict(self) -> dict:
         return {"ok": self.ok, "counts": self.counts(), "checks": [asdict(c) for c in self.checks]}
 
-    def to_json(self) -> str:
-        return redact(json.dumps(self.to_dict(), indent=2))
-
     def render(self) -> str:
         rows = [(c.status.upper(), c.name, c.detail) for c in self.checks]
         lines = [table(["STATUS", "CHECK", "DETAIL"], rows)]

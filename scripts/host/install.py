@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import filecmp
-import json
 import os
 import shutil
 import sys
@@ -506,6 +505,7 @@ def down(prefix: Path, *, purge_data: bool = False, dry_run: bool = False, timeo
     return done
 
 
-def summary_json(report: InstallReport) -> str:
-    return json.dumps({"prefix": str(report.prefix), "changed": report.changed, "actions": report.actions,
-                       "unchanged": report.unchanged, "services": report.services}, indent=2)
+def summary(report: InstallReport) -> dict:
+    """What ``install --json`` prints."""
+    return {"prefix": str(report.prefix), "changed": report.changed, "actions": report.actions,
+            "unchanged": report.unchanged, "services": report.services}

@@ -58,8 +58,8 @@ class PreflightReport:
     def failures(self) -> list[Item]:
         return [i for i in self.items if i.status == FAIL]
 
-    def to_json(self) -> str:
-        return json.dumps({"ok": self.ok, "items": [asdict(i) for i in self.items]}, indent=2)
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "items": [asdict(i) for i in self.items]}
 
     def render(self) -> str:
         rows = [[i.status.upper(), i.name, i.detail + (f"\n-> {i.hint}" if i.hint else "")] for i in self.items]

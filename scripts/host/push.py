@@ -178,6 +178,12 @@ def helm_values(plan: PushPlan) -> dict:
             "images": dict(sorted(images.items()))}
 
 
+def render_done(plan: PushPlan) -> str:
+    """What ``invoke push`` prints at the end."""
+    return (f"\npushed {len(plan.items)} images; wrote {plan.output / COMPOSE_OVERRIDE} "
+            f"and {plan.output / HELM_VALUES}")
+
+
 def render_files(plan: PushPlan) -> dict[Path, str]:
     head = f"# written by `invoke push` for {plan.registry}; images of {plan.bundle.name}\n"
     usage = ("# use: docker compose -f docker-compose.yaml -f " + COMPOSE_OVERRIDE + " up -d\n")

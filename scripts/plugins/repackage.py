@@ -7,7 +7,6 @@ The package format (zip rules, checksum, signature) lives in ``plugin_sign``; do
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -15,11 +14,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.core.console import LOG
+from scripts.core.console import LOG, human_size, table
+from scripts.dify.envsyntax import read_env, resolve_all
 from scripts.plugins import sign as plugin_sign
 from scripts.plugins.common import (
     DEFAULT_ARCH,
@@ -180,7 +180,7 @@ def prove_offline(package: str | os.PathLike, target: Target, *, python_exe: str
 
 # ---------------------------------------------------------------------------------------------- sizes
 
-def parse_size(text: str) -> int:
+def parse_nginx_size(text: str) -> int:
     """nginx-style size (100M, 1g, 512k, 2048) in bytes."""
     m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", str(text))
     if not m:
@@ -196,7 +196,7 @@ def size_advice(uncompressed: int, compressed: int, env: dict | None = None) -> 
     passes nginx, limited by NGINX_CLIENT_MAX_BODY_SIZE."""
     env = env or {}
     limit = int(env.get("PLUGIN_MAX_PACKAGE_SIZE") or DEFAULT_MAX_PACKAGE_SIZE)
-    body = parse_size(env.get("NGINX_CLIENT_MAX_BODY_SIZE") or DEFAULT_NGINX_BODY)
+    body = parse_nginx_size(env.get("NGINX_CLIENT_MAX_BODY_SIZE") or DEFAULT_NGINX_BODY)
     advice = []
     need = max(uncompressed, compressed)
     if need > limit:
@@ -210,16 +210,14 @@ def size_advice(uncompressed: int, compressed: int, env: dict | None = None) -> 
     return advice
 
 
-def read_env(project_dir: str | os.PathLike | None) -> dict:
-    """PLUGIN_MAX_PACKAGE_SIZE etc. from the project's .env (else .env.example); {} without a project."""
+def project_limits(project_dir: str | os.PathLike | None) -> dict:
+    """The project's .env (else .env.example), resolved, for PLUGIN_MAX_PACKAGE_SIZE etc.; {} without a project."""
     if not project_dir:
         return {}
-    from dotenv import dotenv_values
-
     for name in (".env", ".env.example"):
         path = Path(project_dir) / name
         if path.is_file():
-            return {k: v for k, v in dotenv_values(path).items() if v is not None}
+            return resolve_all(read_env(path))
     return {}
 
 
@@ -479,5 +477,43 @@ def signing_env(daemon_version: str, key_in_container: str) -> tuple[dict, list[
              f"(Dify 1.x ships 0.5.x) to keep verification on"])
 
 
-def results_json(results: Sequence[RepackResult]) -> str:
-    return json.dumps([r.as_dict() for r in results], indent=2, default=str)
+def render_results(results: Sequence[RepackResult]) -> str:
+    """The table and per-package details ``invoke repackage`` prints."""
+    lines = [table(["PACKAGE", "WHEELS", "SIZE (zip / unpacked)", "SIGNED", "OFFLINE PROOF"],
+                   [(r.path, r.wheels, f"{human_size(r.compressed_size)} / {human_size(r.uncompressed_size)}",
+                     "yes" if r.signed else "no",
+                     f"{r.proof.mode}, {r.proof.packages} pkgs" if r.proof else "skipped") for r in results])]
+    for r in results:
+        lines.append(f"\n{r.path.name}\n  identifier: {r.identifier}\n  sha256: {r.sha256}\n  target: {r.target}, "
+                     f"daemon {r.daemon_version}")
+        if r.proof:
+            lines.append(f"  offline proof: {r.proof.mode} install of {r.proof.packages} packages, "
+                         f"{r.proof.isolation}")
+            if r.proof.daemon_command:
+                lines.append(f"  daemon rule: {r.proof.rule}; reads {r.proof.file}; runs `{r.proof.daemon_command}`"
+                             + ("" if r.proof.exact else " (not exact: no Python of the daemon's version here; "
+                                                         "uv installed for its tags instead)"))
+        lines += [f"  note: {note}" for note in r.notes]
+        if r.advice:
+            lines.append("  raise in Dify's .env (then `docker compose up -d`):")
+            lines += [f"    {line}" for line in r.advice]
+    return "\n".join(lines)
+
+
+def unsigned_hint(results: Sequence[RepackResult]) -> list[str]:
+    """The warning for unsigned results (none when all are signed)."""
+    if all(r.signed for r in results):
+        return []
+    return ["unsigned packages install only with FORCE_VERIFYING_SIGNATURE=false; sign them instead with "
+            "--sign-key (see `invoke plugin-keygen`)"]
+
+
+def render_keygen(private: Path, public: Path, env: Mapping[str, str]) -> str:
+    """What ``invoke plugin-keygen`` prints: where the keys are and the daemon settings for the server."""
+    return "\n".join([
+        f"private key: {private} (mode 0600; keep it on the build machine, never copy it to the servers)",
+        f"public key:  {public}",
+        "\nOn the Dify server: copy the public key to docker/plugin-keys/, add these lines to docker/.env,",
+        "and start with -f docker-compose.yaml -f compose-overrides/plugin-signing.yaml:",
+        *(f"  {k}={v}" for k, v in env.items()),
+        f"  PLUGIN_SIGNING_PUBLIC_KEY_FILE=./plugin-keys/{public.name}"])

@@ -107,37 +107,33 @@ def _one_pem_block(path: Path, label: str) -> bytes:
     return data
 
 
-def load_private_key(path: str | os.PathLike):
-    """An unencrypted PKCS#1 RSA private key (``RSA PRIVATE KEY``) of at least 1024 bits."""
+def _load_rsa_key(path: str | os.PathLike, private: bool):
+    """One PKCS#1 RSA key of at least MIN_KEY_BITS from a PEM file, as the daemon loads it."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     path = Path(path)
-    data = _one_pem_block(path, "RSA PRIVATE KEY")
+    data = _one_pem_block(path, "RSA PRIVATE KEY" if private else "RSA PUBLIC KEY")
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = (serialization.load_pem_private_key(data, password=None) if private
+               else serialization.load_pem_public_key(data))
     except (ValueError, TypeError) as exc:
-        raise SignatureError(f"{path} is not a usable unencrypted RSA private key ({exc}); "
-                             f"make one with `invoke plugin-keygen`") from None
-    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < MIN_KEY_BITS:
+        what = "unencrypted RSA private key" if private else "RSA public key"
+        raise SignatureError(f"{path} is not a usable {what} ({exc})"
+                             + ("; make one with `invoke plugin-keygen`" if private else "")) from None
+    if not isinstance(key, rsa.RSAPrivateKey if private else rsa.RSAPublicKey) or key.key_size < MIN_KEY_BITS:
         raise SignatureError(f"{path} must be an RSA key of at least {MIN_KEY_BITS} bits")
     return key
+
+
+def load_private_key(path: str | os.PathLike):
+    """An unencrypted PKCS#1 RSA private key (``RSA PRIVATE KEY``) of at least 1024 bits."""
+    return _load_rsa_key(path, private=True)
 
 
 def load_public_key(path: str | os.PathLike):
     """A PKCS#1 RSA public key (``RSA PUBLIC KEY``) of at least 1024 bits, as the daemon loads it."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    path = Path(path)
-    data = _one_pem_block(path, "RSA PUBLIC KEY")
-    try:
-        key = serialization.load_pem_public_key(data)
-    except ValueError as exc:
-        raise SignatureError(f"{path} is not a usable RSA public key ({exc})") from None
-    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_KEY_BITS:
-        raise SignatureError(f"{path} must be an RSA key of at least {MIN_KEY_BITS} bits")
-    return key
+    return _load_rsa_key(path, private=False)
 
 
 # ------------------------------------------------------------------------------------ hashing/checksum
@@ -307,6 +303,15 @@ class Verification:
     category: str | None = None
     key: Path | None = None
     checksum: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: str(v) if v is not None else None for k, v in self.__dict__.items()}
+
+    def render(self) -> str:
+        line = f"{self.path}: {'VERIFIED' if self.verified else 'NOT VERIFIED'}: {self.reason}"
+        if self.verified:
+            line += f"\n  signed at {self.signed_at}, category {self.category}, checksum {self.checksum}"
+        return line
 
 
 def read_signature(zf: zipfile.ZipFile, path: Path) -> tuple[bytes, int] | None:

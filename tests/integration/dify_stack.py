@@ -3,7 +3,7 @@
 Shared by the snapshot and backup integration tests. The stand-in postgres only fakes pg_dump/psql,
 so ``db_postgres`` runs Debian's real PostgreSQL 15 here (a debootstrap root with ``postgresql``,
 cached by the lab) behind the official image's env contract (POSTGRES_USER/PASSWORD/DB, PGDATA),
-through one extra compose file. Everything else is the stand-ins of tests/integration/test_standins.py,
+through one extra compose file. Everything else is the stand-ins of tests/integration/standin_project.py,
 whose project and readiness helpers are reused as they are. ``version`` picks another vendored release
 (tests/fixtures/dify-VERSION); its services, healthchecks and one-shot services come from its compose file.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 from scripts.core.waiting import wait_until
 from scripts.data.stackdata import Stack
 from scripts.engine.client import Engine
-from tests.integration.test_standins import FACTS, OVERRIDES, _all_up, _project, _states
+from tests.integration.standin_project import FACTS, OVERRIDES, all_up, release_project, service_states
 from tests.lab import host as lab
 from tests.lab import standins
 
@@ -89,7 +89,7 @@ class RunningStack:
         return self.stack.compose(self.engine, args, **kwargs)
 
     def container(self, service: str) -> str:
-        return _states(self.engine, self.stack.project_dir, self.stack.project_name)[service]["container"]
+        return service_states(self.engine, self.stack.project_dir, self.stack.project_name)[service]["container"]
 
     def exec(self, service: str, *argv: str, input: str | None = None) -> str:
         interactive = ["-i"] if input is not None else []
@@ -101,10 +101,10 @@ class RunningStack:
                          "-d", database, "-c", sql)
 
     def wait_up(self, services: set[str], timeout: float = 240) -> None:
-        wait_until(lambda: _all_up(self.engine, self.stack.project_dir, self.stack.project_name, services,
+        wait_until(lambda: all_up(self.engine, self.stack.project_dir, self.stack.project_name, services,
                                    self.facts.healthchecked, self.facts.one_shot),
                    timeout=timeout, what=f"{sorted(services)} running (healthy where checked)",
-                   on_timeout=lambda: json.dumps(_states(self.engine, self.stack.project_dir,
+                   on_timeout=lambda: json.dumps(service_states(self.engine, self.stack.project_dir,
                                                          self.stack.project_name), indent=1)[-3000:])
 
     def down(self) -> None:
@@ -121,7 +121,7 @@ class RunningStack:
 def make_project(engine: Engine, directory: Path, name: str,
                  facts: standins.ReleaseFacts = FACTS) -> tuple[Stack, dict[str, int]]:
     """A complete Dify docker/ directory (with .env) with free ports and the real-postgres override."""
-    project, ports = _project(directory, facts)
+    project, ports = release_project(directory, facts)
     (project / PG_OVERRIDE).write_text(PG_OVERRIDE_TEXT)
     (project / "lab-pg-entrypoint.sh").write_text(PG_ENTRYPOINT)
     files = ["docker-compose.yaml", PG_OVERRIDE]

@@ -14,7 +14,7 @@ from scripts.bundle import archive, manifest
 from scripts.core.errors import AirgapError
 
 from ..conftest import DAMAGE_KIND, ROOT, damage_file
-from .test_bundle import build, one_image_project
+from .bundles import build, one_image_project
 
 pytestmark = pytest.mark.integration
 

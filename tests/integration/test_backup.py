@@ -18,13 +18,7 @@ from scripts.data.stackdata import Stack
 from scripts.engine.client import Engine
 from tests.conftest import RELEASES, ROOT, require_engine
 from tests.integration import dify_stack as ds
-from tests.integration.test_snapshot import real_postgres  # noqa: F401 - session fixture
-from tests.integration.test_standins import (  # noqa: F401 - session fixtures
-    OVERRIDES,
-    docker_standins,
-    podman_standins,
-    release_standins,
-)
+from tests.integration.standin_project import OVERRIDES, service_states
 from tests.lab import standins
 
 pytestmark = pytest.mark.integration
@@ -65,15 +59,14 @@ def _plant(running: ds.RunningStack) -> None:
 
 
 def _running(engine, stack: Stack) -> set[str]:
-    from tests.integration.test_standins import _states
-
-    return {s for s, st in _states(engine, stack.project_dir, stack.project_name).items() if st["state"] == "running"}
+    return {s for s, st in service_states(engine, stack.project_dir, stack.project_name).items()
+            if st["state"] == "running"}
 
 
 @pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("source,target", [("docker", "podman")])
-def test_backup_on_one_engine_restore_on_the_other(source, target, release, release_standins,  # noqa: F811
-                                                   tmp_path, real_postgres):  # noqa: F811
+def test_backup_on_one_engine_restore_on_the_other(source, target, release, release_standins,
+                                                   tmp_path, real_postgres):
     src = release_standins(source, release)[0]
     dst = release_standins(target, release)[0]
     with ds.running_stack(src, tmp_path / "ubuntu", version=release) as online:

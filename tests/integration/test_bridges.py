@@ -48,7 +48,7 @@ def test_fixed_and_announced_bridge_mac_keeps_the_gateway(podman_engine, tracker
     gateway, iface = bridge.gateways[0], bridge.interface
     if (bridges.SYS_NET / iface / "addr_assign_type").read_text().strip() == bridges.ADDR_SET:
         # netavark >= 1.9 sets the MAC itself: the move cannot be shown here. fix_macs' handling of that
-        # case ("already fixed") and of the moving case is covered by tests/test_bridges.py.
+        # case ("already fixed") and of the moving case is covered by tests/unit/engine/test_bridges.py.
         pytest.skip("this netavark fixes bridge MACs itself: nothing to show on this host")
 
     # the precondition of the bug: the bridge wears the lowest port MAC, so it moves when that container

@@ -11,10 +11,11 @@ import pytest
 from scripts.bundle import build as bundler
 from scripts.bundle import manifest
 from scripts.core.errors import AirgapError, ImageMissing
-from scripts.dify import plan as compose_plan
 from tests.lab import host as lab
 
 from ..conftest import DAMAGE_KIND, ROOT, damage_file
+from .bundles import build, one_image_project
+from .difypkg import make_difypkg
 
 pytestmark = pytest.mark.integration
 
@@ -45,25 +46,6 @@ def project(engine, tracker, tmp_path):
     (proj / ".env.example").write_text("COMPOSE_PROFILES=${WHICH:-bee}\n")
     (proj / ".env").write_text("SECRET_KEY=must-not-be-shipped\n")
     return engine, proj, refs
-
-
-def one_image_project(engine, tracker, tmp_path, prefix, extra_services=""):
-    """A compose project with one fresh busybox image (service ``x``) plus ``extra_services`` YAML."""
-    ref = tracker.image(engine, f"localhost/{tracker.name(prefix)}:1")
-    lab.make_busybox_image(engine, ref, files={"/data/x": "payload" * 200_000})
-    proj = tmp_path / "docker"
-    proj.mkdir()
-    (proj / "docker-compose.yaml").write_text(f"services:\n  x:\n    image: {ref}\n{extra_services}")
-    (proj / ".env.example").write_text("A=1\n")
-    return proj
-
-
-def build(engine, proj, out, **kwargs):
-    image_plan = compose_plan.plan_images(engine, proj, proj / ".env.example")
-    settings = dict(version="1.11.3", project_dir=proj, output=out, platform=bundler.host_platform(),
-                    compression="zstd", chunk_size=None, pull="never", target_python="3.9")
-    settings.update(kwargs)
-    return bundler.build(engine, bundler.make_plan(image_plan, **settings))
 
 
 def test_bundle_is_complete_and_verifies(project, tmp_path):
@@ -162,8 +144,6 @@ def test_install_sh_bootstraps_toolkit_without_network(docker_engine, tracker, t
 
 
 def test_bundle_with_plugins_lists_them(docker_engine, tracker, tmp_path):
-    from .test_plugins_offline import make_difypkg
-
     engine = docker_engine
     # the daemon version (0.5.2) is read from the plugin_daemon image, as in the real Dify file
     proj = one_image_project(engine, tracker, tmp_path, "dalp", extra_services=(

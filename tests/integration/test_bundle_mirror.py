@@ -15,9 +15,9 @@ from scripts.bundle import build as bundler
 from scripts.dify import plan as compose_plan
 from tests.lab import host as lab
 from tests.lab import standins
+from tests.lab.host import free_port
 
 from ..conftest import FIXTURES, ROOT
-from .test_standins import docker_standins, free_port  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.integration
 

@@ -21,14 +21,7 @@ from scripts.engine import bridges
 from scripts.engine.client import Engine
 from scripts.host import check
 from scripts.host.check import PASS
-from tests.integration.test_standins import (  # noqa: F401 - session fixtures used by name
-    OVERRIDES,
-    _all_up,
-    _project,
-    _states,
-    docker_standins,
-    podman_standins,
-)
+from tests.integration.standin_project import OVERRIDES, all_up, release_project, service_states
 from tests.lab import host as lab
 
 pytestmark = pytest.mark.integration
@@ -43,7 +36,7 @@ def standin_deployment(engine: Engine, prefix: Path):
     """The real compose project up with stand-ins under ``prefix`` (a unique project name, free host
     ports), recorded as a Deployment at ``prefix/dify-airgap.json`` like install writes it; torn down
     with its volumes afterwards."""
-    project, ports = _project(prefix)  # prefix/docker, like an install root
+    project, ports = release_project(prefix)  # prefix/docker, like an install root
     name = f"dalcheck{uuid.uuid4().hex[:8]}"
     files = ["docker-compose.yaml"]
     if engine.is_podman:
@@ -57,9 +50,9 @@ def standin_deployment(engine: Engine, prefix: Path):
     dep.save()
     try:
         dep.compose(engine, ["up", "-d"], timeout=300)
-        wait_until(lambda: _all_up(engine, project, name, SERVICES), timeout=180,
+        wait_until(lambda: all_up(engine, project, name, SERVICES), timeout=180,
                    what="every Dify service running/healthy and init_permissions exited 0",
-                   on_timeout=lambda: json.dumps(_states(engine, project, name), indent=1)[-3000:])
+                   on_timeout=lambda: json.dumps(service_states(engine, project, name), indent=1)[-3000:])
         if engine.is_podman:  # the up fixed the project's bridge MACs (scripts/engine/bridges.py)
             ifaces = [b.interface for b in bridges.bridges(engine, bridges.project_networks(engine, name))]
             assert len(ifaces) == 2, ifaces  # default + ssrf_proxy_network
@@ -114,7 +107,7 @@ def test_check_all_green_then_names_a_stopped_service(runtime, request, tmp_path
         assert images.status == "fail" and "langgenius/dify-api:0.0.0-gone (service: api)" in images.detail
 
         # one service stopped: the check fails and names it
-        daemon = _states(engine, dep.project_dir, dep.project_name)["plugin_daemon"]["container"]
+        daemon = service_states(engine, dep.project_dir, dep.project_name)["plugin_daemon"]["container"]
         engine.run(["stop", "-t", "3", daemon], timeout=120)
         report = check.run_checks(dep, engine=engine, timeout=15)
         assert not report.ok

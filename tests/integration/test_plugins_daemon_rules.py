@@ -20,7 +20,7 @@ from scripts.plugins.common import OfflineInstallFailed
 from scripts.plugins.daemon import Target
 
 from ..conftest import IN_CI
-from .test_plugins_offline import make_difypkg
+from .difypkg import make_difypkg
 
 pytestmark = pytest.mark.integration
 

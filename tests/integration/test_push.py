@@ -11,9 +11,9 @@ import yaml
 from scripts.bundle import manifest
 from scripts.host import push
 from tests.lab import host as lab
+from tests.lab.host import free_port
 
-from .test_bundle import build
-from .test_standins import free_port
+from .bundles import build
 
 pytestmark = pytest.mark.integration
 

@@ -11,22 +11,8 @@ from scripts.data import snapshot
 from scripts.engine.client import Engine
 from tests.conftest import require_engine
 from tests.integration import dify_stack as ds
-from tests.integration.test_standins import docker_standins, podman_standins  # noqa: F401 - session fixtures
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def real_postgres():
-    """The real PostgreSQL image in each answering engine.
-
-    Kept afterwards as a lab cache image (like the DinD image): concurrent test sessions share it, and
-    removing it at one session's end broke the others.
-    """
-    for runtime in ("docker", "podman"):
-        engine = Engine(runtime)
-        if engine.client_path() and engine.answers():
-            ds.ensure_real_postgres(engine)
 
 
 def _image_of(engine: Engine, cid: str) -> str:

@@ -8,35 +8,19 @@ import shutil
 import tempfile
 import urllib.request
 import uuid
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from scripts.core.waiting import GiveUp, wait_until
+from scripts.core.waiting import wait_until
 from scripts.engine.client import Engine
 from tests.conftest import RELEASES, release_fixture, require_engine
+from tests.integration.standin_project import OVERRIDES, all_up, release_project, service_states
 from tests.lab import host as lab
 from tests.lab import standins
 from tests.lab.host import free_port
 
 pytestmark = pytest.mark.integration
-
-#: What 1.11.3's compose file runs with its default profiles (read from the fixture): the defaults of
-#: the helpers other test modules import (dify_stack, test_check).
-FACTS = standins.release_facts(standins.default_fixture(standins.DIFY_VERSION))
-#: Services of the default profile set (weaviate, postgresql) with a healthcheck in the real file.
-HEALTHCHECKED = FACTS.healthchecked
-ONE_SHOT = FACTS.one_shot
-
-
-@pytest.fixture(scope="session")
-def docker_standins():
-    """The stand-ins in the system docker; those this session built are removed at its end."""
-    engine = require_engine("docker")
-    with standins.present(engine) as refs:
-        yield engine, refs
-
 
 def _labels(engine: Engine, ref: str) -> dict:
     res = engine.run(["image", "inspect", "--format", "{{json .Config.Labels}}", ref], mutates=False)
@@ -105,102 +89,6 @@ def test_seeded_registry_serves_docker_hub_names_to_podman_with_a_mirror(docker_
 
 # --- the REAL compose file -----------------------------------------------------------------------
 
-def _project(tmp_path: Path, facts: standins.ReleaseFacts = FACTS) -> tuple[Path, dict[str, int]]:
-    """The release's docker/ tree with ``.env`` = .env.example, every published host port a free one.
-
-    Dify 1.14+ requires the ``.env`` (``env_file: ./.env``); without it ``docker compose config`` exits 0
-    and prints nothing.
-    """
-    dest = standins.complete_project(tmp_path / "docker", fixture=facts.fixture)
-    ports = {key: free_port() for key in facts.published_ports}
-    lines = []
-    for line in (dest / ".env.example").read_text().splitlines():
-        key = line.split("=", 1)[0]
-        lines.append(f"{key}={ports[key]}" if key in ports else line)
-    (dest / ".env").write_text("\n".join(lines) + "\n")
-    return dest, ports
-
-
-OVERRIDES = Path(__file__).resolve().parents[2] / "compose-overrides"
-
-
-@pytest.fixture(scope="session")
-def podman_standins():
-    """The stand-ins in podman (docker.io/... names); those this session built are removed at its end."""
-    engine = require_engine("podman")
-    with standins.present(engine) as refs:
-        yield engine, refs
-
-
-@pytest.fixture(scope="session")
-def release_standins():
-    """``get(runtime, version)`` -> (engine, refs): that release's stand-ins in that engine.
-
-    Built on first use; those this session built are removed at its end (images another fixture built
-    are up to date here, so they are neither rebuilt nor removed by this one).
-    """
-    with ExitStack() as stack:
-        made: dict[tuple[str, str], tuple[Engine, list[str]]] = {}
-
-        def get(runtime: str, version: str) -> tuple[Engine, list[str]]:
-            if (runtime, version) not in made:
-                engine = require_engine(runtime)
-                refs = stack.enter_context(standins.present(engine, standins.default_images(version)))
-                made[runtime, version] = (engine, refs)
-            return made[runtime, version]
-
-        yield get
-
-
-def _states(engine: Engine, project: Path, name: str) -> dict[str, dict]:
-    """{service: {state, exit_code, health, container}} for the compose project."""
-    if engine.is_podman:
-        res = engine.run(["ps", "-a", "--filter", f"label=io.podman.compose.project={name}", "--format", "json"],
-                         mutates=False)
-        out = {}
-        for row in json.loads(res.stdout or "[]"):
-            labels = row.get("Labels") or {}
-            service = labels.get("com.docker.compose.service") or labels.get("io.podman.compose.service")
-            status = row.get("Status", "")
-            health = "healthy" if "(healthy)" in status else "unhealthy" if "(unhealthy)" in status else ""
-            out[service] = {"state": row["State"], "exit_code": row.get("ExitCode"), "health": health,
-                            "container": row["Names"][0]}
-        return out
-    res = engine.compose_run(["ps", "-a", "--format", "json"], project_dir=str(project), project_name=name,
-                             mutates=False)
-    text = res.stdout.strip()
-    rows = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
-    return {row["Service"]: {"state": row["State"], "exit_code": row.get("ExitCode"), "health": row.get("Health"),
-                             "container": row["Name"]} for row in rows}
-
-
-def _all_up(engine: Engine, project: Path, name: str, services: set[str],
-            healthchecked: frozenset[str] | set[str] = HEALTHCHECKED,
-            one_shot: frozenset[str] | set[str] = ONE_SHOT) -> bool:
-    """Every service running (healthy where ``healthchecked``), every ``one_shot`` exited 0.
-
-    podman-compose starts the others without waiting for the one-shot service (it ignores
-    ``service_completed_successfully``) and podman 4.3 runs no healthcheck by itself: both are
-    waited for here, and a one-shot service that failed ends the wait at once.
-    """
-    states = _states(engine, project, name)
-    if set(states) != services:
-        return False
-    ready = True
-    for service, st in states.items():
-        if service in one_shot:
-            if st["state"] == "exited" and int(st["exit_code"] or 0) != 0:
-                raise GiveUp(f"one-shot service {service} exited {st['exit_code']}")
-            ready &= st["state"] == "exited"
-        elif st["state"] != "running":
-            ready = False
-        elif service in healthchecked and st["health"] != "healthy":
-            if engine.is_podman:  # no systemd: podman 4.3 never runs healthchecks by itself
-                engine.run(["healthcheck", "run", st["container"]], check=False)
-            ready = False
-    return ready
-
-
 def _get(url: str) -> tuple[int, str, str]:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
@@ -238,7 +126,7 @@ def _expected(value, version: str):
 def test_real_compose_file_comes_up(version, runtime, release_standins, tmp_path):
     engine, _ = release_standins(runtime, version)
     facts = standins.release_facts(release_fixture(version))
-    project, ports = _project(tmp_path, facts)
+    project, ports = release_project(tmp_path, facts)
     name = f"dalstandin{uuid.uuid4().hex[:8]}"
     files: list[str] = []
     if engine.is_podman:
@@ -255,10 +143,10 @@ def test_real_compose_file_comes_up(version, runtime, release_standins, tmp_path
         assert configured == services
     try:
         compose(["up", "-d"], timeout=300)
-        wait_until(lambda: _all_up(engine, project, name, services, facts.healthchecked, facts.one_shot),
+        wait_until(lambda: all_up(engine, project, name, services, facts.healthchecked, facts.one_shot),
                    timeout=240, what=f"every Dify {version} service running (healthy where checked), "
                                      f"{sorted(facts.one_shot)} exited 0",
-                   on_timeout=lambda: json.dumps(_states(engine, project, name), indent=1)[-3000:])
+                   on_timeout=lambda: json.dumps(service_states(engine, project, name), indent=1)[-3000:])
 
         base = f"http://127.0.0.1:{ports['EXPOSE_NGINX_PORT']}"
         status, ctype, body = wait_until(lambda: _get(f"{base}/console/api/ping"), timeout=60,
@@ -268,7 +156,7 @@ def test_real_compose_file_comes_up(version, runtime, release_standins, tmp_path
         status, ctype, body = _get(f"{base}/")
         assert status == 200 and "<title>Dify</title>" in body and "stand-in" in body
 
-        api = _states(engine, project, name)["api"]["container"]
+        api = service_states(engine, project, name)["api"]["container"]
 
         def api_get(url: str) -> str:
             return engine.run(["exec", api, "wget", "-q", "-O", "-", url], mutates=False, timeout=60).stdout

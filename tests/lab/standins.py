@@ -52,7 +52,7 @@ def default_fixture(version: str = "1.11.3") -> Path:
 
 
 #: The images of each vendored release's default profile set, in compose-file order, plus qdrant (the
-#: store other tests switch to). tests/test_standins.py checks them against :func:`release_facts`.
+#: store other tests switch to). tests/unit/lab/test_standins.py checks them against :func:`release_facts`.
 RELEASE_IMAGES: dict[str, tuple[str, ...]] = {
     "1.11.3": (
         "langgenius/dify-api:1.11.3", "langgenius/dify-web:1.11.3", "postgres:15-alpine", "redis:6-alpine",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
@@ -249,6 +248,6 @@ def test_report_render_and_summary_json(tmp_path):
     assert report.changed
     assert report.render().splitlines() == [f"install root: {tmp_path}", "  changed: loaded 2 images",
                                             "  unchanged: .env", "  services: api=ready, web=ready"]
-    assert json.loads(installer.summary_json(report)) == {
+    assert installer.summary(report) == {
         "prefix": str(tmp_path), "changed": True, "actions": ["loaded 2 images"], "unchanged": [".env"],
         "services": {"web": "ready", "api": "ready"}}

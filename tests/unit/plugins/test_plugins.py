@@ -20,8 +20,7 @@ from scripts.plugins import wheels as plugin_wheels
 from scripts.plugins.common import PluginError, UnsafeArchive
 from scripts.plugins.daemon import Target
 from scripts.plugins.sign import SignatureError
-
-from .conftest import FIXTURES
+from tests.conftest import FIXTURES
 
 # The worked example of the format notes (§4): entries in ZIP order and their exact digests.
 EXAMPLE = [("main.py", b"print('hi')\n"), ("_assets/icon.svg", b"<svg/>"),
@@ -335,7 +334,7 @@ def test_signing_env_per_daemon_version():
 
 
 def test_size_advice_against_the_real_env_defaults():
-    env = plugins.read_env(FIXTURES)
+    env = plugins.project_limits(FIXTURES)
     assert env["PLUGIN_MAX_PACKAGE_SIZE"] == "52428800" and env["NGINX_CLIENT_MAX_BODY_SIZE"] == "100M"
     assert plugins.size_advice(12 << 20, 11 << 20, env) == []
     advice = plugins.size_advice(60 << 20, 58 << 20, env)

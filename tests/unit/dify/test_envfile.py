@@ -26,7 +26,7 @@ from scripts.dify.envfile import (
 from scripts.dify.envsecrets import KNOWN_DEFAULT_SECRETS
 from scripts.dify.envsyntax import resolve_value
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 IP = "10.0.0.5"
 
 

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from scripts.core.console import emit
 from scripts.dify.deployment import Deployment
 from scripts.dify.stack import ServiceSpec, ServiceState
 from scripts.engine.client import Engine, Result
 from scripts.host import check
 from scripts.host.check import FAIL, PASS, WARN, Check, CheckReport
-from tests.httpstub import Reply, free_port, ollama_tags, requests_seen, serve, vllm_models
+from tests.support.httpstub import Reply, free_port, ollama_tags, requests_seen, serve, vllm_models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # --- Ollama ---------------------------------------------------------------------------------------
@@ -112,7 +113,7 @@ def test_vllm_models_and_model_id():
     assert missing.detail == "model qwen not served; the server has: Qwen/Qwen2.5-7B-Instruct"
 
 
-def test_vllm_api_key_required_and_never_printed():
+def test_vllm_api_key_required_and_never_printed(capsys):
     key = "sk-site-secret-4711"
     routes = {"/v1/models": Reply(body=vllm_models("llama"), bearer=key)}
     with serve(routes) as url:
@@ -123,7 +124,10 @@ def test_vllm_api_key_required_and_never_printed():
     assert wrong.status == FAIL and "rejected" in wrong.hint
     assert right.status == PASS
     report = CheckReport([without, wrong, right])
-    assert key not in report.render() and key not in report.to_json()
+    assert key not in report.render() and key not in json.dumps(report.to_dict())
+    emit(False, None, report.render)
+    emit(True, report.to_dict())  # what `invoke check` prints, with and without --json
+    assert key not in capsys.readouterr().out
 
 
 def test_vllm_wrong_payload():
@@ -245,7 +249,7 @@ def test_report_render_json_and_ok():
     assert not report.ok and report.counts() == {"pass": 1, "warn": 1, "fail": 1}
     text = report.render()
     assert "FAIL    c" in text and "c: fix" in text and "b: wait" in text and "NOT ready" in text
-    data = json.loads(report.to_json())
+    data = json.loads(json.dumps(report.to_dict()))
     assert data["ok"] is False and data["checks"][2] == {"name": "c", "status": "fail", "detail": "bad", "hint": "fix"}
     assert CheckReport([Check("a", PASS), Check("b", WARN)]).ok
 

@@ -18,9 +18,8 @@ import pytest
 
 from scripts.bundle import source
 from scripts.core.errors import AirgapError
+from tests.conftest import FIXTURES
 from tests.lab import standins
-
-from .conftest import FIXTURES
 
 VERSION = "1.11.3"
 
