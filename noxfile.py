@@ -44,11 +44,20 @@ def tests(session: nox.Session) -> None:
         session.run("python", "-m", "tests.lab.host", "up")
     else:
         session.warn("not root on Debian: the lab is not started; integration tests need running engines")
-    # --durations: where CI time goes (shared/LAB.md budget: the whole .ci/run under 30 min on a fresh machine)
-    if not session.posargs:  # coverage of the unit run (no engine), reported in the CI output
-        session.run("pytest", "tests", "-q", "-m", "not integration and not e2e", "--cov=scripts",
-                    "--cov-report=term:skip-covered")
-    session.run("pytest", *(session.posargs or ["tests", "-m", "integration and not e2e", "--durations=15"]))
+    if session.posargs:
+        session.run("pytest", *session.posargs)
+        return
+    # coverage of the unit run (no engine), reported in the CI output
+    session.run("pytest", "tests", "-q", "-m", "not integration and not e2e", "--cov=scripts",
+                "--cov-report=term:skip-covered")
+    if _lab_possible():  # every image the tests run, built once before they start: parallel tests share them
+        session.run("python", "-m", "tests.lab.standins", "warm")
+    # Integration tests mostly WAIT (stacks starting, health checks): N files at a time on separate workers
+    # (each test has its own names, ports and storage). --durations: where CI time goes (budget: the whole
+    # .ci/run under 30 min on a fresh machine). DIFY_AIRGAP_TEST_WORKERS=1 runs them one by one.
+    workers = os.environ.get("DIFY_AIRGAP_TEST_WORKERS", "3")
+    session.run("pytest", "tests", "-m", "integration and not e2e", "--durations=15",
+                *(["-n", workers, "--dist", "loadfile"] if workers != "1" else []))
 
 
 @nox.session

@@ -12,7 +12,6 @@ import pytest
 
 from scripts.engine.client import Engine
 from tests.conftest import require_engine
-from tests.integration import dify_stack as ds
 from tests.lab import standins
 
 
@@ -62,4 +61,4 @@ def real_postgres():
     for runtime in ("docker", "podman"):
         engine = Engine(runtime)
         if engine.client_path() and engine.answers():
-            ds.ensure_real_postgres(engine)
+            standins.ensure_real_postgres(engine)

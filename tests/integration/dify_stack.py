@@ -27,8 +27,7 @@ from tests.integration.standin_project import FACTS, OVERRIDES, all_up, release_
 from tests.lab import host as lab
 from tests.lab import standins
 
-PG_IMAGE = "localhost/dify-airgap-lab/postgres:15-bookworm"
-PG_PACKAGES = ("postgresql",)
+PG_IMAGE = standins.PG_IMAGE
 PG_OVERRIDE = "docker-compose.lab-postgres.yaml"
 PG_ENTRYPOINT = r"""#!/bin/sh
 # dify-airgap lab: Debian's REAL PostgreSQL 15 behind the postgres image's env contract.
@@ -61,16 +60,6 @@ services:
 """
 #: 1.11.3's default-profile services (read from its compose file); ``RunningStack.services`` for others.
 ALL_SERVICES = set(FACTS.services)
-
-
-def ensure_real_postgres(engine: Engine) -> bool:
-    """The real PostgreSQL image in ``engine``; True if it was imported now (the caller removes it)."""
-    if engine.image_exists(PG_IMAGE):
-        return False
-    tar = lab.debian_rootfs_tar(PG_PACKAGES)
-    engine.run(["import", "--change", "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:"
-                "/usr/sbin:/usr/bin:/sbin:/bin", "--change", 'CMD ["postgres"]', str(tar), PG_IMAGE], timeout=900)
-    return True
 
 
 @dataclass

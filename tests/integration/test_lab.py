@@ -15,7 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 def _networks(engine) -> set[str]:
-    return set(engine.run(["network", "ls", "--format", "{{.Name}}"], mutates=False).stdout.split())
+    """The DNS check's own networks (tests running in parallel make and remove theirs meanwhile)."""
+    names = engine.run(["network", "ls", "--format", "{{.Name}}"], mutates=False).stdout.split()
+    return {name for name in names if name.startswith("dal-dnscheck-")}
 
 
 def test_podman_dns_check_passes_with_netavark_and_fails_fast_without_dns():

@@ -920,6 +920,38 @@ def build_standin(engine: Engine, ref: str, force: bool = False) -> bool:
     return True
 
 
+#: Debian's REAL PostgreSQL 15 (a debootstrap root with ``postgresql``) for the data tests' db_postgres: the
+#: stand-in postgres only fakes pg_dump/psql. A lab cache image like the DinD image: kept between sessions.
+PG_IMAGE = "localhost/dify-airgap-lab/postgres:15-bookworm"
+PG_PACKAGES = ("postgresql",)
+
+
+def ensure_real_postgres(engine: Engine) -> bool:
+    """The real PostgreSQL image in ``engine``; True if it was imported now."""
+    if engine.image_exists(PG_IMAGE):
+        return False
+    tar = lab.debian_rootfs_tar(PG_PACKAGES)
+    engine.run(["import", "--change", "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:"
+                "/usr/sbin:/usr/bin:/sbin:/bin", "--change", 'CMD ["postgres"]', str(tar), PG_IMAGE], timeout=900)
+    return True
+
+
+def warm(runtimes: Iterable[str]) -> dict[str, list[str]]:
+    """Every image the integration tests run, in each engine, built BEFORE they start.
+
+    The stand-ins of every vendored release and the real PostgreSQL image. Tests running in parallel then
+    build nothing and remove nothing that another test uses (``present`` removes only what it built).
+    """
+    done: dict[str, list[str]] = {}
+    for runtime in runtimes:
+        engine = Engine(runtime)
+        refs = list(dict.fromkeys(ref for version in RELEASE_IMAGES for ref in default_images(version)))
+        build_standins(engine, images=refs)
+        ensure_real_postgres(engine)
+        done[runtime] = [*refs, PG_IMAGE]
+    return done
+
+
 def build_standins(engine: Engine, version: str = DIFY_VERSION, images: Iterable[str] | None = None,
                    force: bool = False) -> list[str]:
     """Build (or keep) the stand-ins for ``images`` (default: Dify ``version``'s default set)."""
@@ -1033,6 +1065,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_build.add_argument("--seed", action="store_true", help="then push them to the lab registry (Docker Hub mirror)")
     p_build.add_argument("--registry", default=lab.REGISTRY_ADDR,
                          help=f"registry address for --seed (default: {lab.REGISTRY_ADDR})")
+    p_warm = sub.add_parser("warm", help="build every image the integration tests run (all releases' stand-ins "
+                                         "and the real PostgreSQL), so parallel tests build and remove nothing")
+    p_warm.add_argument("--runtime", action="append", dest="runtimes", choices=("docker", "podman"),
+                        help="engine to warm (repeatable; default: docker and podman)")
     p_project = sub.add_parser("project", help="write a complete Dify docker/ directory (fixture + bind-mounted files)")
     p_project.add_argument("dest", type=Path, help="destination directory")
     p_project.add_argument("--version", default=DIFY_VERSION, help="the vendored release to copy (tests/fixtures)")
@@ -1041,6 +1077,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "project":
             print(complete_project(args.dest, fixture=default_fixture(args.version)))
+            return 0
+        if args.cmd == "warm":
+            print(json.dumps(warm(args.runtimes or ("docker", "podman")), indent=2))
             return 0
         engine = Engine(args.runtime)
         refs = build_standins(engine, args.version, args.images, force=args.force)
