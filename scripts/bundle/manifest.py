@@ -14,10 +14,14 @@ A bundle is a directory::
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import zstandard
 
 from scripts.core.console import human_size, table
 from scripts.core.errors import AirgapError
@@ -208,18 +212,13 @@ def image_stream(bundle: Path, manifest: dict):
     archive = manifest["image_archive"]
     raw = PartsReader(bundle, archive["parts"])
     if archive["compression"] == "zstd":
-        import zstandard
-
         return zstandard.ZstdDecompressor().stream_reader(raw, read_size=HASH_CHUNK)
-    import gzip
 
     return gzip.GzipFile(fileobj=raw, mode="rb")
 
 
 def archive_index(bundle: Path, manifest: dict) -> list[dict]:
     """The docker-archive's own index (``manifest.json`` inside the tar): Config and RepoTags per image."""
-    import tarfile
-
     with image_stream(bundle, manifest) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             if member.name == "manifest.json":

@@ -7,6 +7,8 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
+from tqdm import tqdm
+
 LOG = logging.getLogger("dify_airgap")
 _SECRETS: set[str] = set()
 
@@ -84,7 +86,5 @@ def human_size(num: float) -> str:
 
 def progress(total: int | None, desc: str, unit: str = "B"):
     """A tqdm progress bar on stderr (quiet when stderr is not a terminal, except the final line)."""
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, unit_divisor=1024,
                 file=sys.stderr, disable=None, mininterval=1.0, leave=True)

@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zstandard
+
 from scripts import __version__
 from scripts.bundle.load import load_images
 from scripts.bundle.manifest import (
@@ -91,8 +93,6 @@ def now_stamp() -> str:
 def compress_command(argv: Sequence[str], directory: Path, name: str, env: dict | None = None,
                      what: str = "") -> dict:
     """Run ``argv`` and write its stdout zstd-compressed to ``directory/name`` (hashed while written)."""
-    import zstandard
-
 
     LOG.info("+ %s | zstd > %s%s", sd.redact_argv(argv), name, f"   # {what}" if what else "")
     writer = PartWriter(directory, name, None)
@@ -132,8 +132,6 @@ def archive_dir(src: Path, directory: Path, name: str) -> dict:
 
 def open_archive(root: Path, entry: dict):
     """The decompressed stream of an archive listed in a manifest (parts read in order)."""
-    import zstandard
-
     return zstandard.ZstdDecompressor().stream_reader(PartsReader(root, entry["parts"]), read_size=1 << 20)
 
 

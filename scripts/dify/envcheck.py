@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import yaml
+
 from scripts.dify.envsecrets import FIXED_DEFAULTS, SECRET_GROUPS, group_keys, is_secret_key
 from scripts.dify.envsyntax import Line, referenced, resolve_all
 
@@ -264,8 +266,6 @@ def compose_profiles(project_dir: Path, middleware: bool) -> set[str]:
     """Profile names declared in the project's compose file (empty if it cannot be read)."""
     name = "docker-compose.middleware.yaml" if middleware else "docker-compose.yaml"
     try:
-        import yaml
-
         data = yaml.safe_load((project_dir / name).read_text(encoding="utf-8")) or {}
     except Exception:  # unreadable or invalid compose file: other tasks report it
         return set()

@@ -11,6 +11,7 @@ reads ``.env`` top to bottom, so ``COMPOSE_PROFILES=${VECTOR_STORE:-weaviate},..
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -204,7 +205,6 @@ def base_url_for(server_ip: str | None, base_url: str | None, values: Mapping[st
     if not server_ip:
         return None
     host = server_ip.strip()
-    import ipaddress
 
     try:
         if ipaddress.ip_address(host).version == 6:
@@ -378,8 +378,6 @@ def model_server_settings(urls: Iterable[str], current: Mapping[str, str]) -> di
     IP addresses go to SSRF_PROXY_ALLOW_PRIVATE_IPS (squid ``dst``), names to ..._DOMAINS (``dstdomain``),
     added to what the other layers already allow. A URL without an http(s) scheme and host is refused.
     """
-    import ipaddress
-
     ips = [v for v in re.split(r"[,\s]+", current.get(SSRF_ALLOW_IPS, "")) if v]
     domains = [v for v in re.split(r"[,\s]+", current.get(SSRF_ALLOW_DOMAINS, "")) if v]
     for url in urls:

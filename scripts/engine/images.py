@@ -9,6 +9,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import zstandard
+
 from scripts.core.console import LOG, progress
 from scripts.core.files import PartWriter
 from scripts.engine.client import Engine, classify
@@ -57,8 +59,6 @@ def save_compressed(engine: Engine, refs: Sequence[str], directory: Path, name: 
         bar = progress(estimate or None, f"save+{compression}")
         try:
             if compression == "zstd":
-                import zstandard
-
                 cctx = zstandard.ZstdCompressor(level=3, threads=-1)
                 sink = cctx.stream_writer(writer, closefd=False)
             else:

@@ -7,6 +7,7 @@ same checks first and stops on any fail.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -119,8 +120,6 @@ def unprivileged_port_start(path: Path = Path("/proc/sys/net/ipv4/ip_unprivilege
 
 def bundle_key(bundle: Path, manifest: dict) -> str:
     """Identifies a bundle's content: its name and a digest of every file's sha256 (not its date)."""
-    import hashlib
-
     files = sorted((f.get("path", ""), f.get("sha256", "")) for f in manifest.get("files", []))
     digest = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:12]
     return f"{bundle.name}@{digest}"

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging import tags
+from packaging.version import InvalidVersion, Version
+
 from scripts.core.errors import AirgapError
 from scripts.dify.project import ComposeProject
 from scripts.plugins import sign as plugin_sign
@@ -48,8 +51,6 @@ class Target:
 
     def tags(self) -> list:
         """Wheel tags the daemon accepts, best first: cp3X-cp3X, cp3Y-abi3 (Y<=X), py3-none-any..."""
-        from packaging import tags
-
         version = tuple(int(p) for p in self.python.split("."))
         platforms = self.platforms()
         found = list(tags.cpython_tags(version, abis=[f"cp{self.py_nodot}"], platforms=platforms))
@@ -62,8 +63,6 @@ class Target:
 
 
 def _version(text: str):
-    from packaging.version import InvalidVersion, Version
-
     core = text.strip().lstrip("v").split("-", 1)[0]
     try:
         return Version(core)

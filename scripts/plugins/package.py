@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
+import requests
+import yaml
+
 from scripts.core.console import LOG, human_size
 from scripts.plugins.common import (
     _MARKET_REF,
@@ -76,8 +79,6 @@ def default_cache_dir() -> Path:
 
 
 def _download(url: str, dest: Path, what: str, expected_sha256: str | None = None) -> Path:
-    import requests
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".partial-{os.getpid()}-{dest.name}")
     try:
@@ -209,8 +210,6 @@ class Manifest:
 
 
 def read_manifest(workdir: str | os.PathLike, source: str = "") -> Manifest:
-    import yaml
-
     path = Path(workdir) / "manifest.yaml"
     where = source or str(path)
     if not path.is_file():

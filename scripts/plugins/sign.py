@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
 from scripts.core.errors import AirgapError
 from scripts.core.files import sha256_file
 
@@ -52,9 +56,6 @@ class SignatureError(AirgapError):
 
 def generate_keypair(bits: int = DEFAULT_KEY_BITS) -> tuple[bytes, bytes]:
     """A new RSA key pair as (private PEM ``RSA PRIVATE KEY``, public PEM ``RSA PUBLIC KEY``), both PKCS#1."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     if bits < MIN_KEY_BITS:
         raise SignatureError(f"a {bits}-bit key is too small: the plugin daemon rejects keys under "
                              f"{MIN_KEY_BITS} bits; use the default {DEFAULT_KEY_BITS}")
@@ -109,9 +110,6 @@ def _one_pem_block(path: Path, label: str) -> bytes:
 
 def _load_rsa_key(path: str | os.PathLike, private: bool):
     """One PKCS#1 RSA key of at least MIN_KEY_BITS from a PEM file, as the daemon loads it."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     path = Path(path)
     data = _one_pem_block(path, "RSA PRIVATE KEY" if private else "RSA PUBLIC KEY")
     try:
@@ -255,9 +253,6 @@ def write_package(out_path: str | os.PathLike, entries: Iterable[tuple[str, Sour
                 digests.append((name, digest.digest()))
             signed_time = None
             if sign_key is not None:
-                from cryptography.hazmat.primitives import hashes
-                from cryptography.hazmat.primitives.asymmetric import padding
-
                 signed_time = int(_time.time()) if signed_at is None else int(signed_at)
                 message = signing_message([d for _, d in digests], signed_time)
                 signature = sign_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
@@ -332,10 +327,6 @@ def read_signature(zf: zipfile.ZipFile, path: Path) -> tuple[bytes, int] | None:
 
 def verify_package(path: str | os.PathLike, public_keys: Sequence[str | os.PathLike]) -> Verification:
     """Verify a package against the given public keys the way the daemon does (any key verifying is enough)."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
     path = Path(path)
     keys = [(Path(k), load_public_key(k)) for k in public_keys]
     with zipfile.ZipFile(path) as zf:

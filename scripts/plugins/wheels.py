@@ -11,6 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import Version
+
 from scripts.core.console import LOG, human_size
 from scripts.plugins import sign as plugin_sign
 from scripts.plugins.common import (
@@ -42,7 +53,7 @@ def _run(argv: Sequence[str], *, cwd: Path | None = None, env: dict | None = Non
 
 def uv_bin() -> str:
     """The uv executable: the one from the `uv` PyPI package, else uv on PATH."""
-    try:
+    try:  # the `uv` wheel is optional at run time: a bundle's toolkit may use uv from PATH
         from uv import find_uv_bin
 
         return find_uv_bin()
@@ -173,9 +184,6 @@ _LISTINGS: dict[tuple[str, str], list[dict]] = {}
 
 def _project_files(name: str, index_url: str | None) -> list[dict]:
     """All files of a project from the simple index (PEP 691 JSON, else PEP 503 HTML), memoised."""
-    import requests
-    from packaging.utils import canonicalize_name
-
     base = index_base(index_url)
     key = (base, canonicalize_name(name))
     if key in _LISTINGS:
@@ -208,9 +216,6 @@ def _project_files(name: str, index_url: str | None) -> list[dict]:
 
 def _release_files(pin: Pin, index_url: str | None) -> list[dict]:
     """The files of one release (wheels and sdists of exactly ``pin.version``)."""
-    from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
-    from packaging.version import Version
-
     wanted = Version(pin.version)
     found = []
     for f in _project_files(pin.name, index_url):
@@ -239,8 +244,6 @@ class WheelFile:
 
 def choose_wheel(filenames: Sequence[str], target: Target) -> str | None:
     """The best-ranked filename for the target's tags (None when no wheel fits)."""
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-
     rank = {tag: i for i, tag in enumerate(target.tags())}
     best, best_rank = None, None
     for filename in filenames:
@@ -258,8 +261,6 @@ def choose_wheel(filenames: Sequence[str], target: Target) -> str | None:
 
 def why_no_wheel(filenames: Sequence[str], target: Target) -> str:
     """Why none of ``filenames`` fits the target: sdist only / no wheel for this Python / this arch."""
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-
     wheels = [f for f in filenames if f.endswith(".whl")]
     if not wheels:
         return "sdist only (no wheels published)"
@@ -352,8 +353,6 @@ def offline_pyproject(text: str, source: str = "pyproject.toml", python: str = D
                           f"universal recipe removes pyproject.toml and uv.lock and installs from requirements.txt)")
     m = re.search(r"^\s*requires-python\s*=\s*[\"']([^\"']*)[\"']", text, re.M)
     if m:
-        from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
         try:
             ok = SpecifierSet(m.group(1)).contains(f"{python}.0", prereleases=True)
         except InvalidSpecifier:
@@ -367,7 +366,7 @@ def offline_pyproject(text: str, source: str = "pyproject.toml", python: str = D
 def lock_remote_sources(lock_text: str) -> list[str]:
     """Packages of a uv.lock that would be fetched from somewhere else than the plugin folder: a registry
     given by URL, a git/url source, or any http(s) URL of an sdist/wheel. Empty = installs from ./wheels."""
-    try:
+    try:  # conditional: tomllib is stdlib only from Python 3.11
         import tomllib
     except ImportError:                     # Python < 3.11
         import tomli as tomllib
