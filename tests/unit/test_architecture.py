@@ -45,7 +45,7 @@ def test_a_commented_local_import_and_a_marked_long_function_pass(tmp_path):
     root = _tree(tmp_path, {
         "scripts/engine/client.py": "def f():\n    import json  # lazy: only the dry run needs it\n    return json\n",
         "scripts/dify/big.py": f"def g():  # long: one table of settings\n{long_body}\n",
-        "scripts/plugins/opt.py": "def h():\n    try:  # optional dependency\n        import uv\n    except ImportError:\n"
-                                  "        uv = None\n    return uv\n",
+        "scripts/plugins/opt.py": ("def h():\n    try:  # optional dependency\n        import uv\n"
+                                   "    except ImportError:\n        uv = None\n    return uv\n"),
     })
     assert architecture.violations(root) == []

@@ -1,0 +1,79 @@
+"""bundle.load planning without an engine: what is skipped, what a dry run prints, podman's names.
+
+A stand-in engine records commands (command construction only; loading itself is tested on real engines
+in tests/integration/test_install.py and test_bundle.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts.bundle.load import _qualify_podman_names, load_images
+
+
+@dataclass
+class _Res:
+    ok: bool
+    stdout: str = ""
+
+
+@dataclass
+class RecordingEngine:
+    runtime: str = "docker"
+    images: dict[str, str] = field(default_factory=dict)  # local ref -> image id
+    dry_run: bool = False
+    env: dict = field(default_factory=dict)
+    ran: list[list[str]] = field(default_factory=list)
+
+    @property
+    def is_podman(self) -> bool:
+        return self.runtime == "podman"
+
+    def probe(self, argv):
+        ref = argv[-1]
+        return _Res(ref in self.images, f"sha256:{self.images.get(ref, '')}\n")
+
+    def image_exists(self, ref: str) -> bool:
+        return ref in self.images
+
+    def run(self, argv, check=True, **_):
+        self.ran.append(list(argv))
+        if argv[0] == "tag":
+            self.images[argv[2]] = self.images[argv[1]]
+        return _Res(True)
+
+
+MANIFEST = {"images": [{"ref": "langgenius/dify-api:1.16.0", "id": "sha256:aaa"},
+                       {"ref": "busybox:latest", "id": "sha256:bbb"}],
+            "image_archive": {"compression": "zstd", "uncompressed_size": 3 << 20,
+                              "parts": [{"path": "images.tar.zst.part-000"}]}}
+
+
+def test_every_image_present_with_the_manifests_id_loads_nothing(tmp_path: Path):
+    engine = RecordingEngine(images={"langgenius/dify-api:1.16.0": "aaa", "busybox:latest": "bbb"})
+    assert load_images(engine, tmp_path, MANIFEST) == []
+    assert engine.ran == []
+
+
+def test_an_image_with_another_id_makes_it_load_and_a_dry_run_only_prints(tmp_path: Path, capsys):
+    engine = RecordingEngine(images={"langgenius/dify-api:1.16.0": "OTHER", "busybox:latest": "bbb"},
+                             dry_run=True)
+    assert load_images(engine, tmp_path, MANIFEST) == ["langgenius/dify-api:1.16.0", "busybox:latest"]
+    out = capsys.readouterr().out
+    assert "[dry-run] docker load --quiet < images.tar.zst.part-000" in out and "3.0 MiB uncompressed" in out
+    assert engine.ran == []
+
+
+def test_podman_short_names_are_checked_under_their_docker_hub_name(tmp_path: Path):
+    engine = RecordingEngine(runtime="podman", images={"docker.io/langgenius/dify-api:1.16.0": "aaa",
+                                                       "docker.io/library/busybox:latest": "bbb"})
+    assert load_images(engine, tmp_path, MANIFEST) == []
+
+
+def test_podman_localhost_names_are_retagged_to_the_docker_hub_name():
+    engine = RecordingEngine(runtime="podman", images={"localhost/busybox:latest": "bbb",
+                                                       "docker.io/langgenius/dify-api:1.16.0": "aaa"})
+    _qualify_podman_names(engine, ["busybox:latest", "langgenius/dify-api:1.16.0"])
+    assert engine.ran == [["tag", "localhost/busybox:latest", "docker.io/library/busybox:latest"],
+                          ["untag", "localhost/busybox:latest", "localhost/busybox:latest"]]
