@@ -82,7 +82,7 @@ def podman_store():
     conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{short}/root"\nrunroot = "{short}/run"\n')
     env = {"CONTAINERS_STORAGE_CONF": str(conf)}
     yield env
-    Engine("podman", env=env).run(["system", "reset", "--force"], check=False, timeout=180)
+    lab.clear_podman_storage(Engine("podman", env=env))
     subprocess.run(["umount", "-R", f"{short}/root/overlay"], capture_output=True)
     shutil.rmtree(short, ignore_errors=True)
 

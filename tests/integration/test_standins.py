@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import tempfile
 import urllib.request
 import uuid
@@ -83,7 +84,8 @@ def test_seeded_registry_serves_docker_hub_names_to_podman_with_a_mirror(docker_
     finally:
         for tagged in unique.values():
             engine.run(["image", "rm", tagged], check=False)
-        podman.run([*storage, "system", "reset", "--force"], check=False, timeout=120)
+        lab.clear_podman_storage(podman, storage)
+        subprocess.run(["umount", "-R", str(short / "root" / "overlay")], capture_output=True)
         shutil.rmtree(short, ignore_errors=True)
 
 

@@ -211,6 +211,19 @@ def check_podman_dns(timeout: float = 30, disable_dns: bool = False) -> str:
     return backend
 
 
+def clear_podman_storage(engine: Engine, storage_args: Sequence[str] = ()) -> None:
+    """Remove every container, volume and image of a THROWAWAY podman storage (its env or --root args).
+
+    Never `podman system reset`: that also wipes podman's shared tmp dir (/run/libpod: the next podman
+    anywhere on the host thinks the machine rebooted and "refreshes" every container, breaking running
+    stacks) and deletes every network of the host. Parallel tests use podman meanwhile.
+    """
+    args = list(storage_args)
+    for argv in (["rm", "--all", "--force", "--time", "0"], ["volume", "rm", "--all", "--force"],
+                 ["rmi", "--all", "--force"]):
+        engine.run([*args, *argv], check=False, timeout=180)
+
+
 def allow_podman_internal_networks() -> bool:
     """Let containers on one podman bridge talk when dockerd runs on the same host.
 
