@@ -270,7 +270,8 @@ def ensure_archive(bundle: Path, output: Path, chunk_size: int | None = None) ->
     name = archive_name(bundle.name)
     first = output / (f"{name}.part-000" if chunk_size else name)
     if archive_up_to_date(bundle, output, chunk_size):
-        LOG.info("archive %s is up to date (same manifest, all parts present): nothing to do", first)
+        LOG.info("archive %s is up to date (same manifest and signature, all parts present): nothing to do",
+                 first)
         return first
     write_archive(bundle, output, chunk_size)
     return first

@@ -121,6 +121,7 @@ class VerifyReport:
     signed: bool = False              # a manifest.json.sig is there
     signer: str | None = None         # fingerprint of the public key it verified with (bundle/signature.py)
     signer_key: str | None = None     # the key file that verified it
+    keys: list[str] = field(default_factory=list)     # the public key files tried
     ignored: list[str] = field(default_factory=list)  # unlisted but known entries (INSTALL_VENV)
 
     @property
@@ -135,6 +136,8 @@ class VerifyReport:
         lines = [f"digest: {self.digest}"] if self.digest else []
         if self.signer:
             lines.append(f"signed: {SIGNATURE} verifies with {self.signer_key} (key {self.signer})")
+        elif self.signed and self.keys:
+            lines.append(f"signed: {SIGNATURE} present, but it verifies with none of: {', '.join(self.keys)}")
         elif self.signed:
             lines.append(f"signed: {SIGNATURE} present, not checked (pass --public-key SITE.public.pem)")
         elif self.digest:

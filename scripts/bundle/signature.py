@@ -201,6 +201,7 @@ def verify(path: str | os.PathLike, deep: bool = True, trust: TrustPolicy | None
     found = check(head, trust)
     report.digest, report.signed, report.signer, report.signer_key = (found.digest, found.signed, found.signer,
                                                                      found.signer_key)
+    report.keys = list(trust.public_keys)
     report.problems[:0] = found.problems
     return report
 

@@ -96,6 +96,7 @@ def test_forged_bundle_fails_public_key_and_expect_digest(bundle: Path, site_key
     assert _problems(report) == {mf.SIGNATURE: "bad signature"}
     assert str(public) in report.problems[0].detail and report.signer is None
     assert "do NOT install" in report.render()
+    assert f"verifies with none of: {public}" in report.render() and report.to_dict()["keys"] == [str(public)]
 
     report = signature.verify(path, trust=signature.policy(expect_digest=announced))
     assert _problems(report) == {mf.MANIFEST: "digest"}
