@@ -172,7 +172,7 @@ def check(head: Head, trust: TrustPolicy) -> Trust:
     result = Trust(head.digest, head.signature is not None)
     if trust.expect_digest and head.digest != trust.expect_digest:
         result.problems.append(Problem(MANIFEST, "digest", f"is {head.digest}, expected {trust.expect_digest}"))
-    keys = [(path, load_public_key(path)) for path in trust.public_keys]
+    keys = [(path, load_public_key(Path(path).expanduser())) for path in trust.public_keys]
     tried = ", ".join(path for path, _ in keys)
     if keys and head.signature is None:
         result.problems.append(Problem(SIGNATURE, "unsigned", f"the bundle is not signed, but {trust.keys_from} "
