@@ -14,7 +14,7 @@ from pathlib import Path
 from invoke import Exit, task
 
 from scripts import __version__
-from scripts.bundle import archive, manifest
+from scripts.bundle import archive, manifest, signature
 from scripts.bundle import build as bundler
 from scripts.bundle import source as sources
 from scripts.core.console import emit, register_secret, setup_logging, warn
@@ -37,6 +37,12 @@ from scripts.plugins import repackage as plugins
 from scripts.plugins import sign as plugin_sign
 
 RUNTIME_HELP = "docker or podman (default: invoke.yaml airgap.runtime, then $DIFY_AIRGAP_RUNTIME, then auto-detect)"
+TRUST_HELP = {
+    "public_key": "the site's bundle public key (PKCS#1 PEM, `invoke plugin-keygen`), repeatable: manifest.json.sig "
+                  "must verify with one of them; an unsigned bundle is refused (default: invoke.yaml "
+                  "airgap.bundle_public_keys)",
+    "expect_digest": "sha256:HEX that `invoke bundle` printed: manifest.json must have exactly this digest",
+}
 
 
 def _fails_cleanly(func):
@@ -60,6 +66,12 @@ def _emit(json_: bool, data, text=None, ok: bool = True) -> None:
     emit(json_, data, text)
     if not ok:
         raise Exit(code=1)
+
+
+def _trust(c, public_key, expect_digest) -> signature.TrustPolicy:
+    """--public-key (else the site's invoke.yaml airgap.bundle_public_keys) and --expect-digest."""
+    configured = (c.config.get("airgap", {}) or {}).get(signature.CONFIG_KEY)
+    return signature.policy(_split(public_key or []), expect_digest, configured)
 
 
 def engine_for(c, runtime: str | None, dry_run: bool = False, prefix: str | None = None) -> Engine:
@@ -156,13 +168,15 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
               "(path or URL, e.g. https://github.com/langgenius/dify/archive/refs/tags/1.11.3.tar.gz)",
     "archive": "also write OUTPUT/dify-VERSION-airgap-ARCH.tar (split into .tar.part-NNN with --chunk-size): "
                "the whole bundle as one file to carry",
+    "sign_key": "sign the bundle's manifest.json with the site's PKCS#1 private key (invoke plugin-keygen): "
+                "writes manifest.json.sig, checked by verify/install/push --public-key (docs/security.md)",
     "dry_run": "print the plan and the exact commands; change nothing",
 }, iterable=["plugins"])
 @_fails_cleanly
 def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
            vector_stores="", all_profiles=False, platform=None, compression="zstd", chunk_size=None,
            pull="missing", target_python="3.9", wheelhouse=None, plugins=None, plugin_sign_key=None,
-           source=None, archive=False, dry_run=False, daemon_snapshot=None):
+           source=None, archive=False, dry_run=False, daemon_snapshot=None, sign_key=None):
     """Make the offline bundle: images, Dify's docker/ dir, toolkit and wheels, with checksums."""
 
     if source and project_dir:
@@ -183,7 +197,8 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
                                  wheelhouse=wheelhouse, plugins=_split(plugins or []),
                                  plugin_sign_key=plugin_sign_key, archive=archive,
                                  source=sources.shown(source) if source else None,
-                                 daemon_snapshot=daemon_snapshot, add_snapshot=snap.add_to_bundle)
+                                 daemon_snapshot=daemon_snapshot, add_snapshot=snap.add_to_bundle,
+                                 sign_key=sign_key)
         print(plan.render(engine))
         if dry_run:
             print("\n[dry-run] nothing was pulled, saved or written")
@@ -194,12 +209,13 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
 
 @task(help={"path": "the bundle directory (or any file inside it), or its archive NAME.tar / NAME.tar.part-000",
             "quick": "compare sizes only, skip sha256 (fast pre-check)",
-            "json": "print the report as JSON"})
+            **TRUST_HELP,
+            "json": "print the report as JSON"}, iterable=["public_key"])
 @_fails_cleanly
-def verify(c, path, quick=False, json_=False):
-    """Check every part and file of a bundle against its manifest; name anything missing or damaged."""
+def verify(c, path, quick=False, public_key=None, expect_digest=None, json_=False):
+    """Check a bundle: every file against its manifest, nothing unlisted, and its signature and digest."""
 
-    report = archive.verify(path, deep=not quick)
+    report = signature.verify(path, deep=not quick, trust=_trust(c, public_key, expect_digest))
     _emit(json_, report.to_dict(), report.render, ok=report.ok)
 
 
@@ -222,19 +238,16 @@ def inspect(c, path, json_=False):
     "insecure": "registry speaks plain HTTP or has a self-signed certificate: podman push --tls-verify=false "
                 "(docker: list it under insecure-registries in /etc/docker/daemon.json instead)",
     "output": "directory for registry-images.compose.yaml and registry-images.values.yaml (default: .)",
+    **TRUST_HELP,
     "dry_run": "print the mapping and the exact commands; load, push and write nothing",
-})
+}, iterable=["public_key"])
 @_fails_cleanly
-def push(c, path, registry, runtime=None, insecure=False, output=".", dry_run=False):
+def push(c, path, registry, runtime=None, insecure=False, output=".", public_key=None, expect_digest=None,
+         dry_run=False):
     """Push a bundle's images to a private registry; write the mapping as compose override and Helm values."""
 
     engine = engine_for(c, runtime, dry_run=dry_run)
-    if dry_run and archive.is_archive(path):  # plan from the archive's manifest; unpack nothing
-        data, name, _ = archive.read_manifest(path)
-        bundle_dir = archive.archive_files(path)[0].parent / name
-    else:
-        bundle_dir = archive.materialize(path)
-        data = manifest.load_manifest(bundle_dir)
+    bundle_dir, data = pusher.open_bundle(path, _trust(c, public_key, expect_digest), dry_run=dry_run)
     plan = pusher.make_plan(bundle_dir, data, registry, insecure=insecure, output=Path(output))
     print(plan.render(engine))
     pusher.push(engine, plan, data)
@@ -279,12 +292,14 @@ def preflight(c, path, runtime=None, prefix="/opt/dify", set_=None, json_=False)
     "timeout": "seconds to wait for every service to be running/healthy (default 600)",
     "selinux": "relabel bind mounts with :z: auto (when podman runs with SELinux enforcing), on, off",
     "no_start": "install everything but do not start the stack",
+    **TRUST_HELP,
     "json": "print the result as JSON",
     "dry_run": "print every command and file change; change nothing",
-}, iterable=["set_", "model_server"])
+}, iterable=["set_", "model_server", "public_key"])
 @_fails_cleanly
 def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=None, site_file=None, set_=None,
-            timeout=600, selinux="auto", no_start=False, json_=False, dry_run=False, model_server=None):
+            timeout=600, selinux="auto", no_start=False, json_=False, dry_run=False, model_server=None,
+            public_key=None, expect_digest=None):
     """Install a bundle on this (air-gapped) host and start Dify: verify, load, .env, overrides, up, wait."""
 
     if selinux not in ("auto", "on", "off"):
@@ -295,7 +310,8 @@ def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=
                                     site_file=Path(site_file) if site_file else None,
                                     overrides=parse_overrides(set_ or []), model_servers=list(model_server or []),
                                     timeout=float(timeout),
-                                    selinux=selinux, start=not no_start, dry_run=dry_run)
+                                    selinux=selinux, start=not no_start, dry_run=dry_run,
+                                    trust=_trust(c, public_key, expect_digest))
     report = installer.install(opts)
     _emit(json_, installer.summary(report), report.render)
     if dry_run:

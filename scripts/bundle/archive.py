@@ -1,9 +1,10 @@
 """The bundle as ONE file: ``dify-<ver>-airgap-<arch>.tar`` (or ``.tar.part-NNN`` parts), and back.
 
 Design: a plain (uncompressed) POSIX tar whose members are the bundle's files, in this order:
-``NAME/manifest.json`` first, then ``NAME/SHA256SUMS``, then every file the manifest lists, in the
-manifest's order. The images inside are already compressed, so the tar adds nothing but headers.
-Because the manifest comes first, the archive is checked and inspected as a STREAM, member by member
+``NAME/manifest.json`` first, then ``NAME/manifest.json.sig`` when the bundle is signed, then
+``NAME/SHA256SUMS``, then every file the manifest lists, in the manifest's order. The images inside are
+already compressed, so the tar adds nothing but headers. Because the manifest (and its signature:
+:func:`read_head`) comes first, the archive is checked and inspected as a STREAM, member by member
 (sha256 against the manifest), without unpacking anything. With ``--chunk-size`` the tar itself is
 cut into ``NAME.tar.part-000, -001, ...`` (``cat NAME.tar.part-* > NAME.tar`` gives the plain tar back),
 and ``NAME.tar.SHA256SUMS`` next to it lists every archive file for ``sha256sum -c``, so a bad part
@@ -28,11 +29,13 @@ from pathlib import Path, PurePosixPath
 from scripts.bundle.manifest import (
     FORMAT_VERSION,
     MANIFEST,
+    SIGNATURE,
     SUMS,
     Problem,
     VerifyReport,
     find_bundle_dir,
     load_manifest,
+    manifest_digest,
 )
 from scripts.bundle.manifest import verify as verify_directory
 from scripts.core.console import LOG, human_size
@@ -43,6 +46,7 @@ SUFFIX = ".tar"
 SUMS_SUFFIX = ".SHA256SUMS"
 _PART = re.compile(r"^(?P<stem>.+\.tar)\.part-(?P<n>\d{3,})$")
 READ_CHUNK = 1 << 20
+SIGNATURE_MAX = 16384  # a 4096-bit RSA signature is 512 bytes: anything much larger is not one
 
 
 # --- names ---------------------------------------------------------------------------------------
@@ -161,6 +165,25 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict, str, bytes]:
                       f"(or its first part is damaged; run sha256sum -c {sums_path(stem).name})")
 
 
+def read_head(path: str | os.PathLike) -> tuple[dict, str, bytes, bytes | None]:
+    """``(manifest, bundle name, manifest bytes, signature bytes or None)``: the archive's first two members only.
+
+    The signature is ``NAME/manifest.json.sig`` as the SECOND member (an unsigned archive has SHA256SUMS there).
+    """
+    stem, files = archive_files(path)
+    data, root, raw = read_manifest(files[0])
+    for index, (tar, member, _) in enumerate(_members(stem, files)):
+        if index == 0:
+            continue
+        if PurePosixPath(member.name).parts != (root, SIGNATURE):  # unsafe names are left to _walk to refuse
+            return data, root, raw, None
+        if not member.isfile() or member.size > SIGNATURE_MAX:
+            raise AirgapError(f"{member.name!r} in {stem.name} is not a signature (a link or special file, or "
+                              f"{member.size} bytes): the archive was tampered with")
+        return data, root, raw, tar.extractfile(member).read()
+    return data, root, raw, None
+
+
 def _check_format(data: dict, where: Path) -> None:
     if data.get("format_version") != FORMAT_VERSION:
         raise AirgapError(f"{where}: format version {data.get('format_version')!r} is not {FORMAT_VERSION}; use "
@@ -180,7 +203,9 @@ def _tarinfo(path: Path, arcname: str) -> tarfile.TarInfo:
 
 
 def member_order(bundle: Path, manifest: dict) -> list[str]:
-    return [MANIFEST, SUMS, *(e["path"] for e in manifest["files"])]
+    """manifest.json, its signature (when signed: read by :func:`read_head`), SHA256SUMS, then every listed file."""
+    signature = [SIGNATURE] if (bundle / SIGNATURE).is_file() else []
+    return [MANIFEST, *signature, SUMS, *(e["path"] for e in manifest["files"])]
 
 
 def write_archive(bundle: Path, output: Path, chunk_size: int | None = None) -> dict:
@@ -220,7 +245,7 @@ def _publish(staging: Path, output: Path, name: str, parts: list[str]) -> None:
 
 
 def archive_up_to_date(bundle: Path, output: Path, chunk_size: int | None) -> bool:
-    """Is there a complete archive (sizes, naming) of exactly this bundle (same manifest bytes)?"""
+    """Is there a complete archive (sizes, naming) of exactly this bundle (same manifest and signature bytes)?"""
     name = archive_name(bundle.name)
     sums = output / (name + SUMS_SUFFIX)
     if not sums.is_file():
@@ -233,10 +258,11 @@ def archive_up_to_date(bundle: Path, output: Path, chunk_size: int | None) -> bo
     if chunk_size and any((output / n).stat().st_size != chunk_size for n in listed[:-1]):
         return False
     try:
-        _, _, raw = read_manifest(output / listed[0])
+        _, _, raw, signature = read_head(output / listed[0])
     except AirgapError:
         return False
-    return raw == (bundle / MANIFEST).read_bytes()
+    signed = (bundle / SIGNATURE).read_bytes() if (bundle / SIGNATURE).is_file() else None
+    return raw == (bundle / MANIFEST).read_bytes() and signature == signed
 
 
 def ensure_archive(bundle: Path, output: Path, chunk_size: int | None = None) -> Path:
@@ -244,7 +270,8 @@ def ensure_archive(bundle: Path, output: Path, chunk_size: int | None = None) ->
     name = archive_name(bundle.name)
     first = output / (f"{name}.part-000" if chunk_size else name)
     if archive_up_to_date(bundle, output, chunk_size):
-        LOG.info("archive %s is up to date (same manifest, all parts present): nothing to do", first)
+        LOG.info("archive %s is up to date (same manifest and signature, all parts present): nothing to do",
+                 first)
         return first
     write_archive(bundle, output, chunk_size)
     return first
@@ -288,10 +315,13 @@ def _check_parts(stem: Path, files: list[Path], report: VerifyReport, deep: bool
 def _walk(path: str | os.PathLike, on_file) -> tuple[dict, str, VerifyReport]:
     """Stream the archive; ``on_file(rel, member, data_chunks)`` sees each listed file's bytes."""
     stem, files = archive_files(path)
-    report = VerifyReport(str(stem))
-    manifest, root, raw = read_manifest(files[0])
+    manifest, root, raw, signature = read_head(files[0])
+    report = VerifyReport(str(stem), digest=manifest_digest(raw), signed=signature is not None)
     entries = {e["path"]: e for e in manifest["files"]}
     entries[MANIFEST] = {"path": MANIFEST, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    if signature is not None:  # the head's signature: checked against keys by bundle/signature.py
+        entries[SIGNATURE] = {"path": SIGNATURE, "size": len(signature),
+                              "sha256": hashlib.sha256(signature).hexdigest()}
     seen: set[str] = set()
     try:
         for tar, member, reader in _members(stem, files):
@@ -343,8 +373,9 @@ def verify_archive(path: str | os.PathLike, deep: bool = True) -> VerifyReport:
     stem, files = archive_files(path)
     report = VerifyReport(str(stem))
     try:
-        head, _, _ = read_manifest(files[0])
+        head, _, raw, signature = read_head(files[0])
         chunk_size = head.get("chunk_size")
+        report.digest, report.signed = manifest_digest(raw), signature is not None
     except AirgapError as exc:
         head, chunk_size = None, None
         report.problems.append(Problem(files[0].name, "corrupted", str(exc)))

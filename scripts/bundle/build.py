@@ -3,7 +3,8 @@
 
 Plan, then act: :func:`make_plan` computes everything as data (printed by ``--dry-run``);
 :func:`build` performs it into a hidden ``.NAME.partial`` directory renamed into place only when
-complete, so an interrupted run never leaves a bundle that looks finished.
+complete, so an interrupted run never leaves a bundle that looks finished. With a signing key the finished
+manifest is signed (:mod:`scripts.bundle.signature`); :func:`render_done` ends with the bundle's digest.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts import __version__
+from scripts.bundle import signature
 from scripts.bundle.archive import archive_name, ensure_archive
 from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_files, write_sums
 from scripts.bundle.manifest import verify as verify_directory
@@ -91,6 +93,7 @@ class BundlePlan:
     archive: bool = False
     source: str | None = None
     daemon_snapshot: str | None = None  # --daemon-snapshot DIR (scripts/data/snapshot.py)
+    sign_key: str | None = None  # --sign-key: the site's private key signs manifest.json (bundle/signature.py)
     # copies a verified snapshot into the staging dir: data.snapshot.add_to_bundle, given by the caller
     # (bundle sits below data in the layers, docs/architecture.md)
     add_snapshot: Callable[[str, Path], dict] | None = None
@@ -123,6 +126,8 @@ class BundlePlan:
                       + ("   # only if missing" if self.pull == "missing" else "") for r in refs]
         lines.append(f"  {shlex.join(save_argv(engine, refs))} | {self.compression} "
                      f"> {self.final_dir / self.archive_name}{'.part-NNN' if self.chunk_size else ''}")
+        if self.sign_key:
+            lines.append(f"  sign {self.final_dir / MANIFEST} with {self.sign_key} > {signature.SIGNATURE}")
         if self.archive:
             lines.append(f"  tar of the bundle directory > {self.output / (self.name + '.tar')}"
                          f"{'.part-NNN' if self.chunk_size else ''} (+ .SHA256SUMS)")
@@ -195,6 +200,8 @@ def site_env_file(path: str) -> bool:
 
 
 def copy_tree(src: Path, dest: Path, excludes: Sequence[str] = ()) -> None:
+    """Copy regular files and directories; symlinks are left out with a warning (a bundle holds regular files
+    only: the manifest cannot pin a link, and verify refuses one)."""
     def ignore(directory: str, names: list[str]) -> set[str]:
         rel = Path(directory).relative_to(src)
         skipped = set()
@@ -203,9 +210,22 @@ def copy_tree(src: Path, dest: Path, excludes: Sequence[str] = ()) -> None:
             if (path in excludes or n in ("__pycache__", ".pytest_cache") or n.endswith(".pyc")
                     or (excludes and site_env_file(path))):
                 skipped.add(n)
+            elif (Path(directory) / n).is_symlink():
+                LOG.warning("%s is a symlink: not copied into the bundle (copy its target there if it is needed)",
+                            Path(directory) / n)
+                skipped.add(n)
         return skipped
 
     shutil.copytree(src, dest, ignore=ignore, symlinks=True)
+
+
+def prune_empty_dirs(root: Path) -> None:
+    """Remove empty directories below ``root``: the manifest lists files, so the directory and archive forms
+    hold the same tree and verify, which refuses unlisted directories, passes."""
+    for dirpath, _, _ in sorted(os.walk(root), key=lambda w: -len(Path(w[0]).parts)):
+        path = Path(dirpath)
+        if path != root and not any(path.iterdir()):
+            path.rmdir()
 
 
 def copy_toolkit(dest: Path) -> None:
@@ -276,17 +296,21 @@ if [ "$HAVE" != "$TARGET" ]; then
   echo "  Re-make the bundle with --target-python $HAVE, or run with PYTHON=python$TARGET sh install.sh" >&2
   exit 1
 fi
-"$PY" -m venv "$VENV"
+# The default venv lives in the bundle directory: made afresh (--clear), so nothing planted there is kept.
+if [ -z "${DIFY_AIRGAP_VENV:-}" ]; then CLEAR=--clear; else CLEAR=; fi
+"$PY" -m venv $CLEAR "$VENV"
 "$VENV/bin/python" -m pip install --no-index --find-links "$HERE/wheels" --disable-pip-version-check -q \\
   -r "$HERE/toolkit/requirements.txt"
 cat > "$VENV/bin/dify-airgap" <<EOF
 #!/bin/sh
 # Runs the bundled toolkit's invoke tasks: dify-airgap install BUNDLE --runtime podman, ...
+# Bytecode only in the venv: a .pyc planted in the bundle's toolkit is never run (verify names it as unlisted).
+export PYTHONPYCACHEPREFIX="$VENV/pycache"
 exec "$VENV/bin/invoke" --search-root "$HERE/toolkit" "\\$@"
 EOF
 chmod +x "$VENV/bin/dify-airgap"
 echo "dify-airgap installed in $VENV"
-echo "next: $VENV/bin/dify-airgap --list    (or: . $VENV/bin/activate; cd $HERE/toolkit; invoke --list)"
+echo "next: $VENV/bin/dify-airgap --list"
 """
 
 
@@ -295,7 +319,7 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
               wheelhouse: str | None = None, plugins: Sequence[str] = (),
               plugin_sign_key: str | None = None, archive: bool = False,
               source: str | None = None, daemon_snapshot: str | None = None,
-              add_snapshot: Callable[[str, Path], dict] | None = None) -> BundlePlan:
+              add_snapshot: Callable[[str, Path], dict] | None = None, sign_key: str | None = None) -> BundlePlan:
     if compression not in EXTENSIONS:
         raise AirgapError(f"--compression {compression!r}: choose zstd or gzip")
     if pull not in ("always", "missing", "never"):
@@ -303,12 +327,15 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
     parse_platform(platform)
     if daemon_snapshot and add_snapshot is None:
         raise AirgapError("--daemon-snapshot needs the snapshot copier (data.snapshot.add_to_bundle)")
+    if sign_key:
+        signature.signing_key(sign_key)  # a wrong key fails now, not after the pull and the save
     return BundlePlan(version=version, project_dir=project_dir, output=output.resolve(),
                       name=bundle_name(version, platform), platform=platform, compression=compression,
                       chunk_size=parse_chunk_size(chunk_size), pull=pull, target_python=target_python,
                       image_plan=image_plan, wheelhouse=Path(wheelhouse).resolve() if wheelhouse else None,
                       plugins=list(plugins), plugin_sign_key=plugin_sign_key, archive=archive,
-                      source=source, daemon_snapshot=daemon_snapshot, add_snapshot=add_snapshot)
+                      source=source, daemon_snapshot=daemon_snapshot, add_snapshot=add_snapshot,
+                      sign_key=sign_key)
 
 
 def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
@@ -334,18 +361,23 @@ def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
 
 
 def render_done(final: Path, plan: BundlePlan) -> str:
-    """What ``invoke bundle`` prints at the end: where the bundle (and its archive) is."""
+    """What ``invoke bundle`` prints at the end: where the bundle (and its archive) is, who signed it, and
+    LAST the digest the receiving side compares (``invoke verify --expect-digest``), the same for both forms."""
     text = f"\nbundle: {final}"
     if plan.archive:
         name = archive_name(final.name)
         text += (f"\narchive: {final.parent / (name + '.part-000' if plan.chunk_size else name)} "
                  f"(check: sha256sum -c {name}.SHA256SUMS, or invoke verify on it)")
-    return text
+    if plan.sign_key:
+        text += f"\n{signature.signer_line(plan.sign_key)}"
+    return text + f"\ndigest: {signature.bundle_digest(final)}"
 
 
 def build(engine: Engine, plan: BundlePlan) -> Path:
     """Perform the plan; returns the finished bundle directory (and writes its archive with ``archive``)."""
     final = build_directory(engine, plan)
+    if plan.sign_key:  # also when the bundle was up to date: the archive below then carries the signature
+        signature.sign_bundle(final, plan.sign_key)
     if plan.archive:
         ensure_archive(final, plan.output, plan.chunk_size)
     return final
@@ -386,6 +418,7 @@ def build_directory(engine: Engine, plan: BundlePlan) -> Path:
             plan.add_snapshot(plan.daemon_snapshot, staging)
         (staging / "install.sh").write_text(INSTALL_SH.replace("@TARGET_PYTHON@", plan.target_python))
         (staging / "install.sh").chmod(0o755)
+        prune_empty_dirs(staging)
         write_manifest(staging, plan, records, archive, wheels, engine.runtime, plugins)
         if plan.final_dir.exists():
             old = plan.output / f".{plan.name}.old"

@@ -10,16 +10,22 @@ A bundle is a directory::
       toolkit/               this toolkit (tasks.py, scripts/, env-templates/, compose-overrides/)
       wheels/                the toolkit's dependencies and podman-compose for the target Python
       install.sh             bootstraps the toolkit offline (python3 -m venv + pip --no-index)
+      manifest.json.sig      with `bundle --sign-key`: the detached signature of manifest.json (bundle/signature.py)
+
+:func:`verify` is strict: besides every listed file matching, the directory holds NOTHING the manifest does not
+list (a planted file, directory or symlink is named), except the few entries in :data:`OWN_FILES` and the venv
+``sh install.sh`` makes (:data:`INSTALL_VENV`).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import tarfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import zstandard
 
@@ -30,8 +36,20 @@ from scripts.core.files import HASH_CHUNK, sha256_file
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
+SIGNATURE = "manifest.json.sig"
+#: What a bundle directory holds beside the files its manifest lists: the manifest, SHA256SUMS (which lists the
+#: manifest's own hash) and the detached signature (written after the manifest, so the manifest cannot list it).
+OWN_FILES = (MANIFEST, SUMS, SIGNATURE)
+#: The venv `sh install.sh` makes next to itself (a directory with pyvenv.cfg): made on the air-gapped host AFTER
+#: the bundle, so never listed. install.sh re-creates it with --clear, install and push read nothing from it.
+INSTALL_VENV = ".venv"
+#: Problem kinds that say "not the bundle you trust" rather than "damaged in transit" (bundle/signature.py)
+TRUST_PROBLEMS = ("digest", "unsigned", "bad signature", "unreadable")
 
 
+def manifest_digest(raw: bytes) -> str:
+    """THE bundle digest: ``sha256:<hex>`` of the exact manifest.json bytes (which pin every file)."""
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def file_entry(root: Path, path: Path) -> dict:
@@ -89,7 +107,8 @@ def load_manifest(bundle: Path) -> dict:
 @dataclass
 class Problem:
     path: str
-    kind: str  # missing | truncated | corrupted | unexpected | inconsistent
+    # missing | truncated | corrupted | unexpected | inconsistent | digest | unsigned | bad signature
+    kind: str
     detail: str = ""
 
 
@@ -98,6 +117,12 @@ class VerifyReport:
     bundle: str
     checked: int = 0
     problems: list[Problem] = field(default_factory=list)
+    digest: str = ""                  # sha256:<hex of manifest.json> (manifest_digest)
+    signed: bool = False              # a manifest.json.sig is there
+    signer: str | None = None         # fingerprint of the public key it verified with (bundle/signature.py)
+    signer_key: str | None = None     # the key file that verified it
+    keys: list[str] = field(default_factory=list)     # the public key files tried
+    ignored: list[str] = field(default_factory=list)  # unlisted but known entries (INSTALL_VENV)
 
     @property
     def ok(self) -> bool:
@@ -106,54 +131,122 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return asdict(self) | {"ok": self.ok}
 
+    def trust_lines(self) -> list[str]:
+        """The digest and who signed it, for the operator to compare with what the sender gave them."""
+        lines = [f"digest: {self.digest}"] if self.digest else []
+        if self.signer:
+            lines.append(f"signed: {SIGNATURE} verifies with {self.signer_key} (key {self.signer})")
+        elif self.signed and self.keys:
+            lines.append(f"signed: {SIGNATURE} present, but it verifies with none of: {', '.join(self.keys)}")
+        elif self.signed:
+            lines.append(f"signed: {SIGNATURE} present, not checked (pass --public-key SITE.public.pem)")
+        elif self.digest:
+            lines.append(f"signed: no ({SIGNATURE} absent)")
+        return lines
+
     def render(self) -> str:
+        notes = [f"ignored: {i}" for i in self.ignored]
         if self.ok:
-            return f"OK: {self.checked} files and parts match {MANIFEST} in {self.bundle}"
+            return "\n".join([f"OK: {self.checked} files and parts match {MANIFEST} in {self.bundle}",
+                              *self.trust_lines(), *notes])
         rows = [[p.path, p.kind, p.detail] for p in self.problems]
-        return (f"FAILED: {len(self.problems)} problem(s) in {self.bundle}\n"
-                + table(["file", "problem", "detail"], rows)
-                + "\nre-copy the named files or parts from the source medium, then verify again")
+        hint = ("re-copy the named files or parts from the source medium (remove anything unexpected), "
+                "then verify again")
+        if any(p.kind in TRUST_PROBLEMS for p in self.problems):
+            hint = ("do NOT install it: this is not the bundle that was signed or announced. Compare the digest "
+                    "and key fingerprint with the sender's (by phone or on paper: docs/security.md)")
+        return "\n".join([f"FAILED: {len(self.problems)} problem(s) in {self.bundle}",
+                          table(["file", "problem", "detail"], rows), *self.trust_lines(), *notes, hint])
 
 
-def verify(path: str | os.PathLike, deep: bool = True) -> VerifyReport:
-    """Check every part and file against the manifest and the manifest against itself.
+def verify(path: str | os.PathLike, deep: bool = True, allowed: tuple[str, ...] = ()) -> VerifyReport:
+    """Check every part and file against the manifest, the manifest against itself, and that the directory
+    holds nothing else (``allowed``: more top-level names the caller writes after the manifest, e.g. COMPLETE).
 
     A bundle DIRECTORY; :func:`scripts.bundle.archive.verify` also takes the archive form.
     """
     bundle = find_bundle_dir(path)
     manifest = load_manifest(bundle)
-    report = VerifyReport(str(bundle))
+    report = VerifyReport(str(bundle), digest=manifest_digest((bundle / MANIFEST).read_bytes()),
+                          signed=(bundle / SIGNATURE).is_file())
     entries = list(manifest.get("files", []))
-    parts = manifest.get("image_archive", {}).get("parts", [])
     listed = {e["path"] for e in entries}
-    for part in parts:
-        if part["path"] not in listed:
-            report.problems.append(Problem(part["path"], "inconsistent", "part is not listed in files"))
-    # Internal consistency: images point at services, parts add up.
-    archive = manifest.get("image_archive", {})
-    if parts and sum(p["size"] for p in parts) != archive.get("size"):
-        report.problems.append(Problem(MANIFEST, "inconsistent", "part sizes do not add up to the archive size"))
-    refs = [img["ref"] for img in manifest.get("images", [])]
-    if len(refs) != len(set(refs)):
-        report.problems.append(Problem(MANIFEST, "inconsistent", "an image is listed twice"))
+    report.problems += consistency(manifest, listed)
     for entry in entries:
         report.checked += 1
-        target = bundle / entry["path"]
-        if not target.is_file():
-            report.problems.append(Problem(entry["path"], "missing"))
-            continue
-        size = target.stat().st_size
-        if size != entry["size"]:
-            kind = "truncated" if size < entry["size"] else "corrupted"
-            report.problems.append(Problem(entry["path"], kind, f"{size} bytes, expected {entry['size']}"))
-            continue
-        if deep and sha256_file(target) != entry["sha256"]:
-            report.problems.append(Problem(entry["path"], "corrupted", "sha256 differs"))
-    for extra in walk_files(bundle):
-        rel = extra.relative_to(bundle).as_posix()
-        if rel not in listed and rel.startswith("images."):
-            report.problems.append(Problem(rel, "unexpected", "image part not in the manifest"))
+        problem = _check_file(bundle, entry, deep)
+        if problem:
+            report.problems.append(problem)
+    unexpected, report.ignored = unlisted(bundle, listed, allowed)
+    report.problems += unexpected
     return report
+
+
+def consistency(manifest: dict, listed: set[str]) -> list[Problem]:
+    """The manifest against itself: parts listed as files, part sizes adding up, no image twice."""
+    problems = []
+    archive = manifest.get("image_archive", {})
+    parts = archive.get("parts", [])
+    for part in parts:
+        if part["path"] not in listed:
+            problems.append(Problem(part["path"], "inconsistent", "part is not listed in files"))
+    if parts and sum(p["size"] for p in parts) != archive.get("size"):
+        problems.append(Problem(MANIFEST, "inconsistent", "part sizes do not add up to the archive size"))
+    refs = [img["ref"] for img in manifest.get("images", [])]
+    if len(refs) != len(set(refs)):
+        problems.append(Problem(MANIFEST, "inconsistent", "an image is listed twice"))
+    return problems
+
+
+def _check_file(bundle: Path, entry: dict, deep: bool) -> Problem | None:
+    target = bundle / entry["path"]
+    if target.is_symlink():
+        return None  # named by unlisted(): a bundle holds regular files only
+    if not target.is_file():
+        return Problem(entry["path"], "missing")
+    size = target.stat().st_size
+    if size != entry["size"]:
+        kind = "truncated" if size < entry["size"] else "corrupted"
+        return Problem(entry["path"], kind, f"{size} bytes, expected {entry['size']}")
+    if deep and sha256_file(target) != entry["sha256"]:
+        return Problem(entry["path"], "corrupted", "sha256 differs")
+    return None
+
+
+def unlisted(root: Path, listed: set[str], allowed: tuple[str, ...] = ()) -> tuple[list[Problem], list[str]]:
+    """``(problems, ignored)``: every file, directory and symlink below ``root`` the manifest does not list.
+
+    Symlinks are named even when listed (a bundle holds regular files only), an unlisted directory once (not
+    its content). Top-level :data:`OWN_FILES` and ``allowed`` are expected; :data:`INSTALL_VENV` is ignored.
+    """
+    dirs = {parent.as_posix() for rel in listed for parent in PurePosixPath(rel).parents} - {"."}
+    own = set(OWN_FILES) | set(allowed)
+    problems: list[Problem] = []
+    ignored: list[str] = []
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
+        with os.scandir(root / rel_dir) as scan:
+            found = sorted(scan, key=lambda e: e.name)
+        for entry in found:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if entry.is_symlink():
+                problems.append(Problem(rel, "unexpected", f"symlink to {os.readlink(entry.path)}: a bundle "
+                                                           f"holds regular files only"))
+            elif entry.is_dir():
+                if rel in dirs:
+                    pending.append(rel)
+                elif rel == INSTALL_VENV and (Path(entry.path) / "pyvenv.cfg").is_file():
+                    ignored.append(f"{rel}/ (the venv install.sh made; nothing is read from it)")
+                else:
+                    problems.append(Problem(f"{rel}/", "unexpected", f"directory not listed in {MANIFEST}"))
+            elif not entry.is_file():
+                problems.append(Problem(rel, "unexpected", "a device, FIFO or socket: not listed in " + MANIFEST))
+            elif rel not in listed and not (rel_dir == "" and rel in own):
+                what = "image part" if rel_dir == "" and rel.startswith("images.") else "file"
+                problems.append(Problem(rel, "unexpected", f"{what} not listed in {MANIFEST}"))
+    problems.sort(key=lambda p: p.path)
+    return problems, ignored
 
 
 def summary(manifest: dict) -> dict:

@@ -2,7 +2,9 @@
 
 Order, and why:
 
-1. verify the bundle (a bad part is named before anything changes) and run preflight;
+1. verify the bundle (a bad part is named before anything changes: digest and signature against ``--public-key``
+   / ``--expect-digest`` / invoke.yaml ``airgap.bundle_public_keys`` first, then every file and nothing
+   unlisted, :func:`scripts.bundle.signature.open_verified`) and run preflight;
 2. make sure a compose provider exists (podman: podman-compose from the bundle's wheels, into the
    toolkit's own venv, never system Python);
 3. load the images streamed from the compressed parts (skipped when the same image ids are present);
@@ -33,7 +35,8 @@ import yaml
 
 from scripts.bundle.archive import materialize
 from scripts.bundle.load import load_images
-from scripts.bundle.manifest import load_manifest, verify
+from scripts.bundle.manifest import load_manifest
+from scripts.bundle.signature import TrustPolicy, open_verified
 from scripts.core.console import LOG
 from scripts.core.errors import AirgapError, ImageMissing
 from scripts.core.waiting import WaitTimeout
@@ -65,6 +68,7 @@ class InstallOptions:
     dry_run: bool = False
     project_name: str = dep.PROJECT_NAME
     engine_env: dict[str, str] = field(default_factory=dict)  # DOCKER_HOST etc., recorded for check/down
+    trust: TrustPolicy = field(default_factory=TrustPolicy)  # --public-key / --expect-digest / site keys
 
 
 @dataclass
@@ -264,17 +268,14 @@ def _open_run(opts: InstallOptions) -> _Run:
     report = InstallReport(prefix)
     engine = Engine(opts.runtime, dry_run=opts.dry_run, env=dict(opts.engine_env))
     now = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    bundle = open_bundle(opts.bundle, dry_run=opts.dry_run)
+    bundle = open_verified(opts.bundle, opts.trust, dry_run=opts.dry_run)  # step 1: verified before anything
     manifest = load_manifest(bundle)
     key = preflight.bundle_key(bundle, manifest)
     return _Run(opts, prefix, report, engine, now, bundle, manifest, key)
 
 
 def _verify_and_preflight(run: _Run) -> None:
-    LOG.info("verifying %s", run.bundle)
-    checked = verify(run.bundle, deep=True)
-    if not checked.ok:
-        raise AirgapError(f"the bundle does not verify; nothing was changed:\n{checked.render()}")
+    # the bundle was verified when it was opened (_open_run: open_verified)
     pre = preflight.run(run.engine, run.bundle, run.manifest, run.prefix, overrides=run.opts.overrides)
     print(pre.render())
     if not pre.ok:

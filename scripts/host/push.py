@@ -26,7 +26,9 @@ from pathlib import Path
 
 import yaml
 
+from scripts.bundle import archive, signature
 from scripts.bundle.load import load_images
+from scripts.bundle.manifest import MANIFEST, load_manifest
 from scripts.core.console import LOG, table
 from scripts.core.errors import AirgapError, CommandFailed
 from scripts.engine.client import Engine
@@ -78,6 +80,17 @@ def target_ref(ref: str, registry: str) -> str:
     host, prefix = parse_registry(registry)
     _, path, tag = split_ref(ref)
     return "/".join(filter(None, (host, prefix, path))) + f":{tag}"
+
+
+def open_bundle(path: str | Path, trust: signature.TrustPolicy, *, dry_run: bool = False) -> tuple[Path, dict]:
+    """(bundle directory, manifest), verified first (digest, signature, every file: ``signature.open_verified``).
+
+    A dry run of an archive checks its head and plans from its manifest: nothing is unpacked.
+    """
+    bundle = signature.open_verified(path, trust, dry_run=dry_run)
+    if dry_run and not (bundle / MANIFEST).is_file():
+        return bundle, archive.read_manifest(path)[0]
+    return bundle, load_manifest(bundle)
 
 
 @dataclass

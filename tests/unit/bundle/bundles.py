@@ -48,3 +48,16 @@ def write_manifest(root: Path, manifest: dict) -> None:
     """manifest.json then SHA256SUMS (which lists the manifest's own hash), as the builder does."""
     (root / mf.MANIFEST).write_text(json.dumps(manifest, indent=2))
     mf.write_sums(root, manifest["files"])
+
+
+def forge(root: Path, rel: str, data: bytes) -> None:
+    """What a forger does: replace ``rel``, then recompute manifest.json and SHA256SUMS so that every hash matches
+    again (a signature already there is left as it was)."""
+    (root / rel).write_bytes(data)
+    manifest = json.loads((root / mf.MANIFEST).read_text())
+    fresh = mf.file_entry(root, root / rel)
+    manifest["files"] = [fresh if e["path"] == rel else e for e in manifest["files"]]
+    parts = manifest["image_archive"]["parts"]
+    manifest["image_archive"]["parts"] = [fresh if p["path"] == rel else p for p in parts]
+    manifest["image_archive"]["size"] = sum(p["size"] for p in manifest["image_archive"]["parts"])
+    write_manifest(root, manifest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -120,10 +121,80 @@ def test_verify_size_changes_are_truncated_or_corrupted(bundle: Path):
     assert any("5 bytes, expected" in p.detail for p in report.problems)
 
 
-def test_verify_stray_image_part_is_unexpected(bundle: Path):
+def test_verify_stray_image_part_and_any_other_unlisted_file_are_unexpected(bundle: Path):
     (bundle / "images.tar.zst.part-001").write_bytes(b"stray")
-    (bundle / "notes.txt").write_bytes(b"not an image part: ignored")
-    assert _problems(mf.verify(bundle)) == {"images.tar.zst.part-001": "unexpected"}
+    (bundle / "notes.txt").write_bytes(b"not listed either")
+    report = mf.verify(bundle)
+    assert _problems(report) == {"images.tar.zst.part-001": "unexpected", "notes.txt": "unexpected"}
+    assert {p.path: p.detail for p in report.problems}["images.tar.zst.part-001"].startswith("image part")
+
+
+# --- strict: nothing the manifest does not list -----------------------------------------------------------
+
+def test_verify_names_a_planted_compose_override(bundle: Path):
+    (bundle / "docker" / "docker-compose.override.yaml").write_text("services:\n  api:\n    privileged: true\n")
+    report = mf.verify(bundle, deep=False)
+    assert _problems(report) == {"docker/docker-compose.override.yaml": "unexpected"}
+    assert "docker/docker-compose.override.yaml" in report.render()
+    assert "not listed in manifest.json" in report.render()
+
+
+def test_verify_names_a_symlink_even_one_standing_for_a_listed_file(bundle: Path, tmp_path: Path):
+    (bundle / "docker" / "passwd").symlink_to("/etc/passwd")
+    same = tmp_path / "same.sh"
+    same.write_bytes((bundle / "install.sh").read_bytes())  # identical content, but a link is not a file
+    (bundle / "install.sh").unlink()
+    (bundle / "install.sh").symlink_to(same)
+    report = mf.verify(bundle)
+    assert _problems(report) == {"docker/passwd": "unexpected", "install.sh": "unexpected"}
+    assert "symlink to /etc/passwd" in report.render()
+
+
+def test_verify_names_an_unlisted_directory_once_and_a_symlinked_one(bundle: Path, tmp_path: Path):
+    (bundle / "docker" / "extra" / "deep").mkdir(parents=True)
+    (bundle / "docker" / "extra" / "deep" / "a.yaml").write_text("a")
+    (bundle / "docker" / "extra" / "b.yaml").write_text("b")
+    (bundle / "empty").mkdir()
+    (bundle / "etc").symlink_to("/etc", target_is_directory=True)
+    assert _problems(mf.verify(bundle)) == {"docker/extra/": "unexpected", "empty/": "unexpected",
+                                             "etc": "unexpected"}
+
+
+def test_verify_names_a_fifo(bundle: Path):
+    os.mkfifo(bundle / "docker" / "pipe")
+    report = mf.verify(bundle)
+    assert _problems(report) == {"docker/pipe": "unexpected"}
+    assert "FIFO" in report.render()
+
+
+def test_verify_expects_its_own_files_and_ignores_the_install_venv(bundle: Path):
+    (bundle / mf.SIGNATURE).write_bytes(b"\0" * 256)
+    (bundle / ".venv" / "bin").mkdir(parents=True)
+    (bundle / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (bundle / ".venv" / "bin" / "python").write_text("")
+    report = mf.verify(bundle)
+    assert report.ok, report.render()
+    assert report.ignored and report.ignored[0].startswith(".venv/")
+    assert "ignored: .venv/" in report.render()
+    (bundle / ".venv" / "pyvenv.cfg").unlink()  # not a venv: just an unlisted directory
+    assert _problems(mf.verify(bundle)) == {".venv/": "unexpected"}
+
+
+def test_verify_own_and_allowed_names_count_at_the_top_only(bundle: Path):
+    (bundle / "COMPLETE").write_text("complete\n")
+    (bundle / "docker" / "COMPLETE").write_text("complete\n")
+    (bundle / "docker" / mf.SIGNATURE).write_bytes(b"x")
+    assert _problems(mf.verify(bundle, allowed=("COMPLETE",))) == {"docker/COMPLETE": "unexpected",
+                                                                    f"docker/{mf.SIGNATURE}": "unexpected"}
+    assert "COMPLETE" in _problems(mf.verify(bundle))
+
+
+def test_verify_reports_the_manifest_digest(bundle: Path):
+    report = mf.verify(bundle)
+    raw = (bundle / mf.MANIFEST).read_bytes()
+    assert report.digest == mf.manifest_digest(raw) == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert f"digest: {report.digest}" in report.render() and report.to_dict()["digest"] == report.digest
+    assert not report.signed and "signed: no" in report.render()
 
 
 def test_verify_manifest_inconsistencies(tmp_path: Path):

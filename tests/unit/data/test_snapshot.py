@@ -137,6 +137,13 @@ def test_verify_refuses_unfinished_incomplete_damaged_or_other_kinds(tmp_path):
         snapshot.verify_dir(root, snapshot.KIND)
 
 
+def test_verify_expects_the_complete_marker_but_names_anything_else_unlisted(tmp_path):
+    root = _fake_snapshot(tmp_path / "snap")
+    (root / "planted.sql").write_text("DROP TABLE plugins;\n")
+    with pytest.raises(AirgapError, match=r"planted\.sql\s+unexpected"):
+        snapshot.verify_dir(root, snapshot.KIND)
+
+
 def test_staging_is_renamed_only_when_complete(tmp_path):
     with pytest.raises(KeyboardInterrupt), snapshot.staging(tmp_path, "s1") as stage:
         (stage / "half").write_text("x")

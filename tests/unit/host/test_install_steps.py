@@ -7,10 +7,13 @@ import os
 import pytest
 import yaml
 
-from scripts.core.errors import ImageMissing
+from scripts.bundle import signature
+from scripts.core.errors import AirgapError, ImageMissing
 from scripts.dify import deployment as dep
 from scripts.engine.client import Engine, Result
 from scripts.host import install as installer
+from scripts.plugins import sign
+from tests.unit.bundle.bundles import build_bundle
 
 COMPOSE = """\
 services:
@@ -251,3 +254,25 @@ def test_report_render_and_summary_json(tmp_path):
     assert installer.summary(report) == {
         "prefix": str(tmp_path), "changed": True, "actions": ["loaded 2 images"], "unchanged": [".env"],
         "services": {"web": "ready", "api": "ready"}}
+
+
+# --- step 1: the bundle is trusted before anything else -------------------------------------------------------
+
+def test_install_refuses_an_unsigned_bundle_when_the_site_configured_keys(tmp_path):
+    _, public = sign.write_keypair(tmp_path / "keys", name="site", bits=2048)
+    bundle = build_bundle(tmp_path / "media")
+    opts = installer.InstallOptions(bundle=bundle, runtime="docker", prefix=tmp_path / "opt" / "dify",
+                                    trust=signature.policy([], None, [str(public)]))
+    with pytest.raises(AirgapError, match="invoke.yaml airgap.bundle_public_keys") as err:
+        installer.install(opts)
+    assert "not signed" in str(err.value) and str(public) in str(err.value)
+    assert not (tmp_path / "opt").exists()  # nothing was written
+
+
+def test_install_refuses_a_planted_file_before_copying_anything(tmp_path):
+    bundle = build_bundle(tmp_path / "media")
+    (bundle / "docker" / "docker-compose.override.yaml").write_text("services: {}\n")
+    opts = installer.InstallOptions(bundle=bundle, runtime="docker", prefix=tmp_path / "opt" / "dify")
+    with pytest.raises(AirgapError, match="docker/docker-compose.override.yaml"):
+        installer.install(opts)
+    assert not (tmp_path / "opt").exists()

@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts.bundle import archive, signature
 from scripts.core.errors import AirgapError
 from scripts.engine.client import Engine
 from scripts.host import push
+from scripts.plugins import sign
+from tests.unit.bundle.bundles import NAME, build_bundle
 
 
 @pytest.mark.parametrize("ref, expected", [
@@ -76,3 +79,23 @@ def test_colliding_targets_are_refused(tmp_path):
 
 def test_docker_push_takes_no_tls_flag():
     assert push.push_argv(Engine("docker"), "r:1/x:1", insecure=True) == ["docker", "push", "r:1/x:1"]
+
+
+# --- open_bundle: verified first -----------------------------------------------------------------------------
+
+def test_open_bundle_verifies_first_and_a_dry_run_of_an_archive_unpacks_nothing(tmp_path):
+    private, public = sign.write_keypair(tmp_path / "keys", name="site", bits=2048)
+    bundle = build_bundle(tmp_path / "media")
+    trust = signature.policy([str(public)])
+    with pytest.raises(AirgapError, match="not signed"):
+        push.open_bundle(bundle, trust)
+    signature.sign_bundle(bundle, private)
+    got, data = push.open_bundle(bundle, trust)
+    assert got == bundle and data["images"][0]["ref"] == "langgenius/dify-api:0.0.0"
+    out = tmp_path / "out"
+    out.mkdir()
+    archive.write_archive(bundle, out)
+    got, data = push.open_bundle(out / f"{NAME}.tar", trust, dry_run=True)
+    assert got == out / NAME and not got.exists() and data["dify_version"] == "0.0.0"
+    with pytest.raises(AirgapError, match="digest"):
+        push.open_bundle(out / f"{NAME}.tar", signature.policy(expect_digest="0" * 64), dry_run=True)
