@@ -30,6 +30,7 @@ from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError
 from scripts.data import stackdata as sd
 from scripts.data.snapshot import (
+    ARCHIVE_SCHEMA,
     archive_dir,
     compress_command,
     extract_archive,
@@ -55,6 +56,9 @@ VECTOR_STORES = {"weaviate": ("weaviate", "weaviate"), "qdrant": ("qdrant", "qdr
                  "elasticsearch": ("elasticsearch", "elasticsearch"), "opensearch": ("opensearch", "opensearch"),
                  "pgvecto-rs": ("pgvecto-rs", "pgvecto_rs")}
 PROJECT_ARCHIVE = "project.tar.zst"
+#: what restore reads from a backup's manifest
+BACKUP_SCHEMA = {"archives": [{**ARCHIVE_SCHEMA, "target": str, "role": str}],
+                 "databases": [{**ARCHIVE_SCHEMA, "name": str, "?type": str, "?row_counts": dict}]}
 
 
 @dataclass
@@ -185,7 +189,7 @@ def render_restore(result: dict, stack: sd.Stack, engine: Engine) -> str | None:
 def restore(engine: Engine, backup_dir: str | os.PathLike, stack: sd.Stack, start: bool = True,
             force: bool = False, timeout: float = 180) -> dict:
     """Verify, restore files (owners, modes, SELinux labels), databases (row counts), then start."""
-    root, manifest = verify_dir(backup_dir, KIND)
+    root, manifest = verify_dir(backup_dir, KIND, BACKUP_SCHEMA)
     target = stack.project_dir
     volume_archives = [a for a in manifest["archives"] if a["target"].startswith("volumes/")]
     busy = [a["target"] for a in volume_archives

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.core.errors import AirgapError
+from scripts.core.errors import AirgapError, BadInput
+from scripts.core.inputs import os_reason, output_file, read_text
 from scripts.dify.envsecrets import is_secret_key
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -74,12 +75,8 @@ def parse_lines(text: str) -> list[Line]:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AirgapError(f"{path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise AirgapError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
+    """The file's text; a UTF-8 byte order mark (Windows editors) is dropped, never taken as part of the first key."""
+    return read_text(path, "env file", "pass an existing UTF-8 KEY=VALUE file")
 
 
 def env_from_lines(lines: Iterable[Line]) -> EnvDict:
@@ -163,9 +160,12 @@ def resolve_value(env: Mapping[str, str], key: str, environ: Mapping[str, str] |
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     """Write ``text`` to ``path`` via a temp file in the same directory, chmod, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    path = output_file(path, "env file")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {os_reason(exc)}; pass a file in a directory you can write to") \
+            from None
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -26,12 +26,14 @@ import filecmp
 import os
 import shutil
 import sys
+import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from scripts.bundle.archive import materialize
+from scripts.bundle.archive import is_archive, materialize, unpack_for_dry_run
 from scripts.bundle.load import load_images
 from scripts.bundle.manifest import load_manifest, verify
 from scripts.core.console import LOG
@@ -216,6 +218,7 @@ class _Run:
     bundle: Path
     manifest: dict
     key: str
+    verified: bool = False  # a dry run over an archive verified it while streaming
 
     @property
     def state_dir(self) -> Path:
@@ -235,7 +238,12 @@ class _Run:
 
 
 def install(opts: InstallOptions) -> InstallReport:
-    run = _open_run(opts)
+    with ExitStack() as cleanup:
+        return _install(opts, cleanup)
+
+
+def _install(opts: InstallOptions, cleanup: ExitStack) -> InstallReport:
+    run = _open_run(opts, cleanup)
     # 1. verify + preflight
     _verify_and_preflight(run)
     # 2. compose provider
@@ -259,22 +267,31 @@ def install(opts: InstallOptions) -> InstallReport:
     return run.report
 
 
-def _open_run(opts: InstallOptions) -> _Run:
+def _open_run(opts: InstallOptions, cleanup: ExitStack) -> _Run:
     prefix = opts.prefix.resolve()
     report = InstallReport(prefix)
     engine = Engine(opts.runtime, dry_run=opts.dry_run, env=dict(opts.engine_env))
     now = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     bundle = open_bundle(opts.bundle, dry_run=opts.dry_run)
+    verified = False
+    if opts.dry_run and not bundle.is_dir() and is_archive(opts.bundle):
+        # a dry run unpacks nothing next to the archive: it plans from a temporary copy without the image parts,
+        # every member (the parts too) verified while it streams by
+        LOG.info("verifying %s (streamed; the images are not unpacked in a dry run)", opts.bundle)
+        bundle = unpack_for_dry_run(opts.bundle, cleanup.enter_context(tempfile.TemporaryDirectory(
+            prefix="dal-dry-run-")))
+        verified = True
     manifest = load_manifest(bundle)
     key = preflight.bundle_key(bundle, manifest)
-    return _Run(opts, prefix, report, engine, now, bundle, manifest, key)
+    return _Run(opts, prefix, report, engine, now, bundle, manifest, key, verified)
 
 
 def _verify_and_preflight(run: _Run) -> None:
-    LOG.info("verifying %s", run.bundle)
-    checked = verify(run.bundle, deep=True)
-    if not checked.ok:
-        raise AirgapError(f"the bundle does not verify; nothing was changed:\n{checked.render()}")
+    if not run.verified:
+        LOG.info("verifying %s", run.bundle)
+        checked = verify(run.bundle, deep=True)
+        if not checked.ok:
+            raise AirgapError(f"the bundle does not verify; nothing was changed:\n{checked.render()}")
     pre = preflight.run(run.engine, run.bundle, run.manifest, run.prefix, overrides=run.opts.overrides)
     print(pre.render())
     if not pre.ok:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 
 import pytest
 import yaml
 
+from scripts.bundle import archive
 from scripts.core.errors import ImageMissing
 from scripts.dify import deployment as dep
 from scripts.engine.client import Engine, Result
 from scripts.host import install as installer
+from tests.unit.bundle.bundles import NAME, build_bundle
 
 COMPOSE = """\
 services:
@@ -251,3 +254,19 @@ def test_report_render_and_summary_json(tmp_path):
     assert installer.summary(report) == {
         "prefix": str(tmp_path), "changed": True, "actions": ["loaded 2 images"], "unchanged": [".env"],
         "services": {"web": "ready", "api": "ready"}}
+
+
+def test_dry_run_on_an_archive_plans_from_it_and_unpacks_nothing(tmp_path):
+    """`install --dry-run NAME.tar` used to read NAME/manifest.json next to the archive, which a dry run never
+    unpacks (FileNotFoundError): it now plans from a temporary copy without the image parts, verified."""
+    out = tmp_path / "out"
+    archive.write_archive(build_bundle(tmp_path / "src"), out)
+    opts = installer.InstallOptions(bundle=out / f"{NAME}.tar", runtime="docker", prefix=tmp_path / "prefix",
+                                    dry_run=True)
+    with ExitStack() as cleanup:
+        run = installer._open_run(opts, cleanup)
+        assert run.verified and run.bundle.name == NAME and (run.bundle / "docker" / ".env.example").is_file()
+        assert run.key.startswith(f"{NAME}@")
+    assert not run.bundle.exists()                                   # the temporary copy is gone
+    assert sorted(p.name for p in out.iterdir()) == [f"{NAME}.tar", f"{NAME}.tar.SHA256SUMS"]
+    assert not (tmp_path / "prefix").exists()
