@@ -28,6 +28,7 @@ from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_f
 from scripts.bundle.manifest import verify as verify_directory
 from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError, ImageMissing
+from scripts.core.lock import hold
 from scripts.core.resources import PACKAGE_DIR, TOOLKIT_ROOT
 from scripts.dify.plan import ImagePlan
 from scripts.engine.client import Engine, normalize_arch
@@ -344,11 +345,28 @@ def render_done(final: Path, plan: BundlePlan) -> str:
 
 
 def build(engine: Engine, plan: BundlePlan) -> Path:
-    """Perform the plan; returns the finished bundle directory (and writes its archive with ``archive``)."""
-    final = build_directory(engine, plan)
-    if plan.archive:
-        ensure_archive(final, plan.output, plan.chunk_size)
+    """Perform the plan; returns the finished bundle directory (and writes its archive with ``archive``).
+
+    One run at a time per output directory (``OUTPUT/.dify-airgap.lock``): a second one is refused at once."""
+    with hold(plan.output, "bundle output directory", f"invoke bundle {plan.name}"):
+        recover_interrupted(plan)
+        final = build_directory(engine, plan)
+        if plan.archive:
+            ensure_archive(final, plan.output, plan.chunk_size)
     return final
+
+
+def recover_interrupted(plan: BundlePlan) -> None:
+    """A run killed between its two renames left the previous bundle as ``.NAME.old`` and no ``NAME``: put it
+    back (the previous state); with ``NAME`` present it is litter. ``.NAME.partial`` is removed by the build."""
+    old = plan.output / f".{plan.name}.old"
+    if not old.is_dir():
+        return
+    if plan.final_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.rename(plan.final_dir)
+        LOG.info("an interrupted run had moved %s aside: put back", plan.final_dir)
 
 
 def build_directory(engine: Engine, plan: BundlePlan) -> Path:

@@ -31,7 +31,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,8 +53,9 @@ from scripts.bundle.manifest import (
 )
 from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError, BadInput, UsageError
-from scripts.core.files import PartWriter
+from scripts.core.files import PartWriter, fresh_sibling
 from scripts.core.inputs import check_shape
+from scripts.core.lock import hold
 from scripts.core.waiting import wait_until
 from scripts.data import stackdata as sd
 from scripts.dify import deployment
@@ -393,7 +394,12 @@ def make_plan(stack: sd.Stack, output: Path, tag: str | None = None) -> Snapshot
 
 
 def snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
-    """Perform the plan; returns the finished snapshot directory."""
+    """Perform the plan; returns the finished snapshot directory. One run at a time per output directory."""
+    with hold(plan.output, "snapshot output directory", "invoke snapshot-daemon"):
+        return _snapshot_daemon(engine, plan)
+
+
+def _snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
     stack = plan.stack
     started = time.monotonic()
     daemon = sd.service_container(engine, stack, SERVICE)
@@ -651,6 +657,12 @@ def render_restore(result: dict, snapshot: str | os.PathLike) -> str | None:
 def restore_daemon(engine: Engine, snapshot: str | os.PathLike, stack: sd.Stack, timeout: float = 180) -> dict:
     """Verify, load the image, restore storage and DB rows, point compose at the image, restart, check."""
     root, manifest = _verified_snapshot(snapshot)
+    with nullcontext() if engine.dry_run else hold(stack.prefix or stack.project_dir, "install root",
+                                                   "invoke restore-daemon"):
+        return _restore_daemon(engine, root, manifest, stack, timeout)
+
+
+def _restore_daemon(engine: Engine, root: Path, manifest: dict, stack: sd.Stack, timeout: float) -> dict:
     ref = manifest["images"][0]["ref"]
     volume_target = stack.project_dir / manifest["volume"].get("target", VOLUME)
     if engine.dry_run:
@@ -663,7 +675,7 @@ def restore_daemon(engine: Engine, snapshot: str | os.PathLike, stack: sd.Stack,
     LOG.info("stopping %s", SERVICE)
     remove_service_containers(engine, stack, SERVICE)
     stamp = now_stamp()
-    restoring = volume_target.with_name(f".{volume_target.name}.restoring-{stamp}")
+    restoring = fresh_sibling(volume_target, "restoring", stamp)
     try:
         extract_archive(root, manifest["volume"], restoring)
     except BaseException:

@@ -27,7 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from scripts.bundle.load import load_images
 from scripts.bundle.manifest import load_manifest, verify
 from scripts.core.console import LOG
 from scripts.core.errors import AirgapError, ImageMissing
+from scripts.core.lock import hold
 from scripts.core.waiting import WaitTimeout
 from scripts.dify import deployment as dep
 from scripts.dify import stack
@@ -49,6 +50,7 @@ from scripts.host.doctor import selinux_mode
 
 STATE_DIR = ".dify-airgap"           # under the prefix: backups, previous example, history
 PODMAN_OVERRIDE = "podman.yaml"
+TMP_SUFFIX = ".dal-tmp"               # a file of docker/ being replaced (renamed over it when complete)
 
 
 @dataclass
@@ -137,6 +139,9 @@ def sync_tree(src: Path, dest: Path, backup_dir: Path, *, dry_run: bool, keep: t
         if path.is_dir() or any(rel.as_posix() == k or rel.as_posix().startswith(k + "/") for k in keep):
             continue
         target = dest / rel
+        tmp = target.with_name(f".{target.name}{TMP_SUFFIX}")
+        if not dry_run and tmp.is_file():
+            tmp.unlink()  # left by a copy that a kill interrupted
         if target.is_file() and filecmp.cmp(path, target, shallow=False):
             continue
         changed.append(rel.as_posix())
@@ -148,7 +153,6 @@ def sync_tree(src: Path, dest: Path, backup_dir: Path, *, dry_run: bool, keep: t
             saved = backup_dir / rel
             saved.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(target, saved)
-        tmp = target.with_name(f".{target.name}.dal-tmp")
         shutil.copy2(path, tmp)
         os.replace(tmp, target)
     return changed
@@ -238,7 +242,10 @@ class _Run:
 
 
 def install(opts: InstallOptions) -> InstallReport:
+    """One install (or down, or restore) at a time per install root: ``PREFIX/.dify-airgap.lock``."""
     with ExitStack() as cleanup:
+        if not opts.dry_run:  # a dry run reads only (and creates nothing, not even the prefix)
+            cleanup.enter_context(hold(opts.prefix.resolve(), "install root", "invoke install"))
         return _install(opts, cleanup)
 
 
@@ -500,6 +507,11 @@ def _env(opts: InstallOptions, bundle: Path, project: Path, env_path: Path, old_
 def down(prefix: Path, *, purge_data: bool = False, dry_run: bool = False, timeout: float = 300) -> list[str]:
     """Stop and remove the stack's containers; volumes and data stay unless ``purge_data``."""
     record = dep.load(prefix)
+    with nullcontext() if dry_run else hold(Path(prefix).resolve(), "install root", "invoke down"):
+        return _down(record, purge_data=purge_data, dry_run=dry_run, timeout=timeout)
+
+
+def _down(record: dep.Deployment, *, purge_data: bool, dry_run: bool, timeout: float) -> list[str]:
     engine = record.engine(dry_run=dry_run)
     args = ["down"]
     if purge_data:
