@@ -24,7 +24,23 @@ class Line:
     raw: str
     key: str | None = None
     value: str | None = None
-    literal: bool = False  # single-quoted: compose does not interpolate it
+    literal: bool = False  # single-quoted (or only $$ escapes): compose does not interpolate it
+
+
+class Raw(str):
+    """A value read from a file that remembers how it was written there (``token``, the text after ``=``):
+    :func:`format_value` writes it back byte for byte, so a value read and written again never changes (a
+    re-quoted or re-escaped value drifts: ``$`` doubled, quotes changed) and keeps what compose saw."""
+
+    token: str
+
+    def __new__(cls, value: str, token: str) -> Raw:
+        obj = super().__new__(cls, value)
+        obj.token = token
+        return obj
+
+    def __getnewargs__(self) -> tuple[str, str]:  # copy/deepcopy (dataclasses.asdict) and pickle keep the token
+        return str(self), self.token
 
 
 class EnvDict(dict):
@@ -35,6 +51,15 @@ class EnvDict(dict):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.literal = set()
+
+
+def _dollars(text: str) -> tuple[str, bool]:
+    """Compose interpolates unquoted and double-quoted values: ``$$`` is a literal ``$``, any other ``$`` starts a
+    reference. A value whose only ``$`` are ``$$`` pairs is decoded to its literal text (literal=True); one with a
+    reference stays raw (``resolve_all`` interpolates it, ``$$`` included)."""
+    if "$" not in text or "$" in text.replace("$$", ""):
+        return text, False
+    return text.replace("$$", "$"), True
 
 
 def parse_value(raw: str) -> tuple[str, bool]:
@@ -55,20 +80,29 @@ def parse_value(raw: str) -> tuple[str, bool]:
                 break
             out.append(ch)
             i += 1
-        return "".join(out), False
+        return _dollars("".join(out))
     cut = re.search(r"\s#", text)
     if cut:
         text = text[:cut.start()]
-    return text.strip(), False
+    return _dollars(text.strip())
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as compose splits them: at ``\n`` (a ``\r`` before it dropped), never at the other characters
+    ``str.splitlines`` breaks at (``\x0b``, ``\x85``, ``\u2028``...), which a value may hold."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def parse_lines(text: str) -> list[Line]:
     lines = []
-    for raw in text.splitlines():
+    for raw in split_lines(text):
         m = _ASSIGN.match(raw)
         if m and not raw.lstrip().startswith("#"):
             value, literal = parse_value(m.group(2))
-            lines.append(Line(raw, m.group(1), value, literal))
+            lines.append(Line(raw, m.group(1), Raw(value, m.group(2)), literal))
         else:
             lines.append(Line(raw))
     return lines
@@ -183,7 +217,10 @@ _PLAIN = re.compile(r"^[^\s'\"#\\`$]*(?:[ ][^\s'\"#\\`$]+)*$")
 
 
 def format_value(key: str, value: str) -> str:
-    """A value as a dotenv literal. Secrets are quoted so compose never interpolates them."""
+    """A value as a dotenv literal. Secrets are quoted so compose never interpolates them. A value read from a
+    file (:class:`Raw`) is written as it was written there."""
+    if isinstance(value, Raw):
+        return value.token
     if _PLAIN.match(value) or (not is_secret_key(key) and "${" in value and "\n" not in value
                                and not re.search(r"['\"#\\`]", value)):
         return value
