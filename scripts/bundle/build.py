@@ -26,7 +26,7 @@ from scripts import __version__
 from scripts.bundle.archive import archive_name, ensure_archive
 from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_files, write_sums
 from scripts.bundle.manifest import verify as verify_directory
-from scripts.core.console import LOG, human_size
+from scripts.core.console import LOG, human_size, redact
 from scripts.core.errors import AirgapError, ImageMissing
 from scripts.core.lock import hold
 from scripts.core.resources import PACKAGE_DIR, TOOLKIT_ROOT
@@ -427,7 +427,7 @@ def bundle_plugins(plan: BundlePlan, dest: Path) -> list[dict]:
                                      daemon_version=daemon, sign_key=plan.plugin_sign_key)
     return [{"path": r.path.relative_to(dest.parent).as_posix(), "identifier": r.identifier,
              "size": r.compressed_size, "uncompressed_size": r.uncompressed_size, "sha256": r.sha256,
-             "signed": r.signed, "daemon_version": r.daemon_version, "source": r.source} for r in results]
+             "signed": r.signed, "daemon_version": r.daemon_version, "source": redact(r.source)} for r in results]
 
 
 def write_manifest(staging: Path, plan: BundlePlan, records: list[dict], archive: dict, wheels: list[str],
