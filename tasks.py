@@ -61,7 +61,8 @@ def _fails_cleanly(func):
         except Exception as exc:  # the last resort: one line, and findable (tests/unit/test_bad_inputs.py)
             if verbose:
                 LOG.debug("the unexpected error, for the report:", exc_info=True)
-            _fail(as_json, f"unexpected {type(exc).__name__}: {exc} (this is a bug: please report it with the "
+            message = " ".join(str(exc).split())  # one line
+            _fail(as_json, f"unexpected {type(exc).__name__}: {message} (this is a bug: please report it with the "
                            f"command line)", None, 1)
 
     return wrapper
