@@ -12,13 +12,14 @@ from functools import wraps
 from pathlib import Path
 
 from invoke import Exit, task
+from invoke.parser import Argument
 
 from scripts import __version__
 from scripts.bundle import archive, manifest, signature
 from scripts.bundle import build as bundler
 from scripts.bundle import source as sources
-from scripts.core.console import emit, register_secret, setup_logging, warn
-from scripts.core.errors import AirgapError
+from scripts.core.console import LOG, emit, redact, register_secret, setup_logging, warn
+from scripts.core.errors import AirgapError, UsageError
 from scripts.data import backup as bk
 from scripts.data import snapshot as snap
 from scripts.data import stackdata
@@ -46,19 +47,61 @@ TRUST_HELP = {
 
 
 def _fails_cleanly(func):
-    """Turn our errors into `invoke.Exit` with the message, never a bare traceback."""
+    """Every failure ends as ``error: REASON`` on stderr (with --json: ONE JSON document ``{"error", "hint"}`` on
+    stdout) and an exit code: 2 for a usage error, 1 for any other error, 130 when interrupted. Never a traceback:
+    an exception that is not an :class:`AirgapError` is a bug, and says so in one line."""
 
     @wraps(func)
     def wrapper(c, *args, **kwargs):
-        setup_logging(verbose=bool(c.config.get("airgap", {}).get("verbose")))
+        verbose = bool(c.config.get("airgap", {}).get("verbose"))
+        setup_logging(verbose=verbose)
+        as_json = bool(kwargs.get("json_"))
         try:
             return func(c, *args, **kwargs)
         except AirgapError as exc:
-            raise Exit(f"error: {exc}", code=1) from None
+            _fail(as_json, str(exc), exc.hint, exc.exit_code)
         except KeyboardInterrupt:
             raise Exit("interrupted; nothing half-written was kept", code=130) from None
+        except Exit:
+            raise
+        except Exception as exc:  # the last resort: one line, and findable (tests/unit/test_bad_inputs.py)
+            if verbose:
+                LOG.debug("the unexpected error, for the report:", exc_info=True)
+            message = " ".join(str(exc).split())  # one line
+            _fail(as_json, f"unexpected {type(exc).__name__}: {message} (this is a bug: please report it with the "
+                           f"command line)", None, 1)
 
     return wrapper
+
+
+def _fail(as_json: bool, reason: str, hint: str | None, code: int) -> None:
+    """Exit with ``code`` after saying why: ``error: REASON; HINT``, or with --json ``{"error", "hint"}``."""
+    if as_json:
+        emit(True, {"error": reason, **({"hint": hint} if hint else {})})
+        raise Exit(code=code) from None
+    raise Exit(redact(f"error: {reason}" + (f"; {hint}" if hint else "")), code=code) from None
+
+
+def _cast_errors_are_usage_errors() -> None:
+    """invoke casts ``--timeout abc`` with ``int()`` while it parses and lets the ValueError escape as a traceback:
+    make it a usage error (exit 2) like ours. Patched once, when this collection is loaded (invoke or dify-airgap)."""
+    original = Argument.set_value
+    if getattr(original, "dify_airgap", False):
+        return
+
+    def set_value(self, value, cast=True):
+        try:
+            original(self, value, cast)
+        except (TypeError, ValueError):
+            kind = {int: "a whole number", float: "a number"}.get(self.kind, f"a {self.kind.__name__}")
+            raise Exit(redact(f"error: --{self.name.replace('_', '-').strip('-')} takes {kind}, not {value!r}"),
+                       code=2) from None
+
+    set_value.dify_airgap = True
+    Argument.set_value = set_value
+
+
+_cast_errors_are_usage_errors()
 
 
 def _emit(json_: bool, data, text=None, ok: bool = True) -> None:
@@ -180,9 +223,9 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
     """Make the offline bundle: images, Dify's docker/ dir, toolkit and wheels, with checksums."""
 
     if source and project_dir:
-        raise Exit("error: give --source or --project-dir, not both", code=2)
+        raise UsageError("give --source or --project-dir, not both")
     if source and not version:
-        raise Exit("error: --source needs --version (the release tag to fetch, e.g. 1.16.0)", code=2)
+        raise UsageError("--source needs --version (the release tag to fetch, e.g. 1.16.0)")
     engine = engine_for(c, runtime, dry_run=dry_run)
     checkout = sources.checkout(source, version, dry_run=dry_run) if source else \
         nullcontext(resolve_project_dir(project_dir, version))
@@ -303,7 +346,7 @@ def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=
     """Install a bundle on this (air-gapped) host and start Dify: verify, load, .env, overrides, up, wait."""
 
     if selinux not in ("auto", "on", "off"):
-        raise Exit(f"error: --selinux must be auto, on or off, not {selinux!r}", code=2)
+        raise UsageError(f"--selinux must be auto, on or off, not {selinux!r}")
     engine = engine_for(c, runtime, dry_run=dry_run)
     opts = installer.InstallOptions(bundle=Path(path), runtime=engine.runtime, prefix=Path(prefix),
                                     server_ip=server_ip, base_url=base_url,
@@ -330,8 +373,8 @@ def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False):
 
     if purge_data and not yes and not dry_run:
         if not sys.stdin.isatty():
-            raise Exit("error: --purge-data deletes the database and storage; add --yes to confirm "
-                       "(no terminal to ask on)", code=2)
+            raise UsageError("--purge-data deletes the database and storage; add --yes to confirm "
+                             "(no terminal to ask on)")
         answer = input(f"Delete ALL Dify data under {prefix}/docker/volumes? Type the prefix to confirm: ")
         if answer.strip() != str(prefix):
             raise Exit("not confirmed; nothing was changed", code=1)
@@ -358,11 +401,11 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
     """Is Dify up? Containers, images, API health, console via nginx, plugin daemon, model servers."""
     register_secret(vllm_api_key or "")
     if ollama_model and not ollama_url:
-        raise Exit("error: --ollama-model needs --ollama-url", code=2)
+        raise UsageError("--ollama-model needs --ollama-url")
     if (vllm_model or vllm_api_key) and not vllm_url:
-        raise Exit("error: --vllm-model and --vllm-api-key need --vllm-url", code=2)
+        raise UsageError("--vllm-model and --vllm-api-key need --vllm-url")
     if skip_deployment and not (ollama_url or vllm_url):
-        raise Exit("error: --skip-deployment checks only model servers: give --ollama-url or --vllm-url", code=2)
+        raise UsageError("--skip-deployment checks only model servers: give --ollama-url or --vllm-url")
     dep = engine = None
     if not skip_deployment:
         dep = deployment.load(prefix)
@@ -476,7 +519,7 @@ def plugin_verify(c, package, public_key=None, json_=False):
     """Check a plugin package's signature with site public keys, as the plugin daemon would."""
     keys = _split(public_key or [])
     if not keys:
-        raise Exit("error: pass --public-key PEM (the site public key from `invoke plugin-keygen`)", code=2)
+        raise UsageError("pass --public-key PEM (the site public key from `invoke plugin-keygen`)")
     result = plugin_sign.verify_package(package, keys)
     _emit(json_, result.to_dict(), result.render, ok=result.verified)
 

@@ -18,7 +18,6 @@ returns the directory itself when given one. Install and push call it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -27,20 +26,21 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from scripts.bundle.manifest import (
-    FORMAT_VERSION,
     MANIFEST,
     SIGNATURE,
     SUMS,
     Problem,
     VerifyReport,
+    check_manifest,
     find_bundle_dir,
     load_manifest,
     manifest_digest,
 )
 from scripts.bundle.manifest import verify as verify_directory
 from scripts.core.console import LOG, human_size
-from scripts.core.errors import AirgapError
+from scripts.core.errors import AirgapError, BadInput
 from scripts.core.files import PartWriter, sha256_file
+from scripts.core.inputs import parse_json
 
 SUFFIX = ".tar"
 SUMS_SUFFIX = ".SHA256SUMS"
@@ -150,19 +150,20 @@ def _split_member(member: tarfile.TarInfo, root: str | None) -> tuple[str, str]:
 def read_manifest(path: str | os.PathLike) -> tuple[dict, str, bytes]:
     """The manifest (first member) of an archive: ``(manifest, bundle name, raw bytes)``; reads only the head."""
     stem, files = archive_files(path)
-    for tar, member, _ in _members(stem, files):
-        root, rel = _split_member(member, None)
-        if rel != MANIFEST or not member.isfile():
-            break
-        raw = tar.extractfile(member).read()
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise AirgapError(f"{stem}: the manifest inside is not valid JSON ({exc}); re-copy the archive") from None
-        _check_format(data, stem)
-        return data, root, raw
-    raise AirgapError(f"{stem} does not start with NAME/{MANIFEST}: it is not a dify-airgap bundle archive "
-                      f"(or its first part is damaged; run sha256sum -c {sums_path(stem).name})")
+    try:
+        for tar, member, _ in _members(stem, files):
+            root, rel = _split_member(member, None)
+            if rel != MANIFEST or not member.isfile():
+                break
+            raw = tar.extractfile(member).read()
+            data = parse_json(raw, f"{stem}: the manifest inside", "re-copy the archive")
+            return check_manifest(data, f"{stem}: {root}/{MANIFEST}"), root, raw
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise BadInput(f"{stem} is not a readable tar archive ({exc or type(exc).__name__}): empty, truncated or "
+                       f"not a dify-airgap bundle archive", hint=f"re-copy it (sha256sum -c {sums_path(stem).name} "
+                                                                 f"names a damaged part)") from None
+    raise BadInput(f"{stem} does not start with NAME/{MANIFEST}: it is not a dify-airgap bundle archive "
+                   f"(or its first part is damaged; run sha256sum -c {sums_path(stem).name})")
 
 
 def read_head(path: str | os.PathLike) -> tuple[dict, str, bytes, bytes | None]:
@@ -172,22 +173,20 @@ def read_head(path: str | os.PathLike) -> tuple[dict, str, bytes, bytes | None]:
     """
     stem, files = archive_files(path)
     data, root, raw = read_manifest(files[0])
-    for index, (tar, member, _) in enumerate(_members(stem, files)):
-        if index == 0:
-            continue
-        if PurePosixPath(member.name).parts != (root, SIGNATURE):  # unsafe names are left to _walk to refuse
-            return data, root, raw, None
-        if not member.isfile() or member.size > SIGNATURE_MAX:
-            raise AirgapError(f"{member.name!r} in {stem.name} is not a signature (a link or special file, or "
-                              f"{member.size} bytes): the archive was tampered with")
-        return data, root, raw, tar.extractfile(member).read()
+    try:
+        for index, (tar, member, _) in enumerate(_members(stem, files)):
+            if index == 0:
+                continue
+            if PurePosixPath(member.name).parts != (root, SIGNATURE):  # unsafe names are left to _walk to refuse
+                return data, root, raw, None
+            if not member.isfile() or member.size > SIGNATURE_MAX:
+                raise AirgapError(f"{member.name!r} in {stem.name} is not a signature (a link or special file, or "
+                                  f"{member.size} bytes): the archive was tampered with")
+            return data, root, raw, tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise BadInput(f"{stem} is damaged after its manifest ({exc or type(exc).__name__})",
+                       hint=f"re-copy it (sha256sum -c {sums_path(stem).name} names a damaged part)") from None
     return data, root, raw, None
-
-
-def _check_format(data: dict, where: Path) -> None:
-    if data.get("format_version") != FORMAT_VERSION:
-        raise AirgapError(f"{where}: format version {data.get('format_version')!r} is not {FORMAT_VERSION}; use "
-                          f"the toolkit version that made the bundle ({data.get('toolkit_version', 'unknown')})")
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -440,6 +439,31 @@ def materialize(path: str | os.PathLike, dest_parent: str | os.PathLike | None =
         shutil.rmtree(staging, ignore_errors=True)
     load_manifest(final)
     return final
+
+
+def unpack_for_dry_run(path: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """``dest/NAME``: an archive's bundle WITHOUT its image parts (a dry run plans from it; ``dest`` is a temporary
+    directory). Every member is still checked against the manifest as it streams by, the parts included."""
+    _, files = archive_files(path)
+    manifest, root, _ = read_manifest(files[0])
+    parts = {p["path"] for p in manifest["image_archive"]["parts"]}
+    target = Path(dest) / root
+
+    def write(rel, member, chunks, entry, where, report):
+        if rel in parts:
+            yield from chunks
+            return
+        out_path = target / rel
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(out_path, "wb") as out:
+            for block in chunks:
+                out.write(block)
+                yield block
+
+    _, _, report = _walk(path, lambda *a: write(*a))
+    if not report.ok:
+        raise AirgapError(f"{Path(path).name} does not verify; nothing was changed:\n{report.render()}")
+    return target
 
 
 def verify(path: str | os.PathLike, deep: bool = True) -> VerifyReport:

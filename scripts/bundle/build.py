@@ -28,8 +28,9 @@ from scripts.bundle import signature
 from scripts.bundle.archive import archive_name, ensure_archive
 from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_files, write_sums
 from scripts.bundle.manifest import verify as verify_directory
-from scripts.core.console import LOG, human_size
+from scripts.core.console import LOG, human_size, redact
 from scripts.core.errors import AirgapError, ImageMissing
+from scripts.core.lock import hold
 from scripts.core.resources import PACKAGE_DIR, TOOLKIT_ROOT
 from scripts.dify.plan import ImagePlan
 from scripts.engine.client import Engine, normalize_arch
@@ -374,13 +375,30 @@ def render_done(final: Path, plan: BundlePlan) -> str:
 
 
 def build(engine: Engine, plan: BundlePlan) -> Path:
-    """Perform the plan; returns the finished bundle directory (and writes its archive with ``archive``)."""
-    final = build_directory(engine, plan)
-    if plan.sign_key:  # also when the bundle was up to date: the archive below then carries the signature
-        signature.sign_bundle(final, plan.sign_key)
-    if plan.archive:
-        ensure_archive(final, plan.output, plan.chunk_size)
+    """Perform the plan; returns the finished bundle directory (and writes its archive with ``archive``).
+
+    One run at a time per output directory (``OUTPUT/.dify-airgap.lock``): a second one is refused at once."""
+    with hold(plan.output, "bundle output directory", f"invoke bundle {plan.name}"):
+        recover_interrupted(plan)
+        final = build_directory(engine, plan)
+        if plan.sign_key:  # also when the bundle was up to date: the archive below then carries the signature
+            signature.sign_bundle(final, plan.sign_key)
+        if plan.archive:
+            ensure_archive(final, plan.output, plan.chunk_size)
     return final
+
+
+def recover_interrupted(plan: BundlePlan) -> None:
+    """A run killed between its two renames left the previous bundle as ``.NAME.old`` and no ``NAME``: put it
+    back (the previous state); with ``NAME`` present it is litter. ``.NAME.partial`` is removed by the build."""
+    old = plan.output / f".{plan.name}.old"
+    if not old.is_dir():
+        return
+    if plan.final_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.rename(plan.final_dir)
+        LOG.info("an interrupted run had moved %s aside: put back", plan.final_dir)
 
 
 def build_directory(engine: Engine, plan: BundlePlan) -> Path:
@@ -442,7 +460,7 @@ def bundle_plugins(plan: BundlePlan, dest: Path) -> list[dict]:
                                      daemon_version=daemon, sign_key=plan.plugin_sign_key)
     return [{"path": r.path.relative_to(dest.parent).as_posix(), "identifier": r.identifier,
              "size": r.compressed_size, "uncompressed_size": r.uncompressed_size, "sha256": r.sha256,
-             "signed": r.signed, "daemon_version": r.daemon_version, "source": r.source} for r in results]
+             "signed": r.signed, "daemon_version": r.daemon_version, "source": redact(r.source)} for r in results]
 
 
 def write_manifest(staging: Path, plan: BundlePlan, records: list[dict], archive: dict, wheels: list[str],

@@ -36,12 +36,12 @@ def load_images(engine: Engine, bundle: Path, manifest: dict | None = None, *,
     archive = manifest["image_archive"]
     if engine.dry_run:
         print(f"[dry-run] {shlex.join(argv)} < {archive['parts'][0]['path']}... "
-              f"({archive['compression']}, {human_size(archive['uncompressed_size'])} uncompressed)")
+              f"({archive['compression']}, {human_size(archive.get('uncompressed_size') or 0)} uncompressed)")
         return refs
-    LOG.info("loading %d images (%s) from %s", len(refs), human_size(archive["uncompressed_size"]), bundle)
+    LOG.info("loading %d images (%s) from %s", len(refs), human_size(archive.get("uncompressed_size") or 0), bundle)
     LOG.info("+ %s < decompress(%s)", shlex.join(argv), archive["parts"][0]["path"])
 
-    bar = progress(archive["uncompressed_size"] or None, "load")
+    bar = progress(archive.get("uncompressed_size") or None, "load")
     try:
         with image_stream(bundle, manifest) as stream:
             stdout = stream_in(argv, _Counted(stream, bar), env=engine.env)

@@ -30,8 +30,9 @@ from pathlib import Path, PurePosixPath
 import zstandard
 
 from scripts.core.console import human_size, table
-from scripts.core.errors import AirgapError
+from scripts.core.errors import AirgapError, BadInput
 from scripts.core.files import HASH_CHUNK, sha256_file
+from scripts.core.inputs import check_shape, read_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -81,27 +82,51 @@ def find_bundle_dir(path: str | os.PathLike) -> Path:
     """The bundle directory from a directory, its manifest, or any file/part inside it."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise AirgapError(f"{p} does not exist; pass the bundle directory (the one holding {MANIFEST})")
+        raise BadInput(f"{p} does not exist; pass the bundle directory (the one holding {MANIFEST})")
     candidate = p if p.is_dir() else p.parent
     for directory in (candidate, *candidate.parents):
         if (directory / MANIFEST).is_file():
             return directory
         if directory == candidate.parent:
             break
-    raise AirgapError(f"no {MANIFEST} at {candidate}: this is not a dify-airgap bundle "
+    raise BadInput(f"no {MANIFEST} at {candidate}: this is not a dify-airgap bundle "
                       f"(or its manifest was not copied; re-copy the whole bundle directory)")
 
 
-def load_manifest(bundle: Path) -> dict:
-    try:
-        data = json.loads((bundle / MANIFEST).read_text())
-    except ValueError as exc:
-        raise AirgapError(f"{bundle / MANIFEST} is not valid JSON ({exc}); re-copy it from the source") from None
-    if data.get("format_version") != FORMAT_VERSION:
-        raise AirgapError(f"{bundle / MANIFEST}: format version {data.get('format_version')!r} is not "
-                          f"{FORMAT_VERSION}; use the toolkit version that made the bundle "
-                          f"({data.get('toolkit_version', 'unknown')})")
+ENTRY = {"path": str, "size": int, "sha256": str}
+#: what every manifest (bundle, snapshot, backup) holds
+BASE_SCHEMA = {"format_version": int, "files": [ENTRY]}
+#: a bundle's manifest: what verify, inspect, push, preflight and install read
+BUNDLE_SCHEMA = {
+    **BASE_SCHEMA, "dify_version": str, "platform": str, "created": str, "toolkit_version": str, "runtime": str,
+    "profiles": [str], "vector_stores": [str],
+    "images": [{"ref": str, "architecture": str, "size": int, "services": [str], "?id": (str, type(None))}],
+    "image_archive": {"compression": str, "size": int, "parts": [ENTRY], "?uncompressed_size": int},
+    "?plugins": [{"identifier": str, "size": int}], "?wheels": [str], "?chunk_size": (int, type(None)),
+}
+RECOPY = "re-copy it from the source medium (or re-make it with the toolkit version that made it)"
+
+
+def check_manifest(data: object, where: str | os.PathLike, schema: dict | None = None) -> dict:
+    """``data`` as a manifest of this format with ``schema``'s keys (default: a bundle's); else :class:`BadInput`."""
+    check_shape(data, {"format_version": int}, str(where), RECOPY)
+    if data["format_version"] != FORMAT_VERSION:
+        raise BadInput(f"{where}: format version {data['format_version']!r} is not {FORMAT_VERSION}; use the "
+                       f"toolkit version that made it ({data.get('toolkit_version', 'unknown')})")
+    schema = BUNDLE_SCHEMA if schema is None else schema
+    if schema is BUNDLE_SCHEMA and data.get("kind"):
+        raise BadInput(f"{where} belongs to a {data['kind']}, not a bundle",
+                       hint="pass the bundle directory (or its archive)")
+    check_shape(data, schema, str(where), RECOPY)
+    if schema is BUNDLE_SCHEMA and not data["image_archive"]["parts"]:
+        raise BadInput(f"{where}: image_archive.parts is empty", hint=RECOPY)
     return data
+
+
+def load_manifest(bundle: Path, schema: dict | None = None) -> dict:
+    """The manifest.json of a bundle (or, with ``schema``, of a snapshot/backup), checked for its shape."""
+    path = bundle / MANIFEST
+    return check_manifest(read_json(path, "manifest", RECOPY), path, schema)
 
 
 @dataclass
@@ -159,14 +184,16 @@ class VerifyReport:
                           table(["file", "problem", "detail"], rows), *self.trust_lines(), *notes, hint])
 
 
-def verify(path: str | os.PathLike, deep: bool = True, allowed: tuple[str, ...] = ()) -> VerifyReport:
+def verify(path: str | os.PathLike, deep: bool = True, allowed: tuple[str, ...] = (),
+           schema: dict | None = None) -> VerifyReport:
     """Check every part and file against the manifest, the manifest against itself, and that the directory
     holds nothing else (``allowed``: more top-level names the caller writes after the manifest, e.g. COMPLETE).
 
-    A bundle DIRECTORY; :func:`scripts.bundle.archive.verify` also takes the archive form.
+    A bundle DIRECTORY (or with ``schema`` a snapshot/backup); :func:`scripts.bundle.archive.verify` also takes
+    the archive form.
     """
     bundle = find_bundle_dir(path)
-    manifest = load_manifest(bundle)
+    manifest = load_manifest(bundle, schema)
     report = VerifyReport(str(bundle), digest=manifest_digest((bundle / MANIFEST).read_bytes()),
                           signed=(bundle / SIGNATURE).is_file())
     entries = list(manifest.get("files", []))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
@@ -19,10 +20,28 @@ def register_secret(value: str) -> None:
         _SECRETS.add(value)
 
 
+#: ``scheme://NETLOC`` (netloc as urllib.parse splits it: up to / ? # or whitespace)
+_URL_NETLOC = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<netloc>[^/?#\s]+)")
+
+
+def _mask_userinfo(match: re.Match) -> str:
+    userinfo, at, host = match["netloc"].rpartition("@")  # the LAST @, as urllib.parse does
+    if not at or ":" not in userinfo:
+        return match.group(0)
+    return f"{match['scheme']}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def mask_url_passwords(text: str) -> str:
+    """``https://user:pass@host/`` -> ``https://user:***@host/`` wherever a URL appears (the user is kept: it says
+    which account; a mirror, index or marketplace URL's password never is)."""
+    return _URL_NETLOC.sub(_mask_userinfo, text) if "://" in text else text
+
+
 def redact(text: str) -> str:
+    """``text`` without any registered secret and without the password of any ``scheme://user:pass@`` URL."""
     for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")
-    return text
+    return mask_url_passwords(text)
 
 
 class _RedactingFilter(logging.Filter):

@@ -1,4 +1,10 @@
-"""The few exception types every module raises; tasks turn them into ``invoke.Exit``."""
+"""The few exception types every module raises; tasks turn them into ``invoke.Exit``.
+
+Every failure a user can meet is ONE of these, with a one-line reason and what to do (``hint``, optional, is the
+"what to do" when it is kept apart from the reason: ``--json`` prints it as its own field). ``tasks._fails_cleanly``
+prints ``error: REASON`` and exits with ``exit_code``: 2 for a usage error (options that do not go together, a
+value out of its choices), 1 for everything else. Any other exception type reaching a task is a bug.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,27 @@ from collections.abc import Sequence
 
 class AirgapError(Exception):
     """A failure the user can act on. The message says what went wrong and what to do next."""
+
+    exit_code = 1
+
+    def __init__(self, message: str = "", *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class UsageError(AirgapError):
+    """The command line is wrong: options that do not go together, a missing companion option, a bad choice."""
+
+    exit_code = 2
+
+
+class BadInput(AirgapError):
+    """An input path is missing, unreadable, of the wrong type (a directory for a file...), damaged, or of the
+    wrong shape (a JSON list where an object is expected, keys missing): named, with what to do."""
+
+
+class Busy(AirgapError):
+    """Another run holds the lock of the same bundle output, install root or backup/snapshot output."""
 
 
 class EngineError(AirgapError):

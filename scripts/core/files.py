@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import BinaryIO
 
@@ -82,3 +83,14 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(HASH_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def fresh_sibling(target: Path, tag: str, stamp: str) -> Path:
+    """``.NAME.TAG-STAMP`` next to ``target`` for work that is renamed over it when complete; siblings left by an
+    interrupted earlier run (``.NAME.TAG-*``) are removed first (callers hold the place's lock: none is live)."""
+    for stale in target.parent.glob(f".{target.name}.{tag}-*") if target.parent.is_dir() else ():
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+    return target.with_name(f".{target.name}.{tag}-{stamp}")

@@ -23,13 +23,17 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError
+from scripts.core.files import fresh_sibling
+from scripts.core.lock import hold
 from scripts.data import stackdata as sd
 from scripts.data.snapshot import (
+    ARCHIVE_SCHEMA,
     archive_dir,
     compress_command,
     extract_archive,
@@ -55,6 +59,9 @@ VECTOR_STORES = {"weaviate": ("weaviate", "weaviate"), "qdrant": ("qdrant", "qdr
                  "elasticsearch": ("elasticsearch", "elasticsearch"), "opensearch": ("opensearch", "opensearch"),
                  "pgvecto-rs": ("pgvecto-rs", "pgvecto_rs")}
 PROJECT_ARCHIVE = "project.tar.zst"
+#: what restore reads from a backup's manifest
+BACKUP_SCHEMA = {"archives": [{**ARCHIVE_SCHEMA, "target": str, "role": str}],
+                 "databases": [{**ARCHIVE_SCHEMA, "name": str, "?type": str, "?row_counts": dict}]}
 
 
 @dataclass
@@ -131,7 +138,12 @@ class StoppedWriters:
 
 
 def backup(engine: Engine, plan: BackupPlan) -> Path:
-    """Perform the plan; returns the finished backup directory."""
+    """Perform the plan; returns the finished backup directory. One run at a time per output directory."""
+    with hold(plan.output, "backup output directory", "invoke backup"):
+        return _backup(engine, plan)
+
+
+def _backup(engine: Engine, plan: BackupPlan) -> Path:
     stack = plan.stack
     started = time.monotonic()
     db = sd.service_container(engine, stack, stack.db_service)
@@ -185,7 +197,14 @@ def render_restore(result: dict, stack: sd.Stack, engine: Engine) -> str | None:
 def restore(engine: Engine, backup_dir: str | os.PathLike, stack: sd.Stack, start: bool = True,
             force: bool = False, timeout: float = 180) -> dict:
     """Verify, restore files (owners, modes, SELinux labels), databases (row counts), then start."""
-    root, manifest = verify_dir(backup_dir, KIND)
+    root, manifest = verify_dir(backup_dir, KIND, BACKUP_SCHEMA)
+    with nullcontext() if engine.dry_run else hold(stack.prefix or stack.project_dir, "install root",
+                                                   "invoke restore"):
+        return _restore(engine, root, manifest, stack, start, force, timeout)
+
+
+def _restore(engine: Engine, root: Path, manifest: dict, stack: sd.Stack, start: bool, force: bool,
+             timeout: float) -> dict:
     target = stack.project_dir
     volume_archives = [a for a in manifest["archives"] if a["target"].startswith("volumes/")]
     busy = [a["target"] for a in volume_archives
@@ -204,7 +223,7 @@ def restore(engine: Engine, backup_dir: str | os.PathLike, stack: sd.Stack, star
     for archive in manifest["archives"]:
         dest = (target / archive["target"]).resolve() if archive["target"] != "." else target
         if archive["target"].startswith("volumes/"):
-            tmp = dest.with_name(f".{dest.name}.restoring-{stamp}")
+            tmp = fresh_sibling(dest, "restoring", stamp)
             try:
                 extract_archive(root, archive, tmp)
             except BaseException:

@@ -26,11 +26,12 @@ import configparser
 import datetime as _dt
 import json
 import os
+import re
 import shlex
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,8 @@ import zstandard
 from scripts import __version__
 from scripts.bundle.load import load_images
 from scripts.bundle.manifest import (
+    BASE_SCHEMA,
+    ENTRY,
     FORMAT_VERSION,
     MANIFEST,
     PartsReader,
@@ -49,8 +52,10 @@ from scripts.bundle.manifest import (
     write_sums,
 )
 from scripts.core.console import LOG, human_size
-from scripts.core.errors import AirgapError
-from scripts.core.files import PartWriter
+from scripts.core.errors import AirgapError, BadInput, UsageError
+from scripts.core.files import PartWriter, fresh_sibling
+from scripts.core.inputs import check_shape
+from scripts.core.lock import hold
 from scripts.core.waiting import wait_until
 from scripts.data import stackdata as sd
 from scripts.dify import deployment
@@ -68,6 +73,11 @@ VOLUME_ARCHIVE = "plugin_daemon.tar.zst"
 REPO = "localhost/dify-airgap/plugin-daemon-snapshot"
 OVERRIDE_NAME = "docker-compose.plugin-daemon-snapshot.yaml"
 SNAPSHOT_LABEL = "org.dify-airgap.snapshot"
+ARCHIVE_SCHEMA = {"path": str, "parts": [ENTRY]}
+#: what restore-daemon and bundle --daemon-snapshot read from a snapshot's manifest
+SNAPSHOT_SCHEMA = {"images": [{"ref": str}], "image_archive": {"compression": str, "parts": [ENTRY]},
+                   "volume": {**ARCHIVE_SCHEMA, "?target": str},
+                   "database": {**ARCHIVE_SCHEMA, "name": str, "?type": str, "?row_counts": dict}}
 #: Inside the daemon container: GET $1 with whatever client the image has (wget, curl or python3); with a
 #: second argument, send the container's own $SERVER_KEY as X-Api-Key (the key never leaves the container).
 HTTP_GET = r"""url=$1; hdr=${2:+"X-Api-Key: $SERVER_KEY"}
@@ -193,21 +203,27 @@ def write_manifest(root: Path, data: dict, archives: Sequence[dict]) -> dict:
     return manifest
 
 
-def verify_dir(path: str | os.PathLike, kind: str) -> tuple[Path, dict]:
-    """A finished snapshot/backup: COMPLETE marker, right kind, every file's size and sha256."""
+def verify_dir(path: str | os.PathLike, kind: str, schema: dict | None = None) -> tuple[Path, dict]:
+    """A finished snapshot/backup: COMPLETE marker, right kind and shape (``schema``), every file's size and
+    sha256."""
     root = Path(path).expanduser().resolve()
     if root.name.endswith(".partial"):
         raise AirgapError(f"{root} is an UNFINISHED {kind} (interrupted while it was written); never use it. "
                           f"Make a new one.")
+    if not root.is_dir():
+        raise BadInput(f"{root} {'is not a directory' if root.exists() else 'does not exist'}: pass the {kind} "
+                       f"directory the command printed")
     if not (root / MANIFEST).is_file():
         raise AirgapError(f"{root} is not a {kind}: it has no {MANIFEST}. Pass the directory the command printed.")
     if not (root / COMPLETE).is_file():
         raise AirgapError(f"{root} has no {COMPLETE} marker: it did not finish or was copied incompletely; "
                           f"re-copy it, or make a new one")
-    manifest = load_manifest(root)
+    manifest = load_manifest(root, {**BASE_SCHEMA, "?kind": str})
     if manifest.get("kind") != kind:
-        raise AirgapError(f"{root} holds a {manifest.get('kind') or 'bundle'}, not a {kind}")
-    report = verify(root, deep=True, allowed=(COMPLETE,))  # the marker staging() writes after the manifest
+        raise BadInput(f"{root} holds a {manifest.get('kind') or 'bundle'}, not a {kind}")
+    schema = {**BASE_SCHEMA, "kind": str, **(schema or {})}
+    check_shape(manifest, schema, str(root / MANIFEST), f"re-copy the {kind}, or make a new one")
+    report = verify(root, deep=True, allowed=(COMPLETE,), schema=schema)  # the marker staging() writes last
     if not report.ok:
         raise AirgapError(f"{kind} {root} is damaged, refusing to restore it:\n{report.render()}")
     LOG.info("%s", report.render())
@@ -307,8 +323,13 @@ def default_tag(dify_version: str, stamp: str) -> str:
     return f"{REPO}:{dify_version or 'unknown'}-{stamp}"
 
 
+_REF = re.compile(r"^[A-Za-z0-9.-]+(?::\d+)?(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?$")
+
+
 def full_ref(tag: str) -> str:
     """A tag without a registry part gets ``localhost/``: docker and podman then name it the same."""
+    if not _REF.match(tag) or "//" in tag:
+        raise UsageError(f"--tag {tag!r} is not an image name[:tag]; write e.g. dify-airgap/plugin-daemon:1.11.3")
     first = tag.split("/", 1)[0]
     if "/" in tag and ("." in first or ":" in first or first == "localhost"):
         return tag
@@ -373,7 +394,12 @@ def make_plan(stack: sd.Stack, output: Path, tag: str | None = None) -> Snapshot
 
 
 def snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
-    """Perform the plan; returns the finished snapshot directory."""
+    """Perform the plan; returns the finished snapshot directory. One run at a time per output directory."""
+    with hold(plan.output, "snapshot output directory", "invoke snapshot-daemon"):
+        return _snapshot_daemon(engine, plan)
+
+
+def _snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
     stack = plan.stack
     started = time.monotonic()
     daemon = sd.service_container(engine, stack, SERVICE)
@@ -458,13 +484,21 @@ def _dir_size(path: Path) -> int:
 
 # --- bundle hook ---------------------------------------------------------------------------------
 
+def _verified_snapshot(path: str | os.PathLike, schema: dict = SNAPSHOT_SCHEMA) -> tuple[Path, dict]:
+    root, manifest = verify_dir(path, KIND, schema)
+    if len(manifest["images"]) != 1:
+        raise BadInput(f"{root / MANIFEST}: a snapshot holds exactly one image, not {len(manifest['images'])}",
+                       hint="make a new snapshot with `invoke snapshot-daemon`")
+    return root, manifest
+
+
 def add_to_bundle(snapshot_dir: str | os.PathLike, staging_dir: Path) -> dict:
     """Copy a finished snapshot into a bundle being built (``daemon-snapshot/``); returns its manifest entry.
 
     Called by ``bundle.build`` for ``invoke bundle --daemon-snapshot DIR``: the snapshot is verified first,
     its files are hard-linked when possible, and listed by the bundle's own manifest like every file.
     """
-    root, manifest = verify_dir(snapshot_dir, KIND)
+    root, manifest = _verified_snapshot(snapshot_dir, {"images": SNAPSHOT_SCHEMA["images"]})
     dest = staging_dir / "daemon-snapshot"
     dest.mkdir(parents=True, exist_ok=True)
     for path in sorted(root.iterdir()):
@@ -622,7 +656,13 @@ def render_restore(result: dict, snapshot: str | os.PathLike) -> str | None:
 
 def restore_daemon(engine: Engine, snapshot: str | os.PathLike, stack: sd.Stack, timeout: float = 180) -> dict:
     """Verify, load the image, restore storage and DB rows, point compose at the image, restart, check."""
-    root, manifest = verify_dir(snapshot, KIND)
+    root, manifest = _verified_snapshot(snapshot)
+    with nullcontext() if engine.dry_run else hold(stack.prefix or stack.project_dir, "install root",
+                                                   "invoke restore-daemon"):
+        return _restore_daemon(engine, root, manifest, stack, timeout)
+
+
+def _restore_daemon(engine: Engine, root: Path, manifest: dict, stack: sd.Stack, timeout: float) -> dict:
     ref = manifest["images"][0]["ref"]
     volume_target = stack.project_dir / manifest["volume"].get("target", VOLUME)
     if engine.dry_run:
@@ -635,7 +675,7 @@ def restore_daemon(engine: Engine, snapshot: str | os.PathLike, stack: sd.Stack,
     LOG.info("stopping %s", SERVICE)
     remove_service_containers(engine, stack, SERVICE)
     stamp = now_stamp()
-    restoring = volume_target.with_name(f".{volume_target.name}.restoring-{stamp}")
+    restoring = fresh_sibling(volume_target, "restoring", stamp)
     try:
         extract_archive(root, manifest["volume"], restoring)
     except BaseException:

@@ -15,8 +15,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from scripts.core.errors import AirgapError
-from scripts.engine.client import Engine
+from scripts.core.errors import BadInput
+from scripts.core.inputs import read_json
+from scripts.engine.client import RUNTIMES, Engine
 
 DEFAULT_PREFIX = "/opt/dify"
 STATE_FILE = "dify-airgap.json"
@@ -80,15 +81,23 @@ def env_file_for(prefix: Path) -> Path:
     return project_dir_for(prefix) / ".env"
 
 
+#: what check, down, backup and the data commands read from the record
+RECORD_SCHEMA = {"runtime": str, "?prefix": (str, type(None)), "?dify_version": str, "?bundle": str,
+                 "?project_name": str, "?compose_files": [str], "?profiles": [str], "?images": [dict],
+                 "?installed_at": str, "?compose_argv": [str], "?engine_env": dict}
+
+
 def load(prefix: str | os.PathLike = DEFAULT_PREFIX) -> Deployment:
     path = Path(prefix) / STATE_FILE
-    if not path.is_file():
-        raise AirgapError(f"no dify-airgap deployment at {prefix} ({path} is missing); "
-                          "run `invoke install BUNDLE --prefix ...` first, or pass the right --prefix")
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise AirgapError(f"{path} is not valid JSON ({exc}); re-run install to rewrite it") from exc
+    if Path(prefix).exists() and not Path(prefix).is_dir():
+        raise BadInput(f"--prefix {prefix} is a file, not an install root (a directory holding {STATE_FILE})")
+    if not path.exists():
+        raise BadInput(f"no dify-airgap deployment at {prefix} ({path} is missing); "
+                       "run `invoke install BUNDLE --prefix ...` first, or pass the right --prefix")
+    fix = "re-run `invoke install BUNDLE --prefix ...` to rewrite it"
+    data = read_json(path, "the install record", fix, RECORD_SCHEMA)
+    if data["runtime"] not in RUNTIMES:
+        raise BadInput(f"{path}: runtime {data['runtime']!r} is not one of {', '.join(RUNTIMES)}", hint=fix)
     data["prefix"] = Path(data.get("prefix") or prefix)
     known = set(Deployment.__dataclass_fields__)
     return Deployment(**{k: v for k, v in data.items() if k in known})

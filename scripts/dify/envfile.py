@@ -471,6 +471,8 @@ class _Render:
 
     def apply(self, layer: str, data: Mapping[str, str], *, unknown: str) -> None:
         for key, value in data.items():
+            if layer != "old env":  # only a value of the .env being carried over keeps its quoting (envsyntax.Raw):
+                value = str(value)   # a site file's or template's value is written by format_value's rules
             if key in self.known:
                 self.values[key], self.source[key] = value, layer
                 if _layer(layer) in ("old env", "site file", "command line"):

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.core.errors import AirgapError
+from scripts.core.errors import AirgapError, BadInput
+from scripts.core.inputs import os_reason, output_file, read_text
 from scripts.dify.envsecrets import is_secret_key
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -23,7 +24,23 @@ class Line:
     raw: str
     key: str | None = None
     value: str | None = None
-    literal: bool = False  # single-quoted: compose does not interpolate it
+    literal: bool = False  # single-quoted (or only $$ escapes): compose does not interpolate it
+
+
+class Raw(str):
+    """A value read from a file that remembers how it was written there (``token``, the text after ``=``):
+    :func:`format_value` writes it back byte for byte, so a value read and written again never changes (a
+    re-quoted or re-escaped value drifts: ``$`` doubled, quotes changed) and keeps what compose saw."""
+
+    token: str
+
+    def __new__(cls, value: str, token: str) -> Raw:
+        obj = super().__new__(cls, value)
+        obj.token = token
+        return obj
+
+    def __getnewargs__(self) -> tuple[str, str]:  # copy/deepcopy (dataclasses.asdict) and pickle keep the token
+        return str(self), self.token
 
 
 class EnvDict(dict):
@@ -34,6 +51,15 @@ class EnvDict(dict):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.literal = set()
+
+
+def _dollars(text: str) -> tuple[str, bool]:
+    """Compose interpolates unquoted and double-quoted values: ``$$`` is a literal ``$``, any other ``$`` starts a
+    reference. A value whose only ``$`` are ``$$`` pairs is decoded to its literal text (literal=True); one with a
+    reference stays raw (``resolve_all`` interpolates it, ``$$`` included)."""
+    if "$" not in text or "$" in text.replace("$$", ""):
+        return text, False
+    return text.replace("$$", "$"), True
 
 
 def parse_value(raw: str) -> tuple[str, bool]:
@@ -54,32 +80,37 @@ def parse_value(raw: str) -> tuple[str, bool]:
                 break
             out.append(ch)
             i += 1
-        return "".join(out), False
+        return _dollars("".join(out))
     cut = re.search(r"\s#", text)
     if cut:
         text = text[:cut.start()]
-    return text.strip(), False
+    return _dollars(text.strip())
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as compose splits them: at ``\n`` (a ``\r`` before it dropped), never at the other characters
+    ``str.splitlines`` breaks at (``\x0b``, ``\x85``, ``\u2028``...), which a value may hold."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def parse_lines(text: str) -> list[Line]:
     lines = []
-    for raw in text.splitlines():
+    for raw in split_lines(text):
         m = _ASSIGN.match(raw)
         if m and not raw.lstrip().startswith("#"):
             value, literal = parse_value(m.group(2))
-            lines.append(Line(raw, m.group(1), value, literal))
+            lines.append(Line(raw, m.group(1), Raw(value, m.group(2)), literal))
         else:
             lines.append(Line(raw))
     return lines
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AirgapError(f"{path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise AirgapError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
+    """The file's text; a UTF-8 byte order mark (Windows editors) is dropped, never taken as part of the first key."""
+    return read_text(path, "env file", "pass an existing UTF-8 KEY=VALUE file")
 
 
 def env_from_lines(lines: Iterable[Line]) -> EnvDict:
@@ -163,9 +194,12 @@ def resolve_value(env: Mapping[str, str], key: str, environ: Mapping[str, str] |
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     """Write ``text`` to ``path`` via a temp file in the same directory, chmod, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    path = output_file(path, "env file")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {os_reason(exc)}; pass a file in a directory you can write to") \
+            from None
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -183,7 +217,10 @@ _PLAIN = re.compile(r"^[^\s'\"#\\`$]*(?:[ ][^\s'\"#\\`$]+)*$")
 
 
 def format_value(key: str, value: str) -> str:
-    """A value as a dotenv literal. Secrets are quoted so compose never interpolates them."""
+    """A value as a dotenv literal. Secrets are quoted so compose never interpolates them. A value read from a
+    file (:class:`Raw`) is written as it was written there."""
+    if isinstance(value, Raw):
+        return value.token
     if _PLAIN.match(value) or (not is_secret_key(key) and "${" in value and "\n" not in value
                                and not re.search(r"['\"#\\`]", value)):
         return value

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from scripts.core.errors import AirgapError
+from scripts.core.errors import AirgapError, BadInput
 
 PROJECT_ENV_VAR = "DIFY_AIRGAP_PROJECT_DIR"
 COMPOSE_FILE = "docker-compose.yaml"
@@ -97,10 +97,14 @@ class ComposeProject:
                     if path.stat().st_size > MAX_COMPOSE_BYTES:
                         raise AirgapError(f"{path} is larger than {MAX_COMPOSE_BYTES >> 20} MiB: not a compose file")
                     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-                except (OSError, yaml.YAMLError) as exc:
-                    raise AirgapError(f"cannot read compose file {path}: {exc}") from None
-                if not isinstance(doc, dict):
-                    raise AirgapError(f"{path} is not a compose file (its top level is not a mapping)")
+                except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
+                    raise BadInput(f"cannot read compose file {path}: {exc}",
+                                   hint="pass Dify's docker/ directory of a release") from None
+                services = doc.get("services") if isinstance(doc, dict) else None
+                if not isinstance(doc, dict) or not isinstance(services or {}, dict) \
+                        or not all(isinstance(svc or {}, dict) for svc in (services or {}).values()):
+                    raise BadInput(f"{path} is not a compose file (its top level or its services are not a mapping)",
+                                   hint="pass Dify's docker/ directory of a release")
                 docs.append(doc)
             self._docs = docs
         return self._docs

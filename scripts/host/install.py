@@ -28,17 +28,20 @@ import filecmp
 import os
 import shutil
 import sys
+import tempfile
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from scripts.bundle.archive import materialize
+from scripts.bundle.archive import is_archive, materialize, unpack_for_dry_run
 from scripts.bundle.load import load_images
 from scripts.bundle.manifest import load_manifest
 from scripts.bundle.signature import TrustPolicy, open_verified
 from scripts.core.console import LOG
 from scripts.core.errors import AirgapError, ImageMissing
+from scripts.core.lock import hold
 from scripts.core.waiting import WaitTimeout
 from scripts.dify import deployment as dep
 from scripts.dify import stack
@@ -50,6 +53,7 @@ from scripts.host.doctor import selinux_mode
 
 STATE_DIR = ".dify-airgap"           # under the prefix: backups, previous example, history
 PODMAN_OVERRIDE = "podman.yaml"
+TMP_SUFFIX = ".dal-tmp"               # a file of docker/ being replaced (renamed over it when complete)
 
 
 @dataclass
@@ -139,6 +143,9 @@ def sync_tree(src: Path, dest: Path, backup_dir: Path, *, dry_run: bool, keep: t
         if path.is_dir() or any(rel.as_posix() == k or rel.as_posix().startswith(k + "/") for k in keep):
             continue
         target = dest / rel
+        tmp = target.with_name(f".{target.name}{TMP_SUFFIX}")
+        if not dry_run and tmp.is_file():
+            tmp.unlink()  # left by a copy that a kill interrupted
         if target.is_file() and filecmp.cmp(path, target, shallow=False):
             continue
         changed.append(rel.as_posix())
@@ -150,7 +157,6 @@ def sync_tree(src: Path, dest: Path, backup_dir: Path, *, dry_run: bool, keep: t
             saved = backup_dir / rel
             saved.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(target, saved)
-        tmp = target.with_name(f".{target.name}.dal-tmp")
         shutil.copy2(path, tmp)
         os.replace(tmp, target)
     return changed
@@ -239,7 +245,15 @@ class _Run:
 
 
 def install(opts: InstallOptions) -> InstallReport:
-    run = _open_run(opts)
+    """One install (or down, or restore) at a time per install root: ``PREFIX/.dify-airgap.lock``."""
+    with ExitStack() as cleanup:
+        if not opts.dry_run:  # a dry run reads only (and creates nothing, not even the prefix)
+            cleanup.enter_context(hold(opts.prefix.resolve(), "install root", "invoke install"))
+        return _install(opts, cleanup)
+
+
+def _install(opts: InstallOptions, cleanup: ExitStack) -> InstallReport:
+    run = _open_run(opts, cleanup)
     # 1. verify + preflight
     _verify_and_preflight(run)
     # 2. compose provider
@@ -263,19 +277,25 @@ def install(opts: InstallOptions) -> InstallReport:
     return run.report
 
 
-def _open_run(opts: InstallOptions) -> _Run:
+def _open_run(opts: InstallOptions, cleanup: ExitStack) -> _Run:
     prefix = opts.prefix.resolve()
     report = InstallReport(prefix)
     engine = Engine(opts.runtime, dry_run=opts.dry_run, env=dict(opts.engine_env))
     now = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     bundle = open_verified(opts.bundle, opts.trust, dry_run=opts.dry_run)  # step 1: verified before anything
+    if opts.dry_run and not bundle.is_dir() and is_archive(opts.bundle):
+        # a dry run unpacks nothing next to the archive: it plans from a temporary copy without the image parts,
+        # every member (the parts too) verified while it streams by
+        LOG.info("verifying %s (streamed; the images are not unpacked in a dry run)", opts.bundle)
+        bundle = unpack_for_dry_run(opts.bundle, cleanup.enter_context(tempfile.TemporaryDirectory(
+            prefix="dal-dry-run-")))
     manifest = load_manifest(bundle)
     key = preflight.bundle_key(bundle, manifest)
     return _Run(opts, prefix, report, engine, now, bundle, manifest, key)
 
 
 def _verify_and_preflight(run: _Run) -> None:
-    # the bundle was verified when it was opened (_open_run: open_verified)
+    # the bundle was verified when it was opened (_open_run: open_verified, or streamed for a dry-run archive)
     pre = preflight.run(run.engine, run.bundle, run.manifest, run.prefix, overrides=run.opts.overrides)
     print(pre.render())
     if not pre.ok:
@@ -484,6 +504,11 @@ def _env(opts: InstallOptions, bundle: Path, project: Path, env_path: Path, old_
 def down(prefix: Path, *, purge_data: bool = False, dry_run: bool = False, timeout: float = 300) -> list[str]:
     """Stop and remove the stack's containers; volumes and data stay unless ``purge_data``."""
     record = dep.load(prefix)
+    with nullcontext() if dry_run else hold(Path(prefix).resolve(), "install root", "invoke down"):
+        return _down(record, purge_data=purge_data, dry_run=dry_run, timeout=timeout)
+
+
+def _down(record: dep.Deployment, *, purge_data: bool, dry_run: bool, timeout: float) -> list[str]:
     engine = record.engine(dry_run=dry_run)
     args = ["down"]
     if purge_data:

@@ -31,6 +31,7 @@ from scripts.bundle.load import load_images
 from scripts.bundle.manifest import MANIFEST, load_manifest
 from scripts.core.console import LOG, table
 from scripts.core.errors import AirgapError, CommandFailed
+from scripts.core.inputs import output_dir
 from scripts.engine.client import Engine
 from scripts.engine.images import local_ref
 
@@ -136,8 +137,9 @@ def make_plan(bundle: Path, manifest: dict, registry: str, *, insecure: bool = F
                               f"push them to different --registry prefixes")
         seen[target] = image["ref"]
         items.append(PushItem(image["ref"], str(image.get("id") or ""), target, list(image.get("services") or [])))
+    output = output_dir(output or Path.cwd(), "--output", create=False)
     return PushPlan(bundle=bundle, registry=registry.strip().rstrip("/"), insecure=insecure, items=items,
-                    output=(output or Path.cwd()).resolve())
+                    output=output.resolve())
 
 
 def push_argv(engine: Engine, target: str, insecure: bool) -> list[str]:

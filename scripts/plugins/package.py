@@ -14,6 +14,7 @@ import requests
 import yaml
 
 from scripts.core.console import LOG, human_size
+from scripts.core.inputs import shape_problem
 from scripts.plugins.common import (
     _MARKET_REF,
     CACHE_ENV,
@@ -24,6 +25,7 @@ from scripts.plugins.common import (
     PluginError,
     UnsafeArchive,
 )
+from scripts.plugins.sign import package_errors
 
 # -------------------------------------------------------------------------------------------- sources
 
@@ -167,7 +169,7 @@ def safe_extract(package: str | os.PathLike, dest: str | os.PathLike, max_member
         zf = zipfile.ZipFile(package)
     except (zipfile.BadZipFile, OSError) as exc:
         raise PluginError(f"{package} is not a readable .difypkg (zip): {exc}") from None
-    with zf:
+    with zf, package_errors(package):
         members = check_members(zf, package.name, max_member, max_total)
         dest.mkdir(parents=True, exist_ok=True)
         root = dest.resolve()
@@ -218,6 +220,10 @@ def read_manifest(workdir: str | os.PathLike, source: str = "") -> Manifest:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise PluginError(f"{where}: manifest.yaml does not parse: {exc}") from None
+    problem = shape_problem(raw, {"?meta": (dict, type(None))}) or shape_problem(
+        raw.get("meta") or {}, {"?runner": (dict, type(None)), "?arch": (list, type(None))})
+    if problem:
+        raise PluginError(f"{where}: manifest.yaml is not a Dify plugin manifest ({problem})")
     meta = raw.get("meta") or {}
     runner = meta.get("runner") or {}
     manifest = Manifest(author=str(raw.get("author") or ""), name=str(raw.get("name") or ""),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.core.console import LOG, human_size, table
+from scripts.core.inputs import output_dir
 from scripts.dify.envsyntax import read_env, resolve_all
 from scripts.plugins import sign as plugin_sign
 from scripts.plugins.common import (
@@ -427,6 +428,9 @@ def repackage_many(pkgs: Sequence[str], out_dir: str | os.PathLike, *, python: s
     ``env``: Dify .env values, to say which size limits must be raised."""
     if not pkgs:
         raise PluginError("no plugin given; pass a .difypkg path, author/name:version, or a URL")
+    output_dir(out_dir, "--out", create=False)  # fail before any download, not after the work
+    if cache_dir:
+        output_dir(cache_dir, "--cache-dir", create=False)
     results = []
     for pkg in pkgs:
         results.append(repackage(pkg, out_dir, python=python, arch=arch, daemon_version=daemon_version,

@@ -20,7 +20,9 @@ import re
 import tempfile
 import time as _time
 import zipfile
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -29,8 +31,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from scripts.core.errors import AirgapError
+from scripts.core.errors import AirgapError, BadInput, UsageError
 from scripts.core.files import sha256_file
+from scripts.core.inputs import os_reason, output_dir
 
 VERIFICATION_FILE = ".verification.dify.json"
 DEFAULT_KEY_BITS = 4096
@@ -68,22 +71,38 @@ def generate_keypair(bits: int = DEFAULT_KEY_BITS) -> tuple[bytes, bytes]:
 
 def write_keypair(out_dir: str | os.PathLike, name: str = "dify-plugin-site", bits: int = DEFAULT_KEY_BITS,
                   force: bool = False) -> tuple[Path, Path]:
-    """Write ``NAME.private.pem`` (mode 0600) and ``NAME.public.pem`` into ``out_dir``; never overwrite silently."""
-    out = Path(out_dir)
+    """Write ``NAME.private.pem`` (mode 0600) and ``NAME.public.pem`` into ``out_dir``; never overwrite silently,
+    never write through a symbolic link (a dangling one would create the private key wherever it points)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise UsageError(f"--name {name!r} must be a plain file name stem (letters, digits, '.', '_', '-'): the keys "
+                         f"are written as NAME.private.pem and NAME.public.pem inside --out")
+    out = output_dir(out_dir, "key directory (--out)")
     private_path, public_path = out / f"{name}.private.pem", out / f"{name}.public.pem"
-    if not force:
-        for path in (private_path, public_path):
-            if path.exists():
-                raise SignatureError(f"{path} already exists; keep the existing key pair (packages signed with it "
-                                     f"verify only with it) or pass --force to replace it")
-    out.mkdir(parents=True, exist_ok=True)
+    for path in (private_path, public_path):
+        if path.is_symlink():
+            raise SignatureError(f"{path} is a symbolic link (to {os.readlink(path)}); refusing to write a key "
+                                 f"through it: remove the link or pass another --out/--name")
+        if path.exists() and (not force or not path.is_file()):
+            raise SignatureError(f"{path} already exists; keep the existing key pair (packages signed with it "
+                                 f"verify only with it) or pass --force to replace it" if path.is_file() else
+                                 f"{path} exists and is not a file; pass another --out/--name")
     private, public = generate_keypair(bits)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private)
-    os.chmod(private_path, 0o600)
-    public_path.write_bytes(public)
+    _write_key(private_path, private, 0o600, force)
+    _write_key(public_path, public, 0o644, force)
     return private_path, public_path
+
+
+def _write_key(path: Path, data: bytes, mode: int, replace: bool) -> None:
+    """Create ``path`` with ``mode`` (O_NOFOLLOW: a link planted meanwhile is refused, not followed)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if replace else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as exc:
+        raise SignatureError(f"cannot write {path}: {exc.strerror}; remove it (a link or a file appeared there) "
+                             f"or pass another --out") from None
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), mode)
+        fh.write(data)
 
 
 def _one_pem_block(path: Path, label: str) -> bytes:
@@ -164,9 +183,34 @@ def checksum_from_digests(digests: Iterable[tuple[str, bytes]]) -> str:
     return hashlib.sha256(buffer).hexdigest()
 
 
+def open_package(path: str | os.PathLike) -> zipfile.ZipFile:
+    """A `.difypkg` opened for reading; a missing, unreadable or non-ZIP file is a :class:`BadInput` naming it."""
+    path = Path(path)
+    fix = "pass the .difypkg file itself (re-download or re-copy it if it is damaged)"
+    if path.is_dir():
+        raise BadInput(f"plugin package {path} is a directory, not a .difypkg file", hint=fix)
+    try:
+        return zipfile.ZipFile(path)
+    except OSError as exc:
+        raise BadInput(f"cannot read plugin package {path}: {os_reason(exc)}", hint=fix) from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        raise BadInput(f"{path} is not a plugin package: not a readable ZIP archive ({exc}); it is empty, "
+                       f"truncated or another kind of file", hint=fix) from None
+
+
+@contextmanager
+def package_errors(path: str | os.PathLike) -> Iterator[None]:
+    """A damaged member (bad CRC, truncated deflate stream) read inside the block is a :class:`BadInput`."""
+    try:
+        yield
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise BadInput(f"{path} is damaged: a member cannot be read ({exc})",
+                       hint="re-download or re-copy the package") from None
+
+
 def package_checksum(path: str | os.PathLike) -> str:
     """The checksum of a `.difypkg` (over all entries, including the verification file, not the comment)."""
-    with zipfile.ZipFile(path) as zf:
+    with open_package(path) as zf, package_errors(path):
         return checksum_from_digests(entry_digests(zf))
 
 
@@ -273,7 +317,7 @@ def sign_package(path: str | os.PathLike, key_path: str | os.PathLike, out: str 
     verification file is replaced by a new one written last."""
     key = load_private_key(key_path)
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="dal-sign-") as tmp, zipfile.ZipFile(path) as zf:
+    with tempfile.TemporaryDirectory(prefix="dal-sign-") as tmp, open_package(path) as zf, package_errors(path):
         entries: list[tuple[str, Source]] = []
         for i, info in enumerate(zf.infolist()):
             if info.is_dir():
@@ -329,7 +373,7 @@ def verify_package(path: str | os.PathLike, public_keys: Sequence[str | os.PathL
     """Verify a package against the given public keys the way the daemon does (any key verifying is enough)."""
     path = Path(path)
     keys = [(Path(k), load_public_key(k)) for k in public_keys]
-    with zipfile.ZipFile(path) as zf:
+    with open_package(path) as zf, package_errors(path):
         digests = entry_digests(zf)
         checksum = checksum_from_digests(digests)
         found = read_signature(zf, path)

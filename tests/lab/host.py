@@ -13,6 +13,7 @@ Never run this on a production host: it installs packages and starts daemons.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -333,27 +334,43 @@ def make_busybox_image(engine: Engine, name: str, files: dict[str, str] | None =
         return import_rootfs(engine, busybox_rootfs(Path(tmp), files), name, changes)
 
 
+@contextmanager
+def _cache_lock(path: Path) -> Iterator[None]:
+    """One builder of a lab cache entry at a time, across processes (parallel test workers)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def debian_rootfs_tar(packages: Sequence[str] = (), suite: str = "bookworm",
                       mirror: str = "http://deb.debian.org/debian") -> Path:
-    """A cached tarball of a debootstrap minbase root with ``packages`` installed (lab root)."""
+    """A cached tarball of a debootstrap minbase root with ``packages`` installed (lab root).
+
+    Safe to call from parallel processes: the second waits for the first and takes its tarball."""
     key = "-".join([suite, *sorted(packages)]) if packages else suite
     cache = LAB_ROOT / "rootfs" / f"{key[:120]}.tar"
     if cache.exists():
         return cache
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="dal-deb-", dir=cache.parent))
-    try:
-        _sh(["debootstrap", "--variant=minbase", suite, str(root), mirror], timeout=1200)
-        if packages:
-            env = {"DEBIAN_FRONTEND": "noninteractive"}
-            _sh(["chroot", str(root), "apt-get", "install", "-y", "-q", "--no-install-recommends",
-                 *packages], env=env, timeout=1800)
-            _sh(["chroot", str(root), "apt-get", "clean"])
-        partial = cache.with_suffix(".partial")
-        _sh(["tar", "-C", str(root), "-cf", str(partial), "."], timeout=600)
-        partial.rename(cache)
-    finally:
-        subprocess_runner(["rm", "-rf", "--one-file-system", str(root)])
+    with _cache_lock(cache):
+        if cache.exists():
+            return cache
+        root = Path(tempfile.mkdtemp(prefix="dal-deb-", dir=cache.parent))
+        try:
+            _sh(["debootstrap", "--variant=minbase", suite, str(root), mirror], timeout=1200)
+            if packages:
+                env = {"DEBIAN_FRONTEND": "noninteractive"}
+                _sh(["chroot", str(root), "apt-get", "install", "-y", "-q", "--no-install-recommends",
+                     *packages], env=env, timeout=1800)
+                _sh(["chroot", str(root), "apt-get", "clean"])
+            partial = cache.with_suffix(f".partial-{os.getpid()}")
+            _sh(["tar", "-C", str(root), "-cf", str(partial), "."], timeout=600)
+            partial.rename(cache)
+        finally:
+            subprocess_runner(["rm", "-rf", "--one-file-system", str(root)])
     return cache
 
 
@@ -433,7 +450,9 @@ def ensure_dind_image(engine: Engine, name: str = DIND_IMAGE, packages: Sequence
     if engine.image_exists(name):
         return name
     tar = debian_rootfs_tar(packages, suite=suite)
-    engine.run(["import", "--change", 'CMD ["/bin/bash"]', str(tar), name], timeout=900)
+    with _cache_lock(tar.with_name(f"{tar.name}.import-{engine.runtime}")):
+        if not engine.image_exists(name):
+            engine.run(["import", "--change", 'CMD ["/bin/bash"]', str(tar), name], timeout=900)
     return name
 
 

@@ -939,8 +939,9 @@ def ensure_real_postgres(engine: Engine) -> bool:
 def warm(runtimes: Iterable[str]) -> dict[str, list[str]]:
     """Every image the integration tests run, in each engine, built BEFORE they start.
 
-    The stand-ins of every vendored release and the real PostgreSQL image. Tests running in parallel then
-    build nothing and remove nothing that another test uses (``present`` removes only what it built).
+    The stand-ins of every vendored release, the real PostgreSQL image and (docker) the DinD image. Tests
+    running in parallel then build nothing and remove nothing that another test uses (``present`` removes only
+    what it built).
     """
     done: dict[str, list[str]] = {}
     for runtime in runtimes:
@@ -949,6 +950,8 @@ def warm(runtimes: Iterable[str]) -> dict[str, list[str]]:
         build_standins(engine, images=refs)
         ensure_real_postgres(engine)
         done[runtime] = [*refs, PG_IMAGE]
+        if runtime == "docker":  # the Docker-in-Docker image of the air-gapped-host tests
+            done[runtime].append(lab.ensure_dind_image(engine))
     return done
 
 

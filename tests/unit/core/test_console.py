@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from scripts.core import console
 
@@ -28,6 +31,41 @@ def test_warn_goes_to_stderr_redacted(capsys):
     console.warn(["key another-secret leaked", "second"])
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == "warning: key *** leaked\nwarning: second\n"
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("PIP_MIRROR_URL=https://mirror-user:m1rr0r-pw@pypi.example.local/simple",
+     "PIP_MIRROR_URL=https://mirror-user:***@pypi.example.local/simple"),
+    ("redis://:r3dis-pw@redis:6379/1", "redis://:***@redis:6379/1"),                 # no user: still masked
+    ("uv pip compile --index-url 'https://u:p@ss:w0rd@idx/simple' x",                   # an @ in the password
+     "uv pip compile --index-url 'https://u:***@idx/simple' x"),
+    ('{"url": "https://bob:pw@host:8443/x?next=a@b"}', '{"url": "https://bob:***@host:8443/x?next=a@b"}'),
+    ("--marketplace-url HTTPS://Me:Pw@market.local", "--marketplace-url HTTPS://Me:***@market.local"),
+    ("two: http://a:1@h1/ and ftp://b:2@h2", "two: http://a:***@h1/ and ftp://b:***@h2"),
+])
+def test_redact_masks_url_passwords_and_keeps_the_user(text, shown):
+    assert console.redact(text) == shown
+
+
+@pytest.mark.parametrize("text", ["http://user@host:8080/", "http://host:8080/a:b@c", "git@github.com:o/r.git",
+                                  "no url: a:b@c", "mailto:x@y"])
+def test_redact_leaves_urls_without_a_password(text):
+    assert console.redact(text) == text
+
+
+def test_log_records_are_redacted(capsys):
+    for handler in list(console.LOG.handlers):   # bind the handler to this test's captured stderr
+        console.LOG.removeHandler(handler)
+    console.setup_logging(verbose=True)
+    try:
+        console.LOG.info("downloading %s", "https://u:l0g-pw@market.local/x.difypkg")
+        console.LOG.debug("$ %s", "uv pip compile --index-url https://u:l0g-pw@idx/simple")
+    finally:
+        for handler in list(console.LOG.handlers):
+            console.LOG.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "l0g-pw" not in err and err.count("u:***@") == 2
+    assert logging.getLogger("dify_airgap") is console.LOG
 
 
 def pytest_fail(message: str) -> str:

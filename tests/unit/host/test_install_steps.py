@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 
 import pytest
 import yaml
 
-from scripts.bundle import signature
+from scripts.bundle import archive, signature
 from scripts.core.errors import AirgapError, ImageMissing
 from scripts.dify import deployment as dep
 from scripts.engine.client import Engine, Result
 from scripts.host import install as installer
 from scripts.plugins import sign
-from tests.unit.bundle.bundles import build_bundle
+from tests.unit.bundle.bundles import NAME, build_bundle
 
 COMPOSE = """\
 services:
@@ -276,3 +277,19 @@ def test_install_refuses_a_planted_file_before_copying_anything(tmp_path):
     with pytest.raises(AirgapError, match="docker/docker-compose.override.yaml"):
         installer.install(opts)
     assert not (tmp_path / "opt").exists()
+
+
+def test_dry_run_on_an_archive_plans_from_it_and_unpacks_nothing(tmp_path):
+    """`install --dry-run NAME.tar` used to read NAME/manifest.json next to the archive, which a dry run never
+    unpacks (FileNotFoundError): it now plans from a temporary copy without the image parts, verified."""
+    out = tmp_path / "out"
+    archive.write_archive(build_bundle(tmp_path / "src"), out)
+    opts = installer.InstallOptions(bundle=out / f"{NAME}.tar", runtime="docker", prefix=tmp_path / "prefix",
+                                    dry_run=True)
+    with ExitStack() as cleanup:
+        run = installer._open_run(opts, cleanup)
+        assert run.bundle.name == NAME and (run.bundle / "docker" / ".env.example").is_file()
+        assert run.key.startswith(f"{NAME}@")
+    assert not run.bundle.exists()                                   # the temporary copy is gone
+    assert sorted(p.name for p in out.iterdir()) == [f"{NAME}.tar", f"{NAME}.tar.SHA256SUMS"]
+    assert not (tmp_path / "prefix").exists()
