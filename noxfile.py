@@ -38,7 +38,7 @@ def lab(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit tests, then integration tests against real docker and podman (lab started first)."""
+    """Unit tests, then integration AND end-to-end tests against real docker and podman (lab started first)."""
     _install(session)
     if _lab_possible():
         session.run("python", "-m", "tests.lab.host", "up")
@@ -48,16 +48,17 @@ def tests(session: nox.Session) -> None:
         session.run("pytest", *session.posargs)
         return
     # coverage of the unit run (no engine), reported in the CI output
-    session.run("pytest", "tests", "-q", "-m", "not integration and not e2e", "--cov=scripts",
+    session.run("pytest", "tests", "-q", "-m", "not integration and not e2e", "-n", "2", "--cov=scripts",
                 "--cov-report=term:skip-covered")
     if _lab_possible():  # every image the tests run, built once before they start: parallel tests share them
         session.run("python", "-m", "tests.lab.standins", "warm")
-    # Integration tests mostly WAIT (stacks starting, health checks): N files at a time on separate workers
-    # (each test has its own names, ports and storage). --durations: where CI time goes (budget: the whole
-    # .ci/run under 30 min on a fresh machine). DIFY_AIRGAP_TEST_WORKERS=1 runs them one by one.
-    workers = os.environ.get("DIFY_AIRGAP_TEST_WORKERS", "3")
-    session.run("pytest", "tests", "-m", "integration and not e2e", "--durations=15",
-                *(["-n", workers, "--dist", "loadfile"] if workers != "1" else []))
+    # Integration AND end-to-end tests mostly WAIT (stacks starting, health checks): they run N at a time on
+    # separate workers (each test has its own names, ports, storage, registry and DinD container); a module
+    # whose tests share a costly fixture keeps them on one worker (xdist_group). --durations: where CI time goes
+    # (budget: the whole .ci/run under 30 min on a fresh machine). DIFY_AIRGAP_TEST_WORKERS=1: one by one.
+    workers = os.environ.get("DIFY_AIRGAP_TEST_WORKERS", "4")
+    session.run("pytest", "tests", "-m", "integration", "--durations=15",
+                *(["-n", workers, "--dist", "loadgroup"] if workers != "1" else []))
 
 
 @nox.session

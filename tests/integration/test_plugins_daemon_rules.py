@@ -22,7 +22,8 @@ from scripts.plugins.daemon import Target
 from ..conftest import IN_CI
 from .difypkg import make_difypkg
 
-pytestmark = pytest.mark.integration
+#: one worker for the module: its fixtures download and build wheel caches once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("plugins_daemon_rules")]
 
 # Small wheels: two pure-Python, one binary (cp312 manylinux).
 DEPS = ["six==1.17.0", "orjson==3.10.18", "idna==3.10"]

@@ -21,7 +21,8 @@ from scripts.plugins.daemon import Target
 from ..conftest import IN_CI
 from .difypkg import make_difypkg
 
-pytestmark = pytest.mark.integration
+#: one worker for the module: its fixtures download and build wheel caches once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("plugins_offline")]
 
 @pytest.fixture(scope="session", autouse=True)
 def _needs_isolation():

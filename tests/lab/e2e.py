@@ -45,6 +45,15 @@ PODMAN_PACKAGES = ("podman", "crun", "netavark", "aardvark-dns", "iptables", "py
                    "ca-certificates", "procps", "iproute2")
 
 
+def gap_images(python: str = GAP_PYTHON) -> dict[str, tuple[str, Sequence[str], str]]:
+    """runtime -> (image, packages, suite) of the air-gapped container (built by ``ensure_dind_image``)."""
+    from tests.lab import host as lab
+
+    suite = SUITES[python]
+    return {"docker": (f"{lab.DIND_IMAGE.rsplit(':', 1)[0]}:{suite}", lab.DIND_PACKAGES, suite),
+            "podman": (f"{PODMAN_IMAGE.rsplit(':', 1)[0]}:{suite}", PODMAN_PACKAGES, suite)}
+
+
 # --- the air-gapped container ---------------------------------------------------------------------
 
 @dataclass
@@ -66,15 +75,13 @@ class GapContainer:
         if suite is None:
             raise AirgapError(f"no air-gapped test image with Python {self.python} (have: {', '.join(SUITES)}); "
                               f"make the bundle with --target-python {GAP_PYTHON} for the rehearsal")
+        image, packages, _ = gap_images(self.python)[self.runtime]
+        image = lab.ensure_dind_image(self.outer, image, packages, suite=suite)
         if self.runtime == "docker":
-            image = lab.ensure_dind_image(self.outer, f"{lab.DIND_IMAGE.rsplit(':', 1)[0]}:{suite}",
-                                          lab.DIND_PACKAGES, suite=suite)
             start = ("mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null || true; "
                      "exec dockerd --iptables=false --bridge=none >/var/log/dockerd.log 2>&1")
             storage = ["--tmpfs", "/var/lib/docker:exec,dev,suid"]
         else:
-            image = lab.ensure_dind_image(self.outer, f"{PODMAN_IMAGE.rsplit(':', 1)[0]}:{suite}",
-                                          PODMAN_PACKAGES, suite=suite)
             start = ("mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null || true; "
                      "mkdir -p /etc/containers/containers.conf.d; "
                      # cgroups disabled: crun's cgroup-v2 device eBPF program needs RLIMIT_MEMLOCK raised, which

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -937,12 +938,22 @@ def ensure_real_postgres(engine: Engine) -> bool:
 
 
 def warm(runtimes: Iterable[str]) -> dict[str, list[str]]:
-    """Every image the integration tests run, in each engine, built BEFORE they start.
+    """Every image the integration and e2e tests run, in each engine, built BEFORE they start.
 
-    The stand-ins of every vendored release, the real PostgreSQL image and (docker) the DinD image. Tests
-    running in parallel then build nothing and remove nothing that another test uses (``present`` removes only
-    what it built).
+    The stand-ins of every vendored release, the real PostgreSQL image and (docker) the DinD images of the
+    tests and of the air-gapped container. Tests running in parallel then build nothing and remove nothing
+    that another test uses (``present`` removes only what it built). On a fresh machine the debootstrap roots
+    are made side by side first (downloads and dpkg: mostly waiting).
     """
+    from tests.lab import e2e  # local: e2e imports this module
+
+    runtimes = list(runtimes)
+    gap = list(e2e.gap_images().values()) if "docker" in runtimes else []
+    roots = [(PG_PACKAGES, "bookworm"), *(((lab.DIND_PACKAGES, "bookworm"),) if "docker" in runtimes else ()),
+             *((packages, suite) for _, packages, suite in gap)]
+    roots = list(dict.fromkeys((tuple(packages), suite) for packages, suite in roots))
+    with ThreadPoolExecutor(max_workers=len(roots)) as pool:
+        list(pool.map(lambda root: lab.debian_rootfs_tar(root[0], suite=root[1]), roots))
     done: dict[str, list[str]] = {}
     for runtime in runtimes:
         engine = Engine(runtime)
@@ -950,8 +961,10 @@ def warm(runtimes: Iterable[str]) -> dict[str, list[str]]:
         build_standins(engine, images=refs)
         ensure_real_postgres(engine)
         done[runtime] = [*refs, PG_IMAGE]
-        if runtime == "docker":  # the Docker-in-Docker image of the air-gapped-host tests
+        if runtime == "docker":  # the Docker-in-Docker images: the tests' and the air-gapped container's
             done[runtime].append(lab.ensure_dind_image(engine))
+            done[runtime] += [lab.ensure_dind_image(engine, image, packages, suite=suite)
+                              for image, packages, suite in gap]
     return done
 
 
