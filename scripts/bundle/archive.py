@@ -415,13 +415,8 @@ def materialize(path: str | os.PathLike, dest_parent: str | os.PathLike | None =
     LOG.info("unpacking %s into %s", stem.name, final)
 
     def write(rel, member, chunks, entry, where, report):
-        target = staging / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as out:
-            for block in chunks:
-                out.write(block)
-                yield block
-        target.chmod(0o755 if member.mode & 0o111 else 0o644)
+        yield from _copy_out(staging / rel, chunks)
+        (staging / rel).chmod(0o755 if member.mode & 0o111 else 0o644)
 
     try:
         _, _, report = _walk(path, lambda *a: write(*a))
@@ -441,6 +436,15 @@ def materialize(path: str | os.PathLike, dest_parent: str | os.PathLike | None =
     return final
 
 
+def _copy_out(path: Path, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Write a member's blocks to ``path`` while passing each on (the caller hashes them)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        for block in chunks:
+            out.write(block)
+            yield block
+
+
 def unpack_for_dry_run(path: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """``dest/NAME``: an archive's bundle WITHOUT its image parts (a dry run plans from it; ``dest`` is a temporary
     directory). Every member is still checked against the manifest as it streams by, the parts included."""
@@ -450,15 +454,7 @@ def unpack_for_dry_run(path: str | os.PathLike, dest: str | os.PathLike) -> Path
     target = Path(dest) / root
 
     def write(rel, member, chunks, entry, where, report):
-        if rel in parts:
-            yield from chunks
-            return
-        out_path = target / rel
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(out_path, "wb") as out:
-            for block in chunks:
-                out.write(block)
-                yield block
+        yield from (chunks if rel in parts else _copy_out(target / rel, chunks))
 
     _, _, report = _walk(path, lambda *a: write(*a))
     if not report.ok:
