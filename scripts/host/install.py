@@ -31,9 +31,10 @@ from pathlib import Path
 
 import yaml
 
-from scripts.bundle.archive import materialize
+from scripts.bundle.archive import is_archive, materialize, planning_view
+from scripts.bundle.archive import verify as verify_any
 from scripts.bundle.load import load_images
-from scripts.bundle.manifest import load_manifest, verify
+from scripts.bundle.manifest import load_manifest
 from scripts.core.console import LOG
 from scripts.core.errors import AirgapError, ImageMissing
 from scripts.core.waiting import WaitTimeout
@@ -235,7 +236,15 @@ class _Run:
 
 
 def install(opts: InstallOptions) -> InstallReport:
-    run = _open_run(opts)
+    """A dry run of an ARCHIVE plans from its manifest and small files (``planning_view``): nothing unpacked."""
+    if opts.dry_run and is_archive(opts.bundle):
+        with planning_view(opts.bundle) as view:
+            return _install(opts, view)
+    return _install(opts, None)
+
+
+def _install(opts: InstallOptions, view: Path | None) -> InstallReport:
+    run = _open_run(opts, view)
     # 1. verify + preflight
     _verify_and_preflight(run)
     # 2. compose provider
@@ -259,20 +268,21 @@ def install(opts: InstallOptions) -> InstallReport:
     return run.report
 
 
-def _open_run(opts: InstallOptions) -> _Run:
+def _open_run(opts: InstallOptions, view: Path | None = None) -> _Run:
     prefix = opts.prefix.resolve()
     report = InstallReport(prefix)
     engine = Engine(opts.runtime, dry_run=opts.dry_run, env=dict(opts.engine_env))
     now = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    bundle = open_bundle(opts.bundle, dry_run=opts.dry_run)
+    bundle = view or open_bundle(opts.bundle, dry_run=opts.dry_run)
     manifest = load_manifest(bundle)
     key = preflight.bundle_key(bundle, manifest)
     return _Run(opts, prefix, report, engine, now, bundle, manifest, key)
 
 
 def _verify_and_preflight(run: _Run) -> None:
-    LOG.info("verifying %s", run.bundle)
-    checked = verify(run.bundle, deep=True)
+    source = run.opts.bundle if is_archive(run.opts.bundle) and run.opts.dry_run else run.bundle
+    LOG.info("verifying %s", source)
+    checked = verify_any(source, deep=True)  # a dry run reads the archive as a stream, unpacking nothing
     if not checked.ok:
         raise AirgapError(f"the bundle does not verify; nothing was changed:\n{checked.render()}")
     pre = preflight.run(run.engine, run.bundle, run.manifest, run.prefix, overrides=run.opts.overrides)
