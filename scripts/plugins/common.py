@@ -26,7 +26,16 @@ DEFAULT_NGINX_BODY = "100M"
 # Limits when reading untrusted packages (zip bombs): per member and in total, uncompressed.
 MAX_MEMBER_SIZE = 1 << 30
 MAX_TOTAL_SIZE = 4 << 30
+MAX_MEMBERS = 100_000
+# Limits for a package's manifest.yaml (a real one is a few KB): bytes, nodes, nesting.
+MAX_YAML_SIZE = 1 << 20
+MAX_YAML_NODES = 20_000
+MAX_YAML_DEPTH = 64
 DEP_FILES = ("requirements.txt", "pyproject.toml", "uv.lock")
+# A package's own resolver/installer configuration: ignored when resolving, never shipped (uv reads uv.toml and
+# .python-version(s) from the plugin folder, pip its pip.conf inside a venv; a shipped .venv would be used as is).
+RESOLVER_CONFIG = ("uv.toml", ".python-version", ".python-versions", "pip.conf", "pip.ini", ".pip", ".venv",
+                   ".uv")
 _MARKET_REF = re.compile(r"^(?P<author>[a-z0-9_-]{1,64})/(?P<name>[a-z0-9_-]{1,128}):"
                          r"(?P<version>\d{1,4}(?:\.\d{1,4}){1,3}(?:-\w{1,16})?)(?:@[a-f0-9]{32,64})?$")
 _INDEX_OPTION = re.compile(r"^\s*(-i|--index-url|--extra-index-url|--find-links|-f|--no-index|--trusted-host|"
