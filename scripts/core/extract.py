@@ -22,7 +22,7 @@ import os
 import re
 import stat
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -168,7 +168,7 @@ class CappedReader:
 
 # --- tar archives restored by GNU tar (backups, snapshots) ------------------------------------------
 
-def _checked_parents(rel: PurePosixPath, dest: Path, links: set[PurePosixPath], seen_dirs: set[PurePosixPath],
+def _checked_parents(rel: PurePosixPath, dest: Path, links: Container[PurePosixPath], seen_dirs: set[PurePosixPath],
                      name: str, where: str) -> None:
     """No parent of ``rel`` is a link of the archive, nor a link on disk below ``dest`` (existing tree)."""
     for parent in [*reversed(rel.parents)][1:]:
@@ -187,12 +187,15 @@ def _checked_parents(rel: PurePosixPath, dest: Path, links: set[PurePosixPath], 
 def check_tar_members(members: Iterable[tarfile.TarInfo], dest: Path, where: str, max_total: int) -> int:
     """Refuse, by name, what GNU tar would otherwise extract as root: devices and FIFOs, sparse files,
     setuid/setgid files, absolute names or ``..``, members below a link, hard links to anything but an
-    earlier regular file, declared sizes beyond ``max_total``. Returns the member count.
+    earlier regular file, declared sizes beyond ``max_total``, and links that lead out of ``dest``.
+    Returns the member count.
 
-    Links themselves may point anywhere (a plugin venv's ``bin/python -> /usr/local/bin/python3.12`` is
-    meant for the container), since nothing is ever written through one.
+    A link out of the tree is refused (a bind-mount source such as ``volumes/app/storage -> /`` would hand
+    the host to a container), except an ABSOLUTE one inside a ``bin/`` directory: a plugin venv's
+    ``bin/python -> /usr/local/bin/python3.12`` is meant for the container. Links are resolved at the end,
+    all together, the way they will be on disk (through each other and through links already in ``dest``).
     """
-    links: set[PurePosixPath] = set()
+    links: dict[PurePosixPath, str] = {}
     files: set[PurePosixPath] = set()
     seen_dirs: set[PurePosixPath] = set()
     total = count = 0
@@ -208,9 +211,52 @@ def check_tar_members(members: Iterable[tarfile.TarInfo], dest: Path, where: str
         if member.islnk() and member_path(member.linkname, where) not in files:
             raise AirgapError(f"{where}: member {member.name!r} is a hard link to {member.linkname!r}, which is "
                               f"not an earlier regular file of the archive: refusing it")
-        (links if member.issym() else seen_dirs if member.isdir() else files).add(rel)
+        if member.issym():
+            links[rel] = member.linkname
+        elif member.isdir():
+            seen_dirs.add(rel)
+        else:
+            files.add(rel)
         total += member.size
+    for rel, linkname in links.items():
+        way_out = _resolve_link(rel, links, dest)
+        if way_out == "..":
+            raise AirgapError(f"{where}: member {rel.as_posix()!r} is a link to {linkname!r}, which leads out of "
+                              f"the restored tree: refusing it")
+        if way_out == "/" and rel.parent.name != "bin":
+            raise AirgapError(f"{where}: member {rel.as_posix()!r} is a link to {linkname!r}, outside the restored "
+                              f"tree (only a venv's bin/ may link to absolute paths): refusing it")
     return count
+
+
+def _resolve_link(rel: PurePosixPath, links: dict[PurePosixPath, str], dest: Path) -> str:
+    """How link ``rel`` resolves: "" inside the tree, "/" through an absolute link, ".." above the root."""
+    todo = [*reversed(PurePosixPath(links[rel]).parts)]
+    if todo and todo[-1] == "/":
+        return "/"
+    current = list(rel.parent.parts)
+    for _ in range(4096):  # components and link expansions: a loop of links ends here
+        if not todo:
+            return ""
+        part = todo.pop()
+        if part == "..":
+            if not current:
+                return ".."
+            current.pop()
+            continue
+        if part in (".", ""):
+            continue
+        current.append(part)
+        here = PurePosixPath(*current)
+        target = links.get(here)
+        if target is None and (dest.joinpath(*current)).is_symlink():
+            target = os.readlink(dest.joinpath(*current))
+        if target is not None:
+            if target.startswith("/"):
+                return "/"
+            current.pop()
+            todo.extend(reversed(PurePosixPath(target).parts))
+    return ".."
 
 
 def _tar_member_problem(member: tarfile.TarInfo, room: int) -> str | None:

@@ -41,6 +41,7 @@ from scripts.bundle.load import load_images
 from scripts.bundle.manifest import (
     FORMAT_VERSION,
     MANIFEST,
+    SUMS,
     PartsReader,
     file_entry,
     load_manifest,
@@ -53,6 +54,7 @@ from scripts.core.errors import AirgapError
 from scripts.core.files import PartWriter
 from scripts.core.waiting import wait_until
 from scripts.data import stackdata as sd
+from scripts.data import untrusted
 from scripts.dify import deployment
 from scripts.dify.project import COMPOSE_FILE
 from scripts.engine.client import Engine
@@ -95,7 +97,7 @@ def compress_command(argv: Sequence[str], directory: Path, name: str, env: dict 
     """Run ``argv`` and write its stdout zstd-compressed to ``directory/name`` (hashed while written)."""
 
     LOG.info("+ %s | zstd > %s%s", sd.redact_argv(argv), name, f"   # {what}" if what else "")
-    writer = PartWriter(directory, name, None)
+    writer = PartWriter(directory, name, None, mode=0o600)  # dumps and .env: owner only
     try:
         with zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(writer, closefd=False) as sink:
             raw = stream_out(argv, sink, env=env)
@@ -131,12 +133,23 @@ def archive_dir(src: Path, directory: Path, name: str) -> dict:
 
 
 def open_archive(root: Path, entry: dict):
-    """The decompressed stream of an archive listed in a manifest (parts read in order)."""
-    return zstandard.ZstdDecompressor().stream_reader(PartsReader(root, entry["parts"]), read_size=1 << 20)
+    """The decompressed stream of an archive listed in a manifest (parts read in order), refused beyond the
+    uncompressed size the manifest declares (a decompression bomb)."""
+    return untrusted.capped(zstandard.ZstdDecompressor().stream_reader(PartsReader(root, entry["parts"]),
+                                                                       read_size=1 << 20), entry)
 
 
-def extract_archive(root: Path, entry: dict, dest: Path, compare: bool = True) -> None:
-    """Extract into ``dest`` (created), then compare the result with the archive (tar --compare)."""
+def check_archive(root: Path, entry: dict, dest: Path) -> None:
+    """Every member of the archive checked for ``dest`` (:func:`untrusted.check_members`), nothing written."""
+    with open_archive(root, entry) as stream:
+        untrusted.check_members(stream, dest, entry)
+
+
+def extract_archive(root: Path, entry: dict, dest: Path, compare: bool = True, checked: bool = False) -> None:
+    """Check every member (unless ``checked`` already), extract into ``dest`` (created) as root with numeric
+    owners, then compare the result with the archive (tar --compare)."""
+    if not checked:
+        check_archive(root, entry, dest)
     dest.mkdir(parents=True, exist_ok=True)
     LOG.info("+ zstd -dc %s | %s", entry["path"], shlex.join(tar_extract_argv(dest)))
     with open_archive(root, entry) as stream:
@@ -166,11 +179,14 @@ def staging(output: Path, name: str) -> Iterator[Path]:
         LOG.info("removing an unfinished earlier attempt: %s", partial)
         shutil.rmtree(partial)
     partial.mkdir(mode=0o700)
+    partial.chmod(0o700)  # database dumps and .env inside: the owner only
     try:
         yield partial
         if not (partial / MANIFEST).is_file():
             raise AirgapError(f"internal: no {MANIFEST} written in {partial}")
         (partial / COMPLETE).write_text(f"complete {_dt.datetime.now(_dt.timezone.utc).isoformat()}\n")
+        for path in partial.iterdir():
+            path.chmod(0o600)
         partial.rename(final)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -207,6 +223,7 @@ def verify_dir(path: str | os.PathLike, kind: str) -> tuple[Path, dict]:
     manifest = load_manifest(root)
     if manifest.get("kind") != kind:
         raise AirgapError(f"{root} holds a {manifest.get('kind') or 'bundle'}, not a {kind}")
+    untrusted.check_manifest_files(root, manifest, kind)  # before a listed path is hashed or read
     report = verify(root, deep=True)
     if not report.ok:
         raise AirgapError(f"{kind} {root} is damaged, refusing to restore it:\n{report.render()}")
@@ -467,8 +484,9 @@ def add_to_bundle(snapshot_dir: str | os.PathLike, staging_dir: Path) -> dict:
     root, manifest = verify_dir(snapshot_dir, KIND)
     dest = staging_dir / "daemon-snapshot"
     dest.mkdir(parents=True, exist_ok=True)
+    names = {e["path"] for e in manifest["files"]} | {MANIFEST, SUMS, COMPLETE}  # verified files only, no link
     for path in sorted(root.iterdir()):
-        if path.is_file():
+        if path.name in names and path.is_file() and not path.is_symlink():
             try:
                 os.link(path, dest / path.name)
             except OSError:
@@ -624,20 +642,22 @@ def restore_daemon(engine: Engine, snapshot: str | os.PathLike, stack: sd.Stack,
     """Verify, load the image, restore storage and DB rows, point compose at the image, restart, check."""
     root, manifest = verify_dir(snapshot, KIND)
     ref = manifest["images"][0]["ref"]
-    volume_target = stack.project_dir / manifest["volume"].get("target", VOLUME)
+    volume_target = untrusted.restore_target(stack.project_dir, stack.prefix, manifest["volume"].get("target", VOLUME),
+                                             f"snapshot {root}")
     if engine.dry_run:
         print(f"[dry-run] load {ref} from {root / IMAGE_ARCHIVE}; stop and remove {SERVICE}; restore "
               f"{volume_target} and database {manifest['database']['name']}; restart {SERVICE}")
         write_override(stack, ref, root.name, dry_run=True)
         return {"image": ref, "dry_run": True}
 
+    stamp = now_stamp()
+    restoring = volume_target.with_name(f".{volume_target.name}.restoring-{stamp}")
+    check_archive(root, manifest["volume"], restoring)  # refused before anything is loaded or stopped
     load_images(engine, root, manifest)
     LOG.info("stopping %s", SERVICE)
     remove_service_containers(engine, stack, SERVICE)
-    stamp = now_stamp()
-    restoring = volume_target.with_name(f".{volume_target.name}.restoring-{stamp}")
     try:
-        extract_archive(root, manifest["volume"], restoring)
+        extract_archive(root, manifest["volume"], restoring, checked=True)
     except BaseException:
         shutil.rmtree(restoring, ignore_errors=True)
         raise
