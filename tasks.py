@@ -316,9 +316,9 @@ def preflight(c, path, runtime=None, prefix="/opt/dify", set_=None, json_=False)
     """Can this host run this bundle? Disk, ports, engine, compose, architecture, SELinux: pass/warn/fail."""
 
     engine = engine_for(c, runtime)
-    bundle_dir = installer.open_bundle(Path(path))
-    report = preflights.run(engine, bundle_dir, manifest.load_manifest(bundle_dir), Path(prefix),
-                        overrides=parse_overrides(set_ or []))
+    with archive.planning_view(Path(path)) as bundle_dir:  # an archive: its manifest and docker/, no images
+        report = preflights.run(engine, bundle_dir, manifest.load_manifest(bundle_dir), Path(prefix),
+                                overrides=parse_overrides(set_ or []))
     _emit(json_, report.to_dict(), report.render, ok=report.ok)
 
 

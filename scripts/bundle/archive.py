@@ -2,7 +2,8 @@
 
 Design: a plain (uncompressed) POSIX tar whose members are the bundle's files, in this order:
 ``NAME/manifest.json`` first, then ``NAME/manifest.json.sig`` when the bundle is signed, then
-``NAME/SHA256SUMS``, then every file the manifest lists, in the manifest's order. The images inside are
+``NAME/SHA256SUMS``, then the small files a preflight reads (``docker/``, ``env-templates/``,
+``compose-overrides/``), then every other file the manifest lists, in the manifest's order. The images inside are
 already compressed, so the tar adds nothing but headers. Because the manifest (and its signature:
 :func:`read_head`) comes first, the archive is checked and inspected as a STREAM, member by member
 (sha256 against the manifest), without unpacking anything. With ``--chunk-size`` the tar itself is
@@ -11,8 +12,11 @@ and ``NAME.tar.SHA256SUMS`` next to it lists every archive file for ``sha256sum 
 is named and can be re-copied alone.
 
 :func:`materialize` turns an archive into a bundle directory (safe extraction: no absolute paths,
-no ``..``, no links or devices, every file hashed against the manifest while it is written), or
-returns the directory itself when given one. Install and push call it.
+no ``..``, no links or devices, declared sizes checked against the manifest, every file hashed against the
+manifest while it is written; an existing directory it did not make is never replaced), or returns the
+directory itself when given one. Install and push call it. :func:`planning_view` gives the small files
+(manifest, ``docker/``, env-templates, compose-overrides) of an archive for a preflight or a dry run, in a
+temporary directory, without unpacking the images.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ import os
 import re
 import shutil
 import tarfile
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from scripts.bundle.manifest import (
     MANIFEST,
     SIGNATURE,
     SUMS,
+    UNPACKED_MARKER,
     Problem,
     VerifyReport,
     check_manifest,
@@ -39,6 +46,7 @@ from scripts.bundle.manifest import (
 from scripts.bundle.manifest import verify as verify_directory
 from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError, BadInput
+from scripts.core.extract import SafeTree
 from scripts.core.files import PartWriter, sha256_file
 from scripts.core.inputs import parse_json
 
@@ -47,6 +55,11 @@ SUMS_SUFFIX = ".SHA256SUMS"
 _PART = re.compile(r"^(?P<stem>.+\.tar)\.part-(?P<n>\d{3,})$")
 READ_CHUNK = 1 << 20
 SIGNATURE_MAX = 16384  # a 4096-bit RSA signature is 512 bytes: anything much larger is not one
+#: A manifest larger than this is refused before it is read (a real one is a few hundred KB).
+MAX_MANIFEST_SIZE = 16 << 20
+#: What a preflight or a dry-run install reads from a bundle besides its manifest (small files); the archive
+#: holds them right after the manifest (and its signature), so reading them never reaches the images.
+PLAN_DIRS = ("docker/", "env-templates/", "compose-overrides/")
 
 
 # --- names ---------------------------------------------------------------------------------------
@@ -155,7 +168,10 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict, str, bytes]:
             root, rel = _split_member(member, None)
             if rel != MANIFEST or not member.isfile():
                 break
-            raw = tar.extractfile(member).read()
+            if member.size > MAX_MANIFEST_SIZE:
+                raise BadInput(f"{stem}: member {member.name!r} declares {member.size} bytes, over the "
+                               f"{MAX_MANIFEST_SIZE}-byte limit of a manifest: refusing the archive")
+            raw = tar.extractfile(member).read(MAX_MANIFEST_SIZE + 1)
             data = parse_json(raw, f"{stem}: the manifest inside", "re-copy the archive")
             return check_manifest(data, f"{stem}: {root}/{MANIFEST}"), root, raw
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -202,9 +218,12 @@ def _tarinfo(path: Path, arcname: str) -> tarfile.TarInfo:
 
 
 def member_order(bundle: Path, manifest: dict) -> list[str]:
-    """manifest.json, its signature (when signed: read by :func:`read_head`), SHA256SUMS, then every listed file."""
+    """manifest.json, its signature (when signed: read by :func:`read_head`), SHA256SUMS, the small files a
+    preflight reads (PLAN_DIRS), then the rest in manifest order: :func:`planning_view` stops before the images."""
     signature = [SIGNATURE] if (bundle / SIGNATURE).is_file() else []
-    return [MANIFEST, *signature, SUMS, *(e["path"] for e in manifest["files"])]
+    paths = [e["path"] for e in manifest["files"]]
+    return [MANIFEST, *signature, SUMS, *(p for p in paths if p.startswith(PLAN_DIRS)),
+            *(p for p in paths if not p.startswith(PLAN_DIRS))]
 
 
 def write_archive(bundle: Path, output: Path, chunk_size: int | None = None) -> dict:
@@ -342,6 +361,10 @@ def _walk(path: str | os.PathLike, on_file) -> tuple[dict, str, VerifyReport]:
                 continue
             seen.add(rel)
             report.checked += 1
+            declared = _declared_problem(member, rel, entry, where)
+            if declared:
+                report.problems.append(declared)
+                continue
             digest = hashlib.sha256()
             size = 0
             for block in on_file(rel, member, _chunks(tar, member), entry, where, report):
@@ -360,6 +383,18 @@ def _walk(path: str | os.PathLike, on_file) -> tuple[dict, str, VerifyReport]:
         if rel not in seen:
             report.problems.append(Problem(rel, "missing", f"not in {stem.name}"))
     return manifest, root, report
+
+
+def _declared_problem(member: tarfile.TarInfo, rel: str, entry: dict, where: str) -> Problem | None:
+    """A member whose header already disagrees with the manifest: nothing of it is read or written."""
+    if member.issparse():
+        return Problem(rel, "unexpected", f"{member.name!r} is a sparse file in {where}: a dify-airgap archive "
+                                          f"holds none (refused unread)")
+    if member.size != entry["size"]:
+        return Problem(rel, "truncated" if member.size < entry["size"] else "corrupted",
+                       f"{member.name!r} declares {member.size} bytes, the manifest {entry['size']} (in {where}; "
+                       f"refused unread)")
+    return None
 
 
 def _chunks(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
@@ -388,13 +423,58 @@ def verify_archive(path: str | os.PathLike, deep: bool = True) -> VerifyReport:
     return members
 
 
+def _reusable(final: Path, raw: bytes) -> bool:
+    """Is ``final`` already this bundle, unpacked and complete (same manifest bytes, every file there)?"""
+    return (not final.is_symlink() and (final / MANIFEST).is_file() and (final / MANIFEST).read_bytes() == raw
+            and verify_directory(final, deep=False).ok)
+
+
+def _check_replaceable(final: Path, stem: Path) -> None:
+    """Only a directory an earlier :func:`materialize` made (its marker inside) may be replaced."""
+    if os.path.lexists(final) and (final.is_symlink() or not (final / UNPACKED_MARKER).is_file()):
+        raise AirgapError(f"{stem.name} unpacks into {final}, which already exists and was not unpacked by "
+                          f"dify-airgap: refusing to replace it. Move it away, or unpack elsewhere (copy the "
+                          f"archive into another directory)")
+
+
+def _unpack(path: str | os.PathLike, stem: Path, staging: Path) -> None:
+    """Every listed file into ``staging`` (new files only), hashed against the manifest while written."""
+    tree = SafeTree(staging, stem.name)
+
+    def write(rel, member, chunks, entry, where, report):
+        mode = 0o755 if member.mode & 0o111 else 0o644
+        with tree.open_new(PurePosixPath(rel), member.name, mode) as out:
+            for block in chunks:
+                out.write(block)
+                yield block
+
+    _, _, report = _walk(path, lambda *a: write(*a))
+    if not report.ok:
+        raise AirgapError(f"cannot unpack {stem.name}:\n{report.render()}")
+    (staging / UNPACKED_MARKER).write_text(f"unpacked from {stem.name} by dify-airgap\n")
+    staging.chmod(0o755)  # mkdtemp made it 0700; a bundle directory is readable like any other
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """``staging`` becomes ``final``; an earlier unpack of ours there is moved aside, then removed."""
+    if not os.path.lexists(final):
+        staging.rename(final)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+    final.rename(old)  # onto the new, empty directory: atomic on Linux
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def materialize(path: str | os.PathLike, dest_parent: str | os.PathLike | None = None, *,
                 dry_run: bool = False) -> Path:
     """A bundle DIRECTORY for ``path``: the directory itself, or the archive unpacked into ``dest_parent``.
 
-    Unpacking is safe (regular files only, no absolute paths or ``..``) and checked: every file is
-    hashed against the manifest as it is written, into ``.NAME.partial`` renamed only when all match.
-    An identical bundle already unpacked there (same manifest) is reused.
+    Unpacking is safe (regular files only, no absolute paths or ``..``, nothing written through a link,
+    declared sizes checked against the manifest before a byte is written) and checked: every file is hashed
+    against the manifest as it is written, into a new ``.NAME.*.partial`` directory renamed only when all
+    match, and removed on any failure. An identical bundle already unpacked there (same manifest) is reused;
+    an existing ``NAME`` is replaced only if an earlier unpack made it (docs/hostile-inputs.md).
     """
     if not is_archive(path):
         return find_bundle_dir(path)
@@ -402,64 +482,83 @@ def materialize(path: str | os.PathLike, dest_parent: str | os.PathLike | None =
     manifest, root, raw = read_manifest(files[0])
     parent = Path(dest_parent).expanduser() if dest_parent else stem.parent
     final = parent / root
-    if ((final / MANIFEST).is_file() and (final / MANIFEST).read_bytes() == raw
-            and verify_directory(final, deep=False).ok):
+    if _reusable(final, raw):
         LOG.info("%s is already unpacked at %s: reused", stem.name, final)
         return final
+    _check_replaceable(final, stem)
     if dry_run:
         print(f"[dry-run] would unpack {stem} into {final}")
         return final
-    staging = parent / f".{root}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root}.", suffix=".partial", dir=parent))
     LOG.info("unpacking %s into %s", stem.name, final)
-
-    def write(rel, member, chunks, entry, where, report):
-        yield from _copy_out(staging / rel, chunks)
-        (staging / rel).chmod(0o755 if member.mode & 0o111 else 0o644)
-
     try:
-        _, _, report = _walk(path, lambda *a: write(*a))
-        if not report.ok:
-            raise AirgapError(f"cannot unpack {stem.name}:\n{report.render()}")
-        if final.exists():
-            old = parent / f".{root}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            staging.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(final)
+        _unpack(path, stem, staging)
+        _check_replaceable(final, stem)
+        _swap_in(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     load_manifest(final)
     return final
 
 
-def _copy_out(path: Path, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Write a member's blocks to ``path`` while passing each on (the caller hashes them)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as out:
-        for block in chunks:
-            out.write(block)
-            yield block
+def _unpack_small(stem: Path, files: list[Path], manifest: dict, raw: bytes, view: Path) -> None:
+    """The manifest and the files under PLAN_DIRS into ``view``, each checked; stops after the last one."""
+    tree = SafeTree(view, stem.name)
+    with tree.open_new(PurePosixPath(MANIFEST), MANIFEST) as out:
+        out.write(raw)
+    wanted = {e["path"]: e for e in manifest["files"] if e["path"].startswith(PLAN_DIRS)}
+    root = view.name
+    for tar, member, _ in _members(stem, files) if wanted else ():
+        _, rel = _split_member(member, root)
+        entry = wanted.pop(rel, None)
+        if entry is None:
+            continue
+        problem = _declared_problem(member, rel, entry, stem.name) if member.isfile() else \
+            Problem(rel, "unexpected", "not a regular file")
+        digest = hashlib.sha256()
+        if problem is None:
+            with tree.open_new(PurePosixPath(rel), member.name) as out:
+                for block in _chunks(tar, member):
+                    digest.update(block)
+                    out.write(block)
+        if problem or digest.hexdigest() != entry["sha256"]:
+            raise AirgapError(f"{stem.name}: {rel} {problem.detail if problem else 'sha256 differs'}; run "
+                              f"`invoke verify {stem}` and re-copy the archive")
+        if not wanted:
+            break  # the images (and wheels) come later: never read
+    if wanted:
+        raise AirgapError(f"{stem.name}: {', '.join(sorted(wanted)[:5])} missing from the archive; run "
+                          f"`invoke verify {stem}`")
 
 
-def unpack_for_dry_run(path: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """``dest/NAME``: an archive's bundle WITHOUT its image parts (a dry run plans from it; ``dest`` is a temporary
-    directory). Every member is still checked against the manifest as it streams by, the parts included."""
-    _, files = archive_files(path)
-    manifest, root, _ = read_manifest(files[0])
-    parts = {p["path"] for p in manifest["image_archive"]["parts"]}
-    target = Path(dest) / root
+@contextmanager
+def planning_view(path: str | os.PathLike) -> Iterator[Path]:
+    """A bundle directory to PLAN from (preflight, dry-run install), never unpacking the images.
 
-    def write(rel, member, chunks, entry, where, report):
-        yield from (chunks if rel in parts else _copy_out(target / rel, chunks))
-
-    _, _, report = _walk(path, lambda *a: write(*a))
-    if not report.ok:
-        raise AirgapError(f"{Path(path).name} does not verify; nothing was changed:\n{report.render()}")
-    return target
+    A directory is itself; an archive already unpacked beside it (same manifest) is that directory; any other
+    archive gives a temporary ``NAME/`` holding its manifest and the files under PLAN_DIRS (docker/,
+    env-templates/, compose-overrides/), each hashed against the manifest, removed afterwards. The archive is
+    read only up to the last of those files (:func:`member_order` puts them first; an archive made before
+    that is read through, but still nothing else is written).
+    """
+    if not is_archive(path):
+        yield find_bundle_dir(path)
+        return
+    stem, files = archive_files(path)
+    manifest, root, raw = read_manifest(files[0])
+    if _reusable(stem.parent / root, raw):
+        yield stem.parent / root
+        return
+    with tempfile.TemporaryDirectory(prefix="dal-plan-") as tmp:
+        view = Path(tmp) / root
+        try:
+            _unpack_small(stem, files, manifest, raw, view)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise BadInput(f"{stem} is damaged after its manifest ({exc or type(exc).__name__})",
+                           hint=f"run `invoke verify {stem}`; re-copy it (sha256sum -c {sums_path(stem).name} "
+                                f"names a damaged part)") from None
+        yield view
 
 
 def verify(path: str | os.PathLike, deep: bool = True) -> VerifyReport:

@@ -40,7 +40,10 @@ SUMS = "SHA256SUMS"
 SIGNATURE = "manifest.json.sig"
 #: What a bundle directory holds beside the files its manifest lists: the manifest, SHA256SUMS (which lists the
 #: manifest's own hash) and the detached signature (written after the manifest, so the manifest cannot list it).
-OWN_FILES = (MANIFEST, SUMS, SIGNATURE)
+#: Inside a directory unpacked by :func:`scripts.bundle.archive.materialize` (written last, never listed): only
+#: such a directory is ever replaced by a later unpack.
+UNPACKED_MARKER = ".dify-airgap-unpacked"
+OWN_FILES = (MANIFEST, SUMS, SIGNATURE, UNPACKED_MARKER)
 #: The venv `sh install.sh` makes next to itself (a directory with pyvenv.cfg): made on the air-gapped host AFTER
 #: the bundle, so never listed. install.sh re-creates it with --clear, install and push read nothing from it.
 INSTALL_VENV = ".venv"

@@ -5,8 +5,9 @@ release tag, or the release source tarball (local file or URL).
   path works too (cloned through ``file://``).
 - tarball: ``https://github.com/langgenius/dify/archive/refs/tags/1.11.3.tar.gz`` or a local
   ``.tar.gz/.tgz/.tar.xz/.tar.bz2/.tar``. Only its ``docker/`` directory is extracted, safely: the
-  whole archive is refused if any member has an absolute path or ``..``, a link that points outside
-  ``docker/``, or is a device or FIFO.
+  whole archive is refused if any member has an absolute path or ``..``, a link that resolves outside
+  ``docker/`` (physically, through the links already made: a chain of links that each look harmless is
+  caught), a member below a link, or is a device or FIFO; sizes are capped (docs/hostile-inputs.md).
 
 Checkouts are cached under ``~/.cache/dify-airgap/sources/`` (keyed by source and version) so a re-run
 does not fetch again; ``--dry-run`` uses a temporary directory instead and leaves nothing behind.
@@ -34,12 +35,17 @@ import yaml
 from scripts.bundle.archive import safe_relpath
 from scripts.core.console import LOG, redact, register_secret
 from scripts.core.errors import AirgapError
+from scripts.core.extract import SafeTree, copy_capped, member_path
 from scripts.dify.project import COMPOSE_FILE
 
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tar")
 RELEASE_TARBALL = "https://github.com/langgenius/dify/archive/refs/tags/{version}.tar.gz"
 DOWNLOAD_RETRIES = 3
 READ_CHUNK = 1 << 20
+#: Caps for a release tarball: members, one file of docker/, all of docker/ (Dify's is a few MB).
+MAX_MEMBERS = 200_000
+MAX_MEMBER_SIZE = 256 << 20
+MAX_TOTAL_SIZE = 1 << 30
 
 
 def cache_root() -> Path:
@@ -137,58 +143,77 @@ def _docker_prefix(names: list[str]) -> PurePosixPath:
     raise AirgapError(f"no docker/{COMPOSE_FILE} in the tarball: is it Dify's release source tarball?")
 
 
-def _extract_link(tarball: Path, member: tarfile.TarInfo, prefix: PurePosixPath, root: Path,
-                  inner: PurePosixPath) -> None:
-    """A symlink must resolve inside docker/; a hard link must name a file already taken from docker/."""
+def _members(tar: tarfile.TarFile, tarball: Path) -> list[tarfile.TarInfo]:
+    """Every member, checked: the whole archive must be sane, not just the part we take."""
+    members = []
+    for member in tar:
+        members.append(member)
+        if len(members) > MAX_MEMBERS:
+            raise AirgapError(f"{tarball}: more than {MAX_MEMBERS} members: refusing the archive")
+        member_path(member.name, str(tarball))
+        if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            raise AirgapError(f"{tarball}: {member.name!r} is a device or FIFO: refusing the archive")
+        if member.issparse() or member.size > MAX_MEMBER_SIZE:
+            raise AirgapError(f"{tarball}: {member.name!r} declares {member.size} bytes"
+                              f"{' (sparse)' if member.issparse() else ''}, over the {MAX_MEMBER_SIZE}-byte limit "
+                              f"for a file of Dify's docker/ directory: refusing the archive")
+    return members
+
+
+def _inner(name: str, prefix: PurePosixPath, tarball: Path) -> PurePosixPath | None:
+    """The path below ``docker/`` of a member name, or None when it is outside docker/ (or docker/ itself)."""
+    rel = member_path(name, str(tarball))
+    if rel.parts[:len(prefix.parts)] != prefix.parts or rel == prefix:
+        return None
+    return PurePosixPath(*rel.parts[len(prefix.parts):])
+
+
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: SafeTree, inner: PurePosixPath,
+                    prefix: PurePosixPath, tarball: Path) -> int:
+    """One member below docker/ into ``tree``; returns the bytes written. Links: see :class:`SafeTree`."""
     if member.issym():
-        resolved = os.path.normpath((inner.parent / member.linkname).as_posix())
-        escapes = member.linkname.startswith("/") or resolved == ".." or resolved.startswith("../")
-    else:
-        other = safe_relpath(member.linkname)
-        escapes = other.parts[:len(prefix.parts)] != prefix.parts
-        resolved = PurePosixPath(*other.parts[len(prefix.parts):]).as_posix()
-    if escapes:
-        raise AirgapError(f"{tarball}: link {member.name!r} -> {member.linkname!r} points outside docker/: "
-                          f"refusing the archive")
-    target = root / inner
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if member.issym():
-        os.symlink(member.linkname, target)
-    else:
-        shutil.copy2(root / resolved, target)
+        tree.symlink(inner, member.linkname, member.name)
+        return 0
+    if member.isdir():
+        tree.directory(inner, member.name)
+        return 0
+    if member.islnk():
+        source = _inner(member.linkname, prefix, tarball)
+        if source is None:
+            raise AirgapError(f"{tarball}: link {member.name!r} -> {member.linkname!r} points outside docker/: "
+                              f"refusing the archive")
+        with open(tree.regular_file(source, member.name), "rb") as src, tree.open_new(inner, member.name) as out:
+            return copy_capped(src, out, MAX_MEMBER_SIZE, member.name, str(tarball))
+    with tar.extractfile(member) as src, tree.open_new(inner, member.name,
+                                                        0o755 if member.mode & 0o111 else 0o644) as out:
+        return copy_capped(src, out, member.size, member.name, str(tarball))
 
 
 def extract_docker_dir(tarball: Path, dest: Path) -> Path:
-    """Extract only ``[TOP/]docker/`` of ``tarball`` into ``dest/docker``, refusing unsafe members."""
+    """Extract only ``[TOP/]docker/`` of ``tarball`` into ``dest/docker`` (a new directory), refusing unsafe
+    members by name: paths resolved physically, nothing written through a link, no link out of docker/,
+    sizes capped. On a refusal nothing of ``dest/docker`` is left."""
     try:
         tar = tarfile.open(tarball, "r:*")
     except (tarfile.TarError, OSError) as exc:
         raise AirgapError(f"{tarball} is not a readable tar archive ({exc}); re-download it") from None
+    root = dest / "docker"
     with tar:
-        members = tar.getmembers()
-        for member in members:  # the whole archive must be sane, not just the part we take
-            safe_relpath(member.name)
-            if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-                raise AirgapError(f"{tarball}: {member.name!r} is a device or FIFO: refusing the archive")
+        members = _members(tar, tarball)
         prefix = _docker_prefix([m.name for m in members])
-        root = dest / "docker"
-        root.mkdir(parents=True)
-        for member in members:
-            rel = safe_relpath(member.name)
-            if rel.parts[:len(prefix.parts)] != prefix.parts or rel == prefix:
-                continue
-            inner = PurePosixPath(*rel.parts[len(prefix.parts):])
-            target = root / inner
-            if member.issym() or member.islnk():
-                _extract_link(tarball, member, prefix, root, inner)
-                continue
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(member) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, READ_CHUNK)
-            target.chmod(0o755 if member.mode & 0o111 else 0o644)
+        root.mkdir(parents=True)  # new: an existing directory is never written into
+        try:
+            tree, total = SafeTree(root, str(tarball)), 0
+            for member in members:
+                inner = _inner(member.name, prefix, tarball)
+                if inner is not None:
+                    total += _extract_member(tar, member, tree, inner, prefix, tarball)
+                if total > MAX_TOTAL_SIZE:
+                    raise AirgapError(f"{tarball}: docker/ holds more than {MAX_TOTAL_SIZE} bytes: refusing it")
+            tree.check_links()
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
     return root
 
 

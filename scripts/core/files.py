@@ -14,8 +14,8 @@ HASH_CHUNK = 1 << 20
 class PartWriter:
     """A write-only stream that splits into numbered parts and hashes each one as it is written."""
 
-    def __init__(self, directory: Path, name: str, chunk_size: int | None) -> None:
-        self.directory, self.name, self.chunk_size = directory, name, chunk_size
+    def __init__(self, directory: Path, name: str, chunk_size: int | None, mode: int = 0o644) -> None:
+        self.directory, self.name, self.chunk_size, self.mode = directory, name, chunk_size, mode
         self.parts: list[dict] = []
         # one part: its hash IS the archive's hash (hashing twice costs ~1 s per 400 MB on a small box)
         self._total = hashlib.sha256() if chunk_size else None
@@ -28,7 +28,7 @@ class PartWriter:
         self._close_current()
         suffix = f".part-{len(self.parts):03d}" if self.chunk_size else ""
         path = self.directory / f"{self.name}{suffix}"
-        self._fh = open(path, "wb")
+        self._fh = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.mode), "wb")
         self._hash = hashlib.sha256()
         self._written = 0
         self.parts.append({"path": path.name, "size": 0, "sha256": ""})

@@ -32,9 +32,11 @@ from scripts.core.errors import AirgapError
 from scripts.core.files import fresh_sibling
 from scripts.core.lock import hold
 from scripts.data import stackdata as sd
+from scripts.data import untrusted
 from scripts.data.snapshot import (
     ARCHIVE_SCHEMA,
     archive_dir,
+    check_archive,
     compress_command,
     extract_archive,
     now_stamp,
@@ -44,6 +46,7 @@ from scripts.data.snapshot import (
     verify_dir,
     write_manifest,
 )
+from scripts.data.untrusted import OVERRIDES_TARGET
 from scripts.engine.client import Engine
 
 KIND = "dify-backup"
@@ -167,7 +170,7 @@ def _backup(engine: Engine, plan: BackupPlan) -> Path:
         archives.append({**project, "target": ".", "role": "configuration"})
         if stack.prefix and (stack.prefix / "compose-overrides").is_dir():
             overrides = archive_dir(stack.prefix / "compose-overrides", stage, "compose-overrides.tar.zst")
-            archives.append({**overrides, "target": "../compose-overrides", "role": "compose overrides"})
+            archives.append({**overrides, "target": OVERRIDES_TARGET, "role": "compose overrides"})
         write_manifest(stage, {
             "kind": KIND,
             "dify_version": stack.dify_version,
@@ -194,6 +197,33 @@ def render_restore(result: dict, stack: sd.Stack, engine: Engine) -> str | None:
             + ("started" if result["started"] else f"not started: run `{stack.compose_command(engine)} up -d`"))
 
 
+def _restore_archives(root: Path, manifest: dict, dests: dict[str, Path]) -> list[str]:
+    """Check EVERY archive first (nothing written if one is refused), then extract: volumes into a new
+    ``.NAME.restoring-TIME`` swapped in (the old data moved aside), the rest in place."""
+    stamp = now_stamp()
+    plan = []
+    for archive in manifest["archives"]:
+        if archive["path"] not in dests:
+            LOG.info("%s: no install root (--prefix), kept in %s only", archive["role"], root)
+            continue
+        dest = dests[archive["path"]]
+        tmp = dest.with_name(f".{dest.name}.restoring-{stamp}") if archive["target"].startswith("volumes/") else None
+        check_archive(root, archive, tmp or dest)
+        plan.append((archive, dest, tmp))
+    for archive, dest, tmp in plan:
+        if tmp is not None:
+            fresh_sibling(dest, "restoring", stamp)  # the same name: what an interrupted restore left is removed
+            try:
+                extract_archive(root, archive, tmp, checked=True)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            swap_in(tmp, dest, stamp)
+        else:
+            extract_archive(root, archive, dest, checked=True)
+    return [str(dest) for _, dest, _ in plan]
+
+
 def restore(engine: Engine, backup_dir: str | os.PathLike, stack: sd.Stack, start: bool = True,
             force: bool = False, timeout: float = 180) -> dict:
     """Verify, restore files (owners, modes, SELinux labels), databases (row counts), then start."""
@@ -206,6 +236,10 @@ def restore(engine: Engine, backup_dir: str | os.PathLike, stack: sd.Stack, star
 def _restore(engine: Engine, root: Path, manifest: dict, stack: sd.Stack, start: bool, force: bool,
              timeout: float) -> dict:
     target = stack.project_dir
+    # every target checked before anything is written: '.', 'volumes/NAME', '../compose-overrides' (--prefix)
+    dests = {a["path"]: untrusted.restore_target(target, stack.prefix, a["target"], f"backup {root}: archive "
+                                                                                    f"{a['path']!r}")
+             for a in manifest["archives"] if a["target"] != OVERRIDES_TARGET or stack.prefix is not None}
     volume_archives = [a for a in manifest["archives"] if a["target"].startswith("volumes/")]
     busy = [a["target"] for a in volume_archives
             if (target / a["target"]).is_dir() and any((target / a["target"]).iterdir())]
@@ -214,28 +248,11 @@ def _restore(engine: Engine, root: Path, manifest: dict, stack: sd.Stack, start:
                           f"directory, or pass --force to move that data aside (kept as NAME.before-restore-TIME)")
     if engine.dry_run:
         for a in manifest["archives"]:
-            print(f"[dry-run] extract {a['path']} -> {(target / a['target']).resolve()}   # {a['role']}")
+            print(f"[dry-run] extract {a['path']} -> {dests.get(a['path'], 'skipped: no --prefix')}   # {a['role']}")
         for d in manifest["databases"]:
             print(f"[dry-run] recreate database {d['name']} and load {d['path']}, then compare row counts")
         return {"dry_run": True}
-    stamp = now_stamp()
-    restored = []
-    for archive in manifest["archives"]:
-        dest = (target / archive["target"]).resolve() if archive["target"] != "." else target
-        if archive["target"].startswith("volumes/"):
-            tmp = fresh_sibling(dest, "restoring", stamp)
-            try:
-                extract_archive(root, archive, tmp)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            swap_in(tmp, dest, stamp)
-        else:
-            if stack.prefix is None and archive["target"] != ".":
-                LOG.info("%s: no install root (--prefix), kept in %s only", archive["role"], root)
-                continue
-            extract_archive(root, archive, dest)
-        restored.append(str(dest))
+    restored = _restore_archives(root, manifest, dests)
     if sd.selinux_enforcing():
         LOG.info("SELinux is enforcing: labelling restored data container_file_t")
         engine.run(sd.relabel_argv([target / "volumes"]), argv0=())

@@ -22,7 +22,6 @@ The archive helpers here (:func:`compress_command`, :func:`archive_dir`, :func:`
 
 from __future__ import annotations
 
-import configparser
 import datetime as _dt
 import json
 import os
@@ -32,7 +31,7 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
@@ -44,6 +43,7 @@ from scripts.bundle.manifest import (
     ENTRY,
     FORMAT_VERSION,
     MANIFEST,
+    SUMS,
     PartsReader,
     file_entry,
     load_manifest,
@@ -58,6 +58,8 @@ from scripts.core.inputs import check_shape
 from scripts.core.lock import hold
 from scripts.core.waiting import wait_until
 from scripts.data import stackdata as sd
+from scripts.data import untrusted
+from scripts.data.venvs import Venv, check_venvs, find_venvs, missing_in_image_argv  # noqa: F401 - re-exported
 from scripts.dify import deployment
 from scripts.dify.project import COMPOSE_FILE
 from scripts.engine.client import Engine
@@ -105,7 +107,7 @@ def compress_command(argv: Sequence[str], directory: Path, name: str, env: dict 
     """Run ``argv`` and write its stdout zstd-compressed to ``directory/name`` (hashed while written)."""
 
     LOG.info("+ %s | zstd > %s%s", sd.redact_argv(argv), name, f"   # {what}" if what else "")
-    writer = PartWriter(directory, name, None)
+    writer = PartWriter(directory, name, None, mode=0o600)  # dumps and .env: owner only
     try:
         with zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(writer, closefd=False) as sink:
             raw = stream_out(argv, sink, env=env)
@@ -141,12 +143,23 @@ def archive_dir(src: Path, directory: Path, name: str) -> dict:
 
 
 def open_archive(root: Path, entry: dict):
-    """The decompressed stream of an archive listed in a manifest (parts read in order)."""
-    return zstandard.ZstdDecompressor().stream_reader(PartsReader(root, entry["parts"]), read_size=1 << 20)
+    """The decompressed stream of an archive listed in a manifest (parts read in order), refused beyond the
+    uncompressed size the manifest declares (a decompression bomb)."""
+    return untrusted.capped(zstandard.ZstdDecompressor().stream_reader(PartsReader(root, entry["parts"]),
+                                                                       read_size=1 << 20), entry)
 
 
-def extract_archive(root: Path, entry: dict, dest: Path, compare: bool = True) -> None:
-    """Extract into ``dest`` (created), then compare the result with the archive (tar --compare)."""
+def check_archive(root: Path, entry: dict, dest: Path) -> None:
+    """Every member of the archive checked for ``dest`` (:func:`untrusted.check_members`), nothing written."""
+    with open_archive(root, entry) as stream:
+        untrusted.check_members(stream, dest, entry)
+
+
+def extract_archive(root: Path, entry: dict, dest: Path, compare: bool = True, checked: bool = False) -> None:
+    """Check every member (unless ``checked`` already), extract into ``dest`` (created) as root with numeric
+    owners, then compare the result with the archive (tar --compare)."""
+    if not checked:
+        check_archive(root, entry, dest)
     dest.mkdir(parents=True, exist_ok=True)
     LOG.info("+ zstd -dc %s | %s", entry["path"], shlex.join(tar_extract_argv(dest)))
     with open_archive(root, entry) as stream:
@@ -176,11 +189,14 @@ def staging(output: Path, name: str) -> Iterator[Path]:
         LOG.info("removing an unfinished earlier attempt: %s", partial)
         shutil.rmtree(partial)
     partial.mkdir(mode=0o700)
+    partial.chmod(0o700)  # database dumps and .env inside: the owner only
     try:
         yield partial
         if not (partial / MANIFEST).is_file():
             raise AirgapError(f"internal: no {MANIFEST} written in {partial}")
         (partial / COMPLETE).write_text(f"complete {_dt.datetime.now(_dt.timezone.utc).isoformat()}\n")
+        for path in partial.iterdir():
+            path.chmod(0o600)
         partial.rename(final)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -223,70 +239,12 @@ def verify_dir(path: str | os.PathLike, kind: str, schema: dict | None = None) -
         raise BadInput(f"{root} holds a {manifest.get('kind') or 'bundle'}, not a {kind}")
     schema = {**BASE_SCHEMA, "kind": str, **(schema or {})}
     check_shape(manifest, schema, str(root / MANIFEST), f"re-copy the {kind}, or make a new one")
+    untrusted.check_manifest_files(root, manifest, kind)  # before a listed path is hashed or read
     report = verify(root, deep=True, allowed=(COMPLETE,), schema=schema)  # the marker staging() writes last
     if not report.ok:
         raise AirgapError(f"{kind} {root} is damaged, refusing to restore it:\n{report.render()}")
     LOG.info("%s", report.render())
     return root, manifest
-
-
-# --- plugin venvs --------------------------------------------------------------------------------
-
-@dataclass
-class Venv:
-    path: str  # relative to the volume
-    home: str
-    version: str
-    interpreters: list[str] = field(default_factory=list)  # absolute paths that must exist in the image
-    missing: list[str] = field(default_factory=list)
-
-
-def find_venvs(cwd: Path, volume: Path) -> list[Venv]:
-    """Every plugin venv (a ``pyvenv.cfg``) below the daemon's working dir, with what it needs."""
-    found = []
-    if not cwd.is_dir():
-        return found
-    for dirpath, dirnames, filenames in os.walk(cwd):
-        if "pyvenv.cfg" in filenames:
-            dirnames[:] = []  # never walk into a venv's site-packages
-            venv = Path(dirpath)
-            parser = configparser.ConfigParser()
-            parser.read_string("[venv]\n" + (venv / "pyvenv.cfg").read_text(errors="replace"))
-            cfg = parser["venv"]
-            home = cfg.get("home", "").strip()
-            version = (cfg.get("version_info") or cfg.get("version") or "").strip()
-            needs = []
-            if home:
-                major_minor = ".".join(version.split(".")[:2])
-                needs.append(f"{home.rstrip('/')}/python{major_minor or '3'}")
-            link = venv / "bin" / "python"
-            if link.is_symlink() and os.readlink(link).startswith("/"):
-                needs.append(os.readlink(link))
-            found.append(Venv(venv.relative_to(volume).as_posix(), home, version, list(dict.fromkeys(needs))))
-        else:
-            dirnames[:] = [d for d in dirnames if d not in ("site-packages", "node_modules", "__pycache__")]
-    return found
-
-
-def missing_in_image_argv(engine: Engine, image: str, paths: Sequence[str]) -> list[str]:
-    """Print which of ``paths`` do not exist in ``image`` (a throwaway container, no network)."""
-    script = 'for p in "$@"; do [ -e "$p" ] || echo "$p"; done'
-    return ["run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", image, "-c", script, "sh", *paths]
-
-
-def check_venvs(engine: Engine, image: str, venvs: list[Venv]) -> list[Venv]:
-    """Fill ``missing`` per venv; returns the broken ones (their interpreter is not in the image)."""
-    paths = sorted({p for v in venvs for p in v.interpreters})
-    if not paths:
-        return []
-    res = engine.run(missing_in_image_argv(engine, image, paths), timeout=300, check=False)
-    if not res.ok:
-        raise AirgapError(f"could not look inside {image} for the venvs' interpreters (needs /bin/sh in the "
-                          f"image): {res.stderr.strip()[-500:]}")
-    missing = set(res.stdout.split())
-    for venv in venvs:
-        venv.missing = [p for p in venv.interpreters if p in missing]
-    return [v for v in venvs if v.missing]
 
 
 # --- commit --------------------------------------------------------------------------------------
@@ -501,8 +459,9 @@ def add_to_bundle(snapshot_dir: str | os.PathLike, staging_dir: Path) -> dict:
     root, manifest = _verified_snapshot(snapshot_dir, {"images": SNAPSHOT_SCHEMA["images"]})
     dest = staging_dir / "daemon-snapshot"
     dest.mkdir(parents=True, exist_ok=True)
+    names = {e["path"] for e in manifest["files"]} | {MANIFEST, SUMS, COMPLETE}  # verified files only, no link
     for path in sorted(root.iterdir()):
-        if path.is_file():
+        if path.name in names and path.is_file() and not path.is_symlink():
             try:
                 os.link(path, dest / path.name)
             except OSError:
@@ -664,20 +623,23 @@ def restore_daemon(engine: Engine, snapshot: str | os.PathLike, stack: sd.Stack,
 
 def _restore_daemon(engine: Engine, root: Path, manifest: dict, stack: sd.Stack, timeout: float) -> dict:
     ref = manifest["images"][0]["ref"]
-    volume_target = stack.project_dir / manifest["volume"].get("target", VOLUME)
+    volume_target = untrusted.restore_target(stack.project_dir, stack.prefix, manifest["volume"].get("target", VOLUME),
+                                             f"snapshot {root}")
     if engine.dry_run:
         print(f"[dry-run] load {ref} from {root / IMAGE_ARCHIVE}; stop and remove {SERVICE}; restore "
               f"{volume_target} and database {manifest['database']['name']}; restart {SERVICE}")
         write_override(stack, ref, root.name, dry_run=True)
         return {"image": ref, "dry_run": True}
 
+    stamp = now_stamp()
+    restoring = volume_target.with_name(f".{volume_target.name}.restoring-{stamp}")
+    check_archive(root, manifest["volume"], restoring)  # refused before anything is loaded or stopped
     load_images(engine, root, manifest)
     LOG.info("stopping %s", SERVICE)
     remove_service_containers(engine, stack, SERVICE)
-    stamp = now_stamp()
-    restoring = fresh_sibling(volume_target, "restoring", stamp)
+    fresh_sibling(volume_target, "restoring", stamp)  # the same name: what an interrupted restore left is removed
     try:
-        extract_archive(root, manifest["volume"], restoring)
+        extract_archive(root, manifest["volume"], restoring, checked=True)
     except BaseException:
         shutil.rmtree(restoring, ignore_errors=True)
         raise

@@ -28,14 +28,14 @@ import filecmp
 import os
 import shutil
 import sys
-import tempfile
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from scripts.bundle.archive import is_archive, materialize, unpack_for_dry_run
+from scripts.bundle.archive import is_archive, materialize, planning_view
+from scripts.bundle.archive import verify as verify_any
 from scripts.bundle.load import load_images
 from scripts.bundle.manifest import load_manifest
 from scripts.bundle.signature import TrustPolicy, open_verified
@@ -245,7 +245,9 @@ class _Run:
 
 
 def install(opts: InstallOptions) -> InstallReport:
-    """One install (or down, or restore) at a time per install root: ``PREFIX/.dify-airgap.lock``."""
+    """One install (or down, or restore) at a time per install root: ``PREFIX/.dify-airgap.lock``.
+
+    A dry run of an ARCHIVE plans from its manifest and small files (``planning_view``): no image unpacked."""
     with ExitStack() as cleanup:
         if not opts.dry_run:  # a dry run reads only (and creates nothing, not even the prefix)
             cleanup.enter_context(hold(opts.prefix.resolve(), "install root", "invoke install"))
@@ -284,11 +286,13 @@ def _open_run(opts: InstallOptions, cleanup: ExitStack) -> _Run:
     now = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     bundle = open_verified(opts.bundle, opts.trust, dry_run=opts.dry_run)  # step 1: verified before anything
     if opts.dry_run and not bundle.is_dir() and is_archive(opts.bundle):
-        # a dry run unpacks nothing next to the archive: it plans from a temporary copy without the image parts,
-        # every member (the parts too) verified while it streams by
+        # a dry run unpacks nothing next to the archive: every member (the image parts too) is verified as it
+        # streams by, then it plans from a temporary view holding the manifest and the small files only
         LOG.info("verifying %s (streamed; the images are not unpacked in a dry run)", opts.bundle)
-        bundle = unpack_for_dry_run(opts.bundle, cleanup.enter_context(tempfile.TemporaryDirectory(
-            prefix="dal-dry-run-")))
+        checked = verify_any(opts.bundle, deep=True)
+        if not checked.ok:
+            raise AirgapError(f"the bundle does not verify; nothing was changed:\n{checked.render()}")
+        bundle = cleanup.enter_context(planning_view(opts.bundle))
     manifest = load_manifest(bundle)
     key = preflight.bundle_key(bundle, manifest)
     return _Run(opts, prefix, report, engine, now, bundle, manifest, key)

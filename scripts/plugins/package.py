@@ -4,16 +4,16 @@
 import hashlib
 import os
 import re
-import stat
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlparse
 
 import requests
 import yaml
 
-from scripts.core.console import LOG, human_size
+from scripts.core.console import LOG
+from scripts.core.extract import SafeTree, copy_capped
 from scripts.core.inputs import shape_problem
 from scripts.plugins.common import (
     _MARKET_REF,
@@ -22,8 +22,12 @@ from scripts.plugins.common import (
     MARKETPLACE_ENV,
     MAX_MEMBER_SIZE,
     MAX_TOTAL_SIZE,
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    MAX_YAML_SIZE,
     PluginError,
     UnsafeArchive,
+    check_members,
 )
 from scripts.plugins.sign import package_errors
 
@@ -117,53 +121,11 @@ def fetch(ref: PackageRef, cache_dir: Path, marketplace_url: str | None = None) 
 
 # ------------------------------------------------------------------------------------ safe extraction
 
-def _member_problem(info: zipfile.ZipInfo) -> str | None:
-    name = info.filename
-    if "\\" in name:
-        return "contains a backslash"
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        return "is an absolute path"
-    parts = name.rstrip("/").split("/")
-    if any(p == ".." for p in parts):
-        return "has a '..' component (path traversal)"
-    if any(p in ("", ".") for p in parts):
-        return "has an empty or '.' path component"
-    mode = info.external_attr >> 16
-    if info.create_system == 3 and stat.S_ISLNK(mode):
-        return "is a symbolic link (links could point outside the plugin folder; the daemon installs plain files)"
-    if info.create_system == 3 and mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) and stat.S_IFMT(mode):
-        return "is not a regular file"
-    return None
-
-
-def check_members(zf: zipfile.ZipFile, source: str, max_member: int = MAX_MEMBER_SIZE,
-                  max_total: int = MAX_TOTAL_SIZE) -> list[zipfile.ZipInfo]:
-    """Validate every member before anything is written; returns the file members in archive order."""
-    files, seen, total = [], set(), 0
-    for info in zf.infolist():
-        problem = _member_problem(info)
-        if problem:
-            raise UnsafeArchive(f"{source}: entry {info.filename!r} {problem}; refusing to extract this package")
-        if info.is_dir():
-            continue
-        if info.filename in seen:
-            raise UnsafeArchive(f"{source}: entry {info.filename!r} appears twice; refusing to extract")
-        seen.add(info.filename)
-        if info.file_size > max_member:
-            raise UnsafeArchive(f"{source}: entry {info.filename!r} declares {human_size(info.file_size)} "
-                                f"uncompressed (limit {human_size(max_member)}); refusing a possible zip bomb")
-        total += info.file_size
-        if total > max_total:
-            raise UnsafeArchive(f"{source}: entries declare more than {human_size(max_total)} uncompressed at "
-                                f"{info.filename!r}; refusing a possible zip bomb")
-        files.append(info)
-    return files
-
-
 def safe_extract(package: str | os.PathLike, dest: str | os.PathLike, max_member: int = MAX_MEMBER_SIZE,
                  max_total: int = MAX_TOTAL_SIZE) -> list[str]:
-    """Extract a package into ``dest`` (which must be empty or missing) after checking every member;
-    sizes are enforced on the real decompressed bytes, not only the declared ones. Returns the names."""
+    """Extract a package into ``dest`` after checking every member (:func:`check_members`); files are created
+    new (never replacing or writing through anything), below real directories of ``dest`` only, and sizes are
+    enforced on the real decompressed bytes, not only the declared ones. Returns the names."""
     package, dest = Path(package), Path(dest)
     try:
         zf = zipfile.ZipFile(package)
@@ -171,24 +133,11 @@ def safe_extract(package: str | os.PathLike, dest: str | os.PathLike, max_member
         raise PluginError(f"{package} is not a readable .difypkg (zip): {exc}") from None
     with zf, package_errors(package):
         members = check_members(zf, package.name, max_member, max_total)
-        dest.mkdir(parents=True, exist_ok=True)
-        root = dest.resolve()
+        tree = SafeTree(dest, package.name, UnsafeArchive)
         names = []
         for info in members:
-            target = (root / info.filename).resolve()
-            if root not in target.parents:
-                raise UnsafeArchive(f"{package.name}: entry {info.filename!r} resolves outside the work folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            written = 0
-            limit = min(info.file_size, max_member)
-            with zf.open(info) as src, open(target, "xb") as dst:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    written += len(chunk)
-                    if written > limit:
-                        raise UnsafeArchive(f"{package.name}: entry {info.filename!r} inflates beyond its declared "
-                                            f"size; refusing a possible zip bomb")
-                    dst.write(chunk)
-            os.chmod(target, 0o644)
+            with zf.open(info) as src, tree.open_new(PurePosixPath(info.filename), info.filename) as dst:
+                copy_capped(src, dst, min(info.file_size, max_member), info.filename, package.name, UnsafeArchive)
             names.append(info.filename)
     return names
 
@@ -211,15 +160,56 @@ class Manifest:
         return f"{self.author}/{self.name}:{self.version}" if self.author else f"{self.name}:{self.version}"
 
 
+class _UntrustedYaml(yaml.YAMLError):
+    """Raised by :class:`_StrictLoader`: the document is refused, not merely malformed."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader for an untrusted manifest.yaml: no anchors or aliases (a "billion laughs" alias bomb costs
+    nothing to load and explodes when used), at most MAX_YAML_NODES nodes, nested MAX_YAML_DEPTH deep."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self.nodes = self.depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _UntrustedYaml(f"anchor/alias {event.anchor!r} at line {event.start_mark.line + 1}: YAML anchors "
+                                 f"and aliases are refused in a plugin manifest (alias bomb)")
+        self.nodes, self.depth = self.nodes + 1, self.depth + 1
+        if self.nodes > MAX_YAML_NODES or self.depth > MAX_YAML_DEPTH:
+            raise _UntrustedYaml(f"more than {MAX_YAML_NODES} nodes or {MAX_YAML_DEPTH} levels at line "
+                                 f"{event.start_mark.line + 1}: refused")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def load_untrusted_yaml(path: Path, where: str, max_size: int = MAX_YAML_SIZE):
+    """A small YAML file from a package, size-capped BEFORE it is read, parsed by :class:`_StrictLoader`."""
+    size = path.stat().st_size
+    if size > max_size:
+        raise UnsafeArchive(f"{where}: {path.name} is {size} bytes, over the {max_size}-byte limit: refused unread")
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(max_size + 1).decode("utf-8")
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _UntrustedYaml as exc:
+        raise UnsafeArchive(f"{where}: {path.name} refused: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PluginError(f"{where}: {path.name} does not parse: {exc}") from None
+
+
 def read_manifest(workdir: str | os.PathLike, source: str = "") -> Manifest:
     path = Path(workdir) / "manifest.yaml"
     where = source or str(path)
     if not path.is_file():
         raise PluginError(f"{where} has no manifest.yaml at its root; is it a Dify plugin package?")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise PluginError(f"{where}: manifest.yaml does not parse: {exc}") from None
+    raw = load_untrusted_yaml(path, where) or {}
+    if not isinstance(raw, dict):
+        raise PluginError(f"{where}: manifest.yaml is not a mapping")
     problem = shape_problem(raw, {"?meta": (dict, type(None))}) or shape_problem(
         raw.get("meta") or {}, {"?runner": (dict, type(None)), "?arch": (list, type(None))})
     if problem:

@@ -29,6 +29,7 @@ from scripts.plugins.common import (
     DEFAULT_NGINX_BODY,
     DEFAULT_PYTHON,
     DEP_FILES,
+    RESOLVER_CONFIG,
     TARGET_PYTHON_ENV,
     OfflineInstallFailed,
     PluginError,
@@ -346,6 +347,23 @@ def _daemon_notes(workdir: Path, daemon_version: str, drop: set[str], settings: 
     return [install.describe(), *install.notes]
 
 
+def drop_resolver_config(workdir: Path) -> list[str]:
+    """Remove the package's own resolver/installer configuration (RESOLVER_CONFIG): it would steer our
+    resolution and the daemon's install (another index, a cache path, a Python version to download). Runs
+    before anything is resolved; the files are not in the repackaged package. One note per file removed."""
+    notes = []
+    for name in RESOLVER_CONFIG:
+        path = workdir / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
+            continue
+        notes.append(f"removed {name}: a package's own resolver/installer configuration is ignored and not shipped")
+    return notes
+
+
 def _clean_ignore_files(workdir: Path) -> list[str]:
     """Remove wheels/-hiding patterns from .difyignore/.gitignore; one note per file changed."""
     notes = []
@@ -390,6 +408,7 @@ def repackage(pkg: str, out_dir: str | os.PathLike, *, python: str = DEFAULT_PYT
     with tempfile.TemporaryDirectory(prefix="dal-repack-") as tmp:
         workdir = Path(tmp) / "plugin"
         original = safe_extract(source, workdir)
+        notes.extend(drop_resolver_config(workdir))
         manifest = read_manifest(workdir, source.name)
         notes.extend(_manifest_notes(ref, manifest, arch, python))
         LOG.info("%s: %s, resolving dependencies for %s", source.name, manifest.ref, target.describe())

@@ -32,8 +32,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from scripts.core.errors import AirgapError, BadInput, UsageError
+from scripts.core.extract import copy_capped
 from scripts.core.files import sha256_file
 from scripts.core.inputs import os_reason, output_dir
+from scripts.plugins.common import UnsafeArchive, check_members
 
 VERIFICATION_FILE = ".verification.dify.json"
 DEFAULT_KEY_BITS = 4096
@@ -319,13 +321,10 @@ def sign_package(path: str | os.PathLike, key_path: str | os.PathLike, out: str 
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="dal-sign-") as tmp, open_package(path) as zf, package_errors(path):
         entries: list[tuple[str, Source]] = []
-        for i, info in enumerate(zf.infolist()):
-            if info.is_dir():
-                continue
+        for i, info in enumerate(check_members(zf, path.name)):  # names, links, declared sizes
             target = Path(tmp) / f"{i:06d}"
-            with zf.open(info) as src, open(target, "wb") as dst:
-                for chunk in iter(lambda: src.read(_CHUNK), b""):
-                    dst.write(chunk)
+            with zf.open(info) as src, open(target, "xb") as dst:
+                copy_capped(src, dst, info.file_size, info.filename, path.name, UnsafeArchive)  # actual sizes
             entries.append((info.filename, target))
         return write_package(out or path, entries, sign_key=key, category=category, signed_at=signed_at)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
     InvalidSdistFilename,
@@ -79,31 +80,124 @@ def strip_index_options(text: str) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if not _INDEX_OPTION.match(line))
 
 
+_REQ_INCLUDE = re.compile(r"^\s*(-e|--editable|-r|--requirement|-c|--constraint)(\s|=|$)")
+_ARCHIVE_NAME = re.compile(r"\.(whl|zip|tar|tgz|tbz2|txz|tar\.gz|tar\.bz2|tar\.xz)$", re.I)
+
+
+def _logical_lines(text: str) -> list[str]:
+    """A requirements file's lines with ``\\`` continuations joined and comments removed."""
+    joined = re.sub(r"\\\r?\n", " ", text)
+    return [re.sub(r"(^|\s)#.*$", "", line).strip() for line in joined.splitlines()]
+
+
+def requirement_problem(line: str) -> str | None:
+    """Why a requirement line would make the resolver fetch or BUILD something that is not an index release
+    (None: a plain ``name[extras] specifier ; marker``, resolved to wheels from the index only)."""
+    if _REQ_INCLUDE.match(line):
+        return "an editable install or an include of another file"
+    text = re.split(r"\s+--?[a-z]", line, maxsplit=1)[0].strip()   # per-requirement options (--hash=...)
+    try:
+        req = Requirement(text)
+    except InvalidRequirement:
+        return "a local path, VCS or direct URL (not a name from the package index)"
+    if req.url:
+        return f"a direct URL ({req.url})"
+    if _ARCHIVE_NAME.search(req.name) or "/" in text.split(";")[0] or "\\" in text:
+        return "a local file or directory"
+    return None
+
+
+def check_requirements(text: str, source: str, where: str) -> None:
+    """Refuse, naming it, any requirement that is not a plain index requirement: building or fetching it
+    would run the plugin's code (a local project's build backend) or reach outside the index."""
+    bad = []
+    for line in _logical_lines(text):
+        if line and not (line.startswith("-") and not _REQ_INCLUDE.match(line)):
+            problem = requirement_problem(line)
+            if problem:
+                bad.append(f"{line!r}: {problem}")
+    if bad:
+        raise PluginError(f"{source}: {where} asks for what is not a release on the package index, refused (it "
+                          f"would be built or fetched from elsewhere):\n  " + "\n  ".join(bad)
+                          + f"\nPublish those as wheels on an index (${INDEX_ENV}) and require them by name.")
+
+
+def _load_toml(text: str) -> dict:
+    try:  # conditional: tomllib is stdlib only from Python 3.11
+        import tomllib
+    except ImportError:                     # Python < 3.11
+        import tomli as tomllib
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PluginError(f"does not parse ({exc})") from None
+
+
+def check_pyproject(text: str, source: str) -> None:
+    """pyproject.toml: no dynamic dependencies (they need a build), no [tool.uv.sources] path/git/url, and
+    every dependency a plain index requirement (:func:`check_requirements`)."""
+    try:
+        data = _load_toml(text)
+    except PluginError as exc:
+        raise PluginError(f"{source}: pyproject.toml {exc}") from None
+    project = data.get("project") or {}
+    dynamic = [d for d in project.get("dynamic") or [] if d in ("dependencies", "optional-dependencies")]
+    if dynamic:
+        raise PluginError(f"{source}: pyproject.toml declares dynamic {', '.join(dynamic)}: computing them runs "
+                          f"the plugin's build backend, refused; list the dependencies statically")
+    sources = ((data.get("tool") or {}).get("uv") or {}).get("sources") or {}
+    local = [f"{name} = {entry}" for name, entry in sources.items()
+             if any(k in (entry if isinstance(entry, dict) else {}) for k in ("path", "git", "url", "workspace"))
+             or not isinstance(entry, dict)]
+    if local:
+        raise PluginError(f"{source}: pyproject.toml [tool.uv.sources] points outside the package index, "
+                          f"refused: {'; '.join(local)}")
+    deps = [*(project.get("dependencies") or []),
+            *(d for group in (project.get("optional-dependencies") or {}).values() for d in group)]
+    check_requirements("\n".join(str(d) for d in deps), source, "pyproject.toml")
+
+
+def _export_lock(workdir: Path, source: str, tmp: Path) -> str:
+    """uv.lock as requirements, exported from a copy of pyproject.toml + uv.lock alone (no plugin config)."""
+    project = tmp / "project"
+    project.mkdir()
+    for name in ("pyproject.toml", "uv.lock"):
+        shutil.copyfile(workdir / name, project / name)
+    # `--no-dev`, not the Dify CLI's `--no-group dev`: that one fails when no dev group is defined.
+    proc = _run([uv_bin(), "export", "--frozen", "--no-build", "--format", "requirements.txt", "--no-dev",
+                 "--no-emit-project", "--no-hashes", "--no-header", "--no-annotate"], cwd=project,
+                env=_resolver_env())
+    if proc.returncode != 0:
+        raise PluginError(f"{source}: `uv export` from uv.lock failed:\n    {_tail(proc.stderr)}")
+    return proc.stdout
+
+
 def requirements_input(workdir: Path, source: str, tmp: Path, with_pyproject: bool = False) -> list[Path]:
-    """The plugin's dependency list as uv compile inputs: requirements.txt, else uv.lock (exported the
-    way the Dify CLI does), else pyproject.toml; plus pyproject.toml when it is kept for `uv sync`."""
+    """The plugin's dependency list as uv compile inputs, copied into ``tmp``: requirements.txt, else uv.lock
+    (exported the way the Dify CLI does), else pyproject.toml; plus pyproject.toml when it is kept for `uv
+    sync`. Anything but plain index requirements is refused first (:func:`check_requirements`)."""
     req, pyproject, lock = (workdir / name for name in DEP_FILES)
-    inputs = []
+    if pyproject.is_file() and (with_pyproject or not req.is_file()):
+        check_pyproject(pyproject.read_text(encoding="utf-8"), source)
+        shutil.copyfile(pyproject, tmp / "pyproject.toml")
     if req.is_file():
-        text = req.read_text(encoding="utf-8")
+        text, where = req.read_text(encoding="utf-8"), "requirements.txt"
     elif pyproject.is_file() and lock.is_file():
-        # `--no-dev`, not the Dify CLI's `--no-group dev`: that one fails when no dev group is defined.
-        proc = _run([uv_bin(), "export", "--frozen", "--format", "requirements.txt", "--no-dev",
-                     "--no-emit-project", "--no-hashes", "--no-header", "--no-annotate"], cwd=workdir,
-                    env=_uv_env())
-        if proc.returncode != 0:
-            raise PluginError(f"{source}: `uv export` from uv.lock failed:\n    {_tail(proc.stderr)}")
-        text = proc.stdout
+        text, where = _export_lock(workdir, source, tmp), "uv.lock"
     elif pyproject.is_file():
-        return [pyproject]
+        return [tmp / "pyproject.toml"]
     else:
         raise PluginError(f"{source} has neither requirements.txt nor pyproject.toml; the plugin daemon needs one")
+    text = strip_index_options(text)
+    check_requirements(text, source, where)
     infile = tmp / "requirements.in"
-    infile.write_text(strip_index_options(text), encoding="utf-8")
-    inputs.append(infile)
-    if with_pyproject and pyproject.is_file():
-        inputs.append(pyproject)
-    return inputs
+    infile.write_text(text, encoding="utf-8")
+    return [infile, *([tmp / "pyproject.toml"] if with_pyproject and pyproject.is_file() else [])]
+
+
+def _resolver_env() -> dict:
+    """uv for resolution: no configuration file discovered (a plugin's uv.toml / [tool.uv] is ignored)."""
+    return _uv_env(UV_NO_CONFIG="1")
 
 
 def _uv_env(**extra: str) -> dict:
@@ -150,11 +244,12 @@ def resolve(workdir: Path, target: Target, source: str, index_url: str | None = 
         base = [uv_bin(), "pip", "compile", *map(str, inputs), "--python-version", target.python,
                 "--python-platform", target.uv_platform, "--index-url", index_base(index_url),
                 "--no-header", "--no-annotate", "--quiet"]
-        proc = _run(base + ["--only-binary", ":all:"], cwd=workdir, env=_uv_env())
+        # never build: a build runs code (the plugin's own backend for a local project, or an sdist's)
+        proc = _run(base + ["--only-binary", ":all:"], cwd=Path(tmp), env=_resolver_env())
         if proc.returncode == 0:
             return _parse_pins(proc.stdout, source)
         LOG.info("%s: no wheel-only resolution for %s; finding which packages lack wheels", source, target.describe())
-        loose = _run(base, cwd=workdir, env=_uv_env())
+        loose = _run(base + ["--no-build"], cwd=Path(tmp), env=_resolver_env())
         if loose.returncode != 0:
             raise PluginError(f"{source}: dependencies do not resolve for {target.describe()}:\n    "
                               f"{_tail(proc.stderr)}")
@@ -366,15 +461,10 @@ def offline_pyproject(text: str, source: str = "pyproject.toml", python: str = D
 def lock_remote_sources(lock_text: str) -> list[str]:
     """Packages of a uv.lock that would be fetched from somewhere else than the plugin folder: a registry
     given by URL, a git/url source, or any http(s) URL of an sdist/wheel. Empty = installs from ./wheels."""
-    try:  # conditional: tomllib is stdlib only from Python 3.11
-        import tomllib
-    except ImportError:                     # Python < 3.11
-        import tomli as tomllib
-
     try:
-        lock = tomllib.loads(lock_text)
-    except tomllib.TOMLDecodeError as exc:
-        return [f"uv.lock does not parse ({exc})"]
+        lock = _load_toml(lock_text)
+    except PluginError as exc:
+        return [f"uv.lock {exc}"]
     remote = []
     for pkg in lock.get("package", []):
         name = f"{pkg.get('name')}=={pkg.get('version')}"
@@ -396,7 +486,7 @@ def relock_offline(workdir: Path, source: str) -> int:
     with tempfile.TemporaryDirectory(prefix="dal-lock-") as tmp:
         env = _uv_env(UV_CACHE_DIR=tmp, UV_OFFLINE="1")
         (workdir / "uv.lock").unlink(missing_ok=True)
-        proc = _run(prefix + [uv_bin(), "lock"], cwd=workdir, env=env)
+        proc = _run(prefix + [uv_bin(), "lock", "--no-build"], cwd=workdir, env=env)  # wheels only, never a build
     if proc.returncode != 0:
         raise PluginError(f"{source}: re-locking uv.lock against the bundled wheels failed:\n    "
                           f"{_uv_error(proc.stderr)}")

@@ -261,25 +261,3 @@ def test_materialize_refuses_a_damaged_archive(bundle: Path, out: Path, tmp_path
     with pytest.raises(AirgapError, match="install.sh"):
         archive.materialize(tar_path, tmp_path / "dest")
     assert not (tmp_path / "dest" / NAME).exists()
-
-
-# --- a dry run's view of an archive ----------------------------------------------------------------
-
-def test_unpack_for_dry_run_writes_all_but_the_image_parts(bundle: Path, out: Path, tmp_path: Path):
-    archive.write_archive(bundle, out)
-    planned = archive.unpack_for_dry_run(out / f"{NAME}.tar", tmp_path / "dry")
-    assert planned == tmp_path / "dry" / NAME
-    assert mf.load_manifest(planned)["dify_version"] == "0.0.0"
-    assert (planned / "docker" / "docker-compose.yaml").read_bytes() == \
-        (bundle / "docker" / "docker-compose.yaml").read_bytes()
-    assert not (planned / "images.tar.zst").exists()          # the images are verified, never written
-    assert sorted(p.name for p in out.iterdir()) == [f"{NAME}.tar", f"{NAME}.tar.SHA256SUMS"]  # nothing unpacked
-
-
-def test_unpack_for_dry_run_refuses_a_damaged_part(bundle: Path, out: Path, tmp_path: Path):
-    archive.write_archive(bundle, out)
-    tar_path = out / f"{NAME}.tar"
-    data = tar_path.read_bytes()
-    _flip_byte(tar_path, data.index(b"\x28\xb5\x2f\xfd") + 100)    # inside the image archive member
-    with pytest.raises(AirgapError, match="(?s)does not verify.*images.tar.zst +corrupted"):
-        archive.unpack_for_dry_run(tar_path, tmp_path / "dry")

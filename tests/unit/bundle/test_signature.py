@@ -220,6 +220,20 @@ def test_open_verified_dry_run_of_an_archive_reads_only_the_head(bundle: Path, s
     assert got == tmp_path / "out" / NAME and not got.exists()
 
 
+def test_a_signed_archive_holds_the_signature_second_then_the_small_folders(bundle: Path, site_keys,
+                                                                            tmp_path: Path):
+    signature.sign_bundle(bundle, site_keys[0])
+    first = _form(bundle, "archive", tmp_path / "out")
+    with tarfile.open(first) as tar:
+        names = [m.name.split("/", 1)[1] for m in tar.getmembers()]
+    assert names[:3] == [mf.MANIFEST, mf.SIGNATURE, mf.SUMS]
+    small = [n for n in names if n.startswith(archive.PLAN_DIRS)]
+    assert small and names[3:3 + len(small)] == small        # before the images: planning_view stops there
+    assert archive.read_head(first)[3] == (bundle / mf.SIGNATURE).read_bytes()
+    with archive.planning_view(first) as view:
+        assert not (view / PART).exists() and (view / mf.MANIFEST).read_bytes() == (bundle / mf.MANIFEST).read_bytes()
+
+
 # --- the verify task reads the site's keys from invoke's configuration ---------------------------------------
 
 def test_verify_task_uses_the_site_keys_from_invoke_config(bundle: Path, site_keys, capsys):

@@ -147,8 +147,8 @@ def _link(name: str, target: str, kind=tarfile.SYMTYPE) -> tuple[tarfile.TarInfo
 @pytest.mark.parametrize("member, message", [
     (_file("dify-1.11.3/docker/../../escape"), "unsafe path"),
     (_file("/etc/cron.d/evil"), "unsafe path"),
-    (_link("dify-1.11.3/docker/passwd", "/etc/passwd"), "points outside docker/"),
-    (_link("dify-1.11.3/docker/nginx/up", "../../api/app.py"), "points outside docker/"),
+    (_link("dify-1.11.3/docker/passwd", "/etc/passwd"), "points outside"),
+    (_link("dify-1.11.3/docker/nginx/up", "../../api/app.py"), "points outside"),
     (_link("dify-1.11.3/docker/hard", "dify-1.11.3/api/app.py", tarfile.LNKTYPE), "points outside docker/"),
 ])
 def test_unsafe_tarballs_are_refused(tmp_path, member, message):
