@@ -21,6 +21,15 @@ def _install(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
 
 
+def _install_and_start_lab(session: nox.Session, *args: str) -> None:
+    """The project into the session's venv, then the lab's engines started (where this host may run the lab)."""
+    _install(session)
+    if _lab_possible():
+        session.run("python", "-m", "tests.lab.host", "up", *args)
+    else:
+        session.warn("not root on Debian: the lab is not started; integration tests need running engines")
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Run ruff over the code (complexity budget included) and check the layer rule (tests/architecture.py)."""
@@ -32,18 +41,13 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def lab(session: nox.Session) -> None:
     """Install and start the lab engines (dockerd, podman, compose v2, registry mirror)."""
-    _install(session)
-    session.run("python", "-m", "tests.lab.host", "up", *session.posargs)
+    _install_and_start_lab(session, *session.posargs)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit tests, then integration AND end-to-end tests against real docker and podman (lab started first)."""
-    _install(session)
-    if _lab_possible():
-        session.run("python", "-m", "tests.lab.host", "up")
-    else:
-        session.warn("not root on Debian: the lab is not started; integration tests need running engines")
+    _install_and_start_lab(session)
     if session.posargs:
         session.run("pytest", *session.posargs)
         return
@@ -71,24 +75,19 @@ def unit(session: nox.Session) -> None:
 @nox.session
 def standins(session: nox.Session) -> None:
     """Build the lab stand-in images named like Dify's and seed the lab registry (Docker Hub mirror)."""
-    _install(session)
-    session.run("python", "-m", "tests.lab.host", "up")
+    _install_and_start_lab(session)
     session.run("python", "-m", "tests.lab.standins", "build", "--seed", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Measure raw save, save|gzip, our bundle and both loads side by side (not part of `tests`); --size-mb N."""
-    _install(session)
-    if _lab_possible():
-        session.run("python", "-m", "tests.lab.host", "up")
+    _install_and_start_lab(session)
     session.run("python", "-m", "tests.lab.bench", *session.posargs)
 
 
 def _e2e(session: nox.Session, runtime: str) -> None:
-    _install(session)
-    if _lab_possible():
-        session.run("python", "-m", "tests.lab.host", "up")
+    _install_and_start_lab(session)
     # -s: the transcript (network interfaces of the air-gapped container, install and check output) is shown
     session.run("pytest", "-s", "-m", "e2e", "tests/e2e", "-k", runtime, *session.posargs)
 
@@ -101,9 +100,7 @@ def rehearse(session: nox.Session) -> None:
     """
     if not session.posargs:
         session.error("usage: nox -s rehearse -- BUNDLE [--runtime docker|podman] [--timeout SECONDS]")
-    _install(session)
-    if _lab_possible():
-        session.run("python", "-m", "tests.lab.host", "up")
+    _install_and_start_lab(session)
     bundle, *rest = session.posargs
     session.run("python", "-m", "tests.lab.e2e", "--rehearse", bundle, *rest)
 

@@ -14,8 +14,9 @@ flock is local to one host: two hosts writing to one NFS directory are not seria
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -117,3 +118,15 @@ def hold(directory: str | os.PathLike, what: str, doing: str = "") -> Iterator[P
         for made in created:  # made only for the lock and still empty: a failed first run leaves nothing
             with suppress(OSError):
                 made.rmdir()
+
+
+def holding_output(what: str, doing: str) -> Callable:
+    """Decorator for ``step(engine, plan)``: the step runs holding the lock on ``plan.output`` (``what`` names the
+    place in the refusal, ``doing`` the command the holder runs)."""
+    def wrap(step: Callable) -> Callable:
+        @functools.wraps(step)
+        def held(engine, plan):
+            with hold(plan.output, what, doing):
+                return step(engine, plan)
+        return held
+    return wrap

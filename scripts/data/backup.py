@@ -30,7 +30,7 @@ from pathlib import Path
 from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError
 from scripts.core.files import fresh_sibling
-from scripts.core.lock import hold
+from scripts.core.lock import hold, holding_output
 from scripts.data import stackdata as sd
 from scripts.data import untrusted
 from scripts.data.snapshot import (
@@ -140,13 +140,9 @@ class StoppedWriters:
                           self.engine.runtime, cid[:12])
 
 
+@holding_output("backup output directory", "invoke backup")
 def backup(engine: Engine, plan: BackupPlan) -> Path:
     """Perform the plan; returns the finished backup directory. One run at a time per output directory."""
-    with hold(plan.output, "backup output directory", "invoke backup"):
-        return _backup(engine, plan)
-
-
-def _backup(engine: Engine, plan: BackupPlan) -> Path:
     stack = plan.stack
     started = time.monotonic()
     db = sd.service_container(engine, stack, stack.db_service)

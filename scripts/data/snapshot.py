@@ -55,7 +55,7 @@ from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError, BadInput, UsageError
 from scripts.core.files import PartWriter, fresh_sibling
 from scripts.core.inputs import check_shape
-from scripts.core.lock import hold
+from scripts.core.lock import hold, holding_output
 from scripts.core.waiting import wait_until
 from scripts.data import stackdata as sd
 from scripts.data import untrusted
@@ -351,13 +351,9 @@ def make_plan(stack: sd.Stack, output: Path, tag: str | None = None) -> Snapshot
     return SnapshotPlan(stack, output, ref, name, stack.setting("DB_PLUGIN_DATABASE", "dify_plugin"))
 
 
+@holding_output("snapshot output directory", "invoke snapshot-daemon")
 def snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
     """Perform the plan; returns the finished snapshot directory. One run at a time per output directory."""
-    with hold(plan.output, "snapshot output directory", "invoke snapshot-daemon"):
-        return _snapshot_daemon(engine, plan)
-
-
-def _snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
     stack = plan.stack
     started = time.monotonic()
     daemon = sd.service_container(engine, stack, SERVICE)

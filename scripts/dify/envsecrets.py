@@ -7,6 +7,9 @@ import secrets
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 # --- secrets -------------------------------------------------------------------------------------
 
@@ -20,53 +23,15 @@ class SecretGroup:
     why: str = ""
 
 
-# Derived from Dify 1.11.3's .env.example and docker-compose.yaml (which variable feeds which
-# container). Generated values are alphanumeric so they survive URLs (CELERY_BROKER_URL), shell
-# command lines (redis-server --requirepass, mysqladmin -p...) and compose interpolation.
-SECRET_GROUPS: tuple[SecretGroup, ...] = (
-    SecretGroup(("SECRET_KEY",), "token", "signs sessions, encrypts model-provider credentials in the DB"),
-    SecretGroup(("DB_PASSWORD",), "password", "postgres POSTGRES_PASSWORD / mysql MYSQL_ROOT_PASSWORD, api, "
-                                              "plugin daemon"),
-    SecretGroup(("REDIS_PASSWORD",), "password", "redis --requirepass; also inside CELERY_BROKER_URL"),
-    SecretGroup(("SANDBOX_API_KEY", "CODE_EXECUTION_API_KEY"), "token", "sandbox API_KEY = api's key"),
-    SecretGroup(("PLUGIN_DAEMON_KEY",), "token", "api -> plugin daemon (plugin_daemon SERVER_KEY)"),
-    SecretGroup(("PLUGIN_DIFY_INNER_API_KEY",), "token", "plugin daemon -> api (INNER_API_KEY_FOR_PLUGIN, "
-                                                          "DIFY_INNER_API_KEY)"),
-    SecretGroup(("WEAVIATE_API_KEY", "WEAVIATE_AUTHENTICATION_APIKEY_ALLOWED_KEYS"), "token",
-                "api's weaviate key = weaviate's allowed key"),
-    SecretGroup(("QDRANT_API_KEY",), "token", "api and the qdrant container"),
-    SecretGroup(("OCEANBASE_VECTOR_PASSWORD",), "password", "api and oceanbase/seekdb containers"),
-    SecretGroup(("COUCHBASE_PASSWORD",), "password", "api and couchbase-server"),
-    SecretGroup(("PGVECTOR_PASSWORD", "PGVECTOR_POSTGRES_PASSWORD", "PGVECTO_RS_PASSWORD"), "password",
-                "api's pgvector/pgvecto-rs password = the containers' POSTGRES_PASSWORD"),
-    SecretGroup(("CHROMA_AUTH_CREDENTIALS", "CHROMA_SERVER_AUTHN_CREDENTIALS"), "token",
-                "api's chroma token = chroma's server token"),
-    SecretGroup(("OPENSEARCH_PASSWORD", "OPENSEARCH_INITIAL_ADMIN_PASSWORD"), "complex",
-                "api logs in as OPENSEARCH_USER=admin; opensearch demands a complex password"),
-    SecretGroup(("ELASTICSEARCH_PASSWORD",), "password", "api and elasticsearch ELASTIC_PASSWORD"),
-    SecretGroup(("OPENGAUSS_PASSWORD",), "complex", "api and opengauss GS_PASSWORD (complexity enforced)"),
-    SecretGroup(("ORACLE_PWD",), "complex", "oracle container's SYS password"),
-    # Dify 1.14+ agent services (envs/core-services/dify-agent.env.example; .env.example repeats them)
-    SecretGroup(("DIFY_AGENT_SERVER_SECRET_KEY",), "token", "agent_backend's JWE key for Agent Stub tokens; read by "
-                                                           "api, worker, api_websocket, agent_backend, plugin_daemon"),
-    SecretGroup(("DIFY_AGENT_SHELLCTL_AUTH_TOKEN",), "token", "agent_backend -> local_sandbox SHELLCTL_AUTH_TOKEN"),
-    SecretGroup(("DIFY_AGENT_LOCAL_SANDBOX_AUTH_TOKEN",), "token", "agent_backend -> local_sandbox (1.17+; mandatory)"),
-    # External services whose example value is Dify's shared default password: a public value must not
-    # linger in a production file; sites using these stores supply the real password in their site file.
-    SecretGroup(("ALIBABACLOUD_MYSQL_PASSWORD",), "password", "external store; supply the real one"),
-    SecretGroup(("RELYT_PASSWORD",), "password", "external store; supply the real one"),
-)
+def _load_table() -> tuple[tuple[SecretGroup, ...], dict[str, tuple[str, str]]]:
+    """The secret groups and fixed defaults: data in secrets.yaml beside this module (where they come from is
+    noted there)."""
+    data = yaml.safe_load((Path(__file__).with_name("secrets.yaml")).read_text(encoding="utf-8"))
+    groups = tuple(SecretGroup(tuple(g["keys"]), g["kind"], g["why"]) for g in data["groups"])
+    return groups, {key: (store, why) for key, (store, why) in data["fixed_defaults"].items()}
 
-# Public defaults that are not generated because the server side is hard-coded upstream
-# (changing the client value alone would break the store). Warned about when that store is chosen.
-FIXED_DEFAULTS: dict[str, tuple[str, str]] = {
-    "VASTBASE_PASSWORD": ("vastbase", "docker-compose.yaml hard-codes VB_PASSWORD=Difyai123456"),
-    "MATRIXONE_PASSWORD": ("matrixone", "matrixone's built-in user dump/111"),
-    "ORACLE_PASSWORD": ("oracle", "created by Dify's startupscripts/ with password dify"),
-    "IRIS_PASSWORD": ("iris", "set by Dify's iris/iris-init.script"),
-    "MINIO_ACCESS_KEY": ("milvus", "milvus-standalone gets no MinIO credentials and uses minioadmin"),
-    "MINIO_SECRET_KEY": ("milvus", "milvus-standalone gets no MinIO credentials and uses minioadmin"),
-}
+
+SECRET_GROUPS, FIXED_DEFAULTS = _load_table()
 
 # Well-known defaults of past and present Dify examples (the example in use is read too).
 KNOWN_DEFAULT_SECRETS: frozenset[str] = frozenset({

@@ -26,6 +26,7 @@ def test_wheel_install_runs_the_same_tasks_and_ships_no_lab(tmp_path):
     assert not [n for n in names if n.startswith("tests/") or "/lab/" in n], "lab/test code in the wheel"
     assert any(n.endswith("share/dify-airgap/tasks.py") for n in names)
     assert any(n.endswith("share/dify-airgap/env-templates/offline.env") for n in names)
+    assert "scripts/dify/secrets.yaml" in names, "the secret groups (package data) are not in the wheel"
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
@@ -41,6 +42,9 @@ def test_wheel_install_runs_the_same_tasks_and_ships_no_lab(tmp_path):
                            cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).is_relative_to(env_dir), f"the installed toolkit reads its data from {where}"
     assert (Path(where) / "compose-overrides" / "podman.yaml").is_file()
+    groups = subprocess.run([str(py), "-c", "from scripts.dify.envsecrets import SECRET_GROUPS as g; print(g[0].keys)"],
+                            cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    assert groups == "('SECRET_KEY',)"
 
     listed = subprocess.run([str(env_dir / "bin" / "dify-airgap"), "--list"], cwd=tmp_path,
                             capture_output=True, text=True, check=True).stdout
