@@ -214,7 +214,7 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
     "sign_key": "sign the bundle's manifest.json with the site's PKCS#1 private key (invoke plugin-keygen): "
                 "writes manifest.json.sig, checked by verify/install/push --public-key (docs/security.md)",
     "dry_run": "print the plan and the exact commands; change nothing",
-}, iterable=["plugins"])
+}, iterable=["plugins"], auto_shortflags=False)  # 18 options: invoke ran out of letters ("--" for --sign-key)
 @_fails_cleanly
 def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
            vector_stores="", all_profiles=False, platform=None, compression="zstd", chunk_size=None,
@@ -433,7 +433,7 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
     "middleware": "render middleware.env from middleware.env.example (middleware/dev compose mode)",
     "dry_run": "show which keys would change (never secret values) and write nothing",
     "json": "print the report as JSON (no secret values)",
-}, iterable=["set_", "model_server"])
+}, iterable=["set_", "model_server"], auto_shortflags=False)  # out of letters: "--" was --model-server
 @_fails_cleanly
 def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=None, set_=None,
         regenerate_secrets=False, upgrade_from=None, old_example=None, middleware=False, dry_run=False,

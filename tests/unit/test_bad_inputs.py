@@ -18,6 +18,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import traceback
 import zipfile
@@ -484,6 +486,22 @@ def test_every_option_is_classified():
     unknown = [f"{t} --{o}" for t in sorted(COLLECTION.task_names) for o in _arguments(t)
                if not _role(t, o) and o not in NOT_PATHS]
     assert not unknown, f"classify these options in ROLES (a path: which role) or NOT_PATHS: {unknown}"
+
+
+def test_every_option_has_help_and_a_sane_short_flag():
+    """`invoke X --help` explains every option; a short flag is a letter (invoke hands out "-" itself when a task
+    has used up its options' letters: `--` then meant --sign-key). Read in a fresh process: invoke pops each help
+    text off its task the first time it lists the arguments."""
+    dump = ("import json, tasks; from invoke import Collection; c = Collection.from_module(tasks); "
+            "print(json.dumps({t: [[a.name, sorted(a.names), a.help] for a in c[t].get_arguments()] "
+            "for t in c.task_names}))")
+    listed = json.loads(subprocess.run([sys.executable, "-c", dump], cwd=ROOT, capture_output=True, text=True,
+                                       check=True, timeout=60).stdout)
+    assert set(listed) == set(COLLECTION.task_names)
+    bad = [f"invoke {t} --{name}: {'no help text' if not text else f'short flag in {names}'}"
+           for t, args in sorted(listed.items()) for name, names, text in args
+           if not text or not all(len(n) > 1 or n.isalpha() for n in names)]
+    assert not bad, bad
 
 
 def test_every_task_with_inputs_has_cases():
