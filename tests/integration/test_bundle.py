@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import textwrap
@@ -9,9 +10,13 @@ import textwrap
 import pytest
 
 from scripts.bundle import build as bundler
-from scripts.bundle import manifest
-from scripts.core.errors import AirgapError, ImageMissing
+from scripts.bundle import manifest, signature
+from scripts.core.errors import AirgapError, Busy, ImageMissing
+from scripts.core.lock import lock_path
+from scripts.core.waiting import wait_until
+from scripts.plugins import sign
 from tests.lab import host as lab
+from tests.unit.bundle.bundles import forge
 
 from ..conftest import DAMAGE_KIND, ROOT, damage_file
 from .bundles import build, one_image_project
@@ -158,3 +163,58 @@ def test_bundle_with_plugins_lists_them(docker_engine, tracker, tmp_path):
     assert (bundle / entry["path"]).is_file() and entry["path"].startswith("plugins/")
     assert manifest.verify(bundle).ok
     assert "airgaptest/demo_tool" in manifest.inspect_text(data)
+
+
+def _bundle_in_child(engine, proj, out, results, gate=None, **kwargs):
+    """Child process body: build a bundle (waiting for ``gate`` to exist first, holding the output lock, when
+    given) and report "ok" or the refusal."""
+    if gate is not None:
+        inner = bundler.build_directory
+
+        def held_back(engine, plan):
+            wait_until(gate.exists, 300, f"the test's go-ahead {gate}")
+            return inner(engine, plan)
+        bundler.build_directory = held_back  # this child's copy only
+    try:
+        build(engine, proj, out, **kwargs)
+        results.put("ok")
+    except Busy as exc:
+        results.put(f"busy: {exc}")
+    except Exception as exc:  # noqa: BLE001 - reported to the test, which names it
+        results.put(f"error: {exc!r}")
+
+
+def test_two_bundles_into_one_directory_one_refused_the_other_signed_and_verifies(docker_engine, tracker, tmp_path):
+    """#13: two `bundle` runs into one output directory: the second is refused at once naming the first's pid;
+    the first (signed with a site key) finishes, and `invoke verify` accepts it with the public key and the
+    digest — and refuses it once a part and the manifest are forged."""
+    engine = docker_engine
+    proj = one_image_project(engine, tracker, tmp_path, "dalc")
+    out, gate = tmp_path / "out", tmp_path / "go"
+    private, public = sign.write_keypair(tmp_path / "keys", name="site", bits=2048)
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    first = ctx.Process(target=_bundle_in_child, args=(engine, proj, out, results, gate), kwargs={"sign_key": private})
+    first.start()
+    try:
+        wait_until(lambda: lock_path(out).is_file() and lock_path(out).read_text().startswith(str(first.pid)),
+                   60, "the first bundle run to hold the output lock")
+        second = ctx.Process(target=_bundle_in_child, args=(engine, proj, out, results))
+        second.start()
+        second.join(timeout=120)
+        refused = results.get(timeout=10)
+        assert refused.startswith("busy:") and f"pid {first.pid}" in refused, refused
+    finally:
+        gate.touch()
+        first.join(timeout=600)
+    assert results.get(timeout=10) == "ok"
+    bundle = next(p for p in out.iterdir() if p.is_dir())
+    digest = signature.bundle_digest(bundle)
+    cli = [sys.executable, "-m", "invoke", "verify", str(bundle), "--public-key", str(public), "--expect-digest"]
+    ok = subprocess.run([*cli, digest], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    part = manifest.load_manifest(bundle)["image_archive"]["parts"][0]["path"]
+    forge(bundle, part, (bundle / part).read_bytes()[:-1] + b"x")
+    forged = subprocess.run([*cli, digest], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert forged.returncode != 0 and "Traceback" not in forged.stderr
+    assert "signature" in (forged.stdout + forged.stderr).lower(), forged.stdout + forged.stderr
