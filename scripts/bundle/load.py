@@ -13,7 +13,7 @@ from pathlib import Path
 
 from scripts.bundle.manifest import image_stream, load_manifest
 from scripts.core.console import LOG, human_size, progress
-from scripts.core.errors import ImageMissing
+from scripts.core.errors import AirgapError, ImageMissing
 from scripts.engine.client import Engine
 from scripts.engine.images import load_argv, local_ref, missing_images
 from scripts.engine.streams import stream_in
@@ -49,11 +49,29 @@ def load_images(engine: Engine, bundle: Path, manifest: dict | None = None, *,
         bar.close()
     LOG.debug("%s", stdout.strip())
     if engine.is_podman:
-        _qualify_podman_names(engine, refs)
+        _qualify_podman_names(engine, images)
     still = missing_images(engine, [local_ref(engine, r) for r in refs])
     if still:
         raise ImageMissing(f"after loading, the engine still lacks: {', '.join(still)}", image=still[0])
+    check_loaded_ids(engine, images)
     return refs
+
+
+def check_loaded_ids(engine: Engine, images: Sequence[dict]) -> None:
+    """Every image name now resolves to the image id the (verified) manifest pins: a name that still points at
+    another image (an older podman keeps its own ``docker.io/...`` name and loads ours as ``localhost/...``; an
+    archive that does not hold what its manifest says) is refused, naming both ids."""
+    wrong = []
+    for img in images:
+        want = _bare_id(img.get("id"))
+        have = _image_id(engine, local_ref(engine, img["ref"]))
+        if want and have != want:
+            wrong.append(f"{img['ref']} is {have[:12] or 'absent'}, the manifest pins {want[:12]}")
+    if wrong:
+        raise AirgapError(f"after loading, {len(wrong)} image name(s) do not hold the bundle's image: "
+                          f"{'; '.join(wrong)}",
+                          hint=f"remove the other image ({engine.runtime} rmi NAME) and run this again; if it "
+                               f"repeats, run `invoke verify` on the bundle")
 
 
 class _Counted:
@@ -68,27 +86,36 @@ class _Counted:
         return data
 
 
-def _qualify_podman_names(engine: Engine, refs: Sequence[str]) -> None:
+def _qualify_podman_names(engine: Engine, images: Sequence[dict]) -> None:
     """Podman < 4.4 loads a docker-archive's ``busybox:latest`` as ``localhost/busybox:latest``; compose's
-    ``image: busybox:latest`` means ``docker.io/library/busybox:latest``. Re-tag to the Docker Hub name."""
-    for ref in refs:
-        want = local_ref(engine, ref)
-        if engine.image_exists(want):
+    ``image: busybox:latest`` means ``docker.io/library/busybox:latest``. Re-tag to the Docker Hub name when that
+    name is absent or holds another image than the manifest's (while the ``localhost/`` one holds it)."""
+    for img in images:
+        ref, pinned = img["ref"], _bare_id(img.get("id"))
+        want, short = local_ref(engine, ref), f"localhost/{ref}"
+        have = _image_id(engine, want)
+        if have and (not pinned or have == pinned):
             continue
-        short = f"localhost/{ref}"
-        if engine.image_exists(short):
+        loaded = _image_id(engine, short)
+        if loaded and (not pinned or loaded == pinned):
             engine.run(["tag", short, want])
             engine.run(["untag", short, short], check=False)
             LOG.debug("podman loaded %s as %s: tagged %s", ref, short, want)
 
 
+def _bare_id(image_id: object) -> str:
+    return str(image_id or "").removeprefix("sha256:")
+
+
+def _image_id(engine: Engine, ref: str) -> str:
+    """The engine's image id for ``ref`` (without ``sha256:``), "" when it has no such image."""
+    res = engine.probe(["image", "inspect", "--format", "{{.Id}}", ref])
+    return _bare_id(res.stdout.strip()) if res.ok else ""
+
+
 def _has_same_image(engine: Engine, image: dict) -> bool:
-    res = engine.probe(["image", "inspect", "--format", "{{.Id}}", local_ref(engine, image["ref"])])
-    if not res.ok:
-        return False
-    have = res.stdout.strip().removeprefix("sha256:")
-    want = str(image.get("id") or "").removeprefix("sha256:")
-    return not want or have == want
+    have, want = _image_id(engine, local_ref(engine, image["ref"])), _bare_id(image.get("id"))
+    return bool(have) and (not want or have == want)
 
 
 

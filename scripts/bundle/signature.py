@@ -211,7 +211,8 @@ def open_verified(path: str | os.PathLike, trust: TrustPolicy, *, dry_run: bool 
 
     First the digest and signature from the head (an archive is not unpacked when they fail), then the archive
     unpacked (:func:`scripts.bundle.archive.materialize`, every file hashed), then every file of the directory
-    and nothing else (:func:`verify`). A dry run of an archive stops after the head (nothing is unpacked).
+    and nothing else (:func:`verify`). A dry run of an archive unpacks nothing: the archive is verified as a
+    stream and the (not yet existing) directory path is returned; plan from :func:`archive.planning_view`.
     """
     head = read_head(path)
     found = check(head, trust)
@@ -220,6 +221,11 @@ def open_verified(path: str | os.PathLike, trust: TrustPolicy, *, dry_run: bool 
                           f"{render_problems(found.problems)}")
     bundle = archive.materialize(path, dry_run=dry_run)
     if dry_run and not (bundle / MANIFEST).is_file():
+        # nothing unpacked: every member (the image parts too) is hashed as it streams by
+        LOG.info("verifying %s (streamed; the images are not unpacked in a dry run)", path)
+        streamed = archive.verify(path, deep=True)
+        if not streamed.ok:
+            raise AirgapError(f"the bundle does not verify; nothing was changed:\n{streamed.render()}")
         return bundle
     LOG.info("verifying %s", bundle)
     report = verify(bundle, deep=True, trust=trust)

@@ -86,7 +86,8 @@ def target_ref(ref: str, registry: str) -> str:
 def open_bundle(path: str | Path, trust: signature.TrustPolicy, *, dry_run: bool = False) -> tuple[Path, dict]:
     """(bundle directory, manifest), verified first (digest, signature, every file: ``signature.open_verified``).
 
-    A dry run of an archive checks its head and plans from its manifest: nothing is unpacked.
+    A dry run of an archive is verified as a stream (every member hashed) and plans from its manifest: nothing is
+    unpacked.
     """
     bundle = signature.open_verified(path, trust, dry_run=dry_run)
     if dry_run and not (bundle / MANIFEST).is_file():

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.bundle.load import _qualify_podman_names, load_images
+import pytest
+
+from scripts.bundle.load import _qualify_podman_names, check_loaded_ids, load_images
+from scripts.core.errors import AirgapError
 
 
 @dataclass
@@ -74,6 +77,31 @@ def test_podman_short_names_are_checked_under_their_docker_hub_name(tmp_path: Pa
 def test_podman_localhost_names_are_retagged_to_the_docker_hub_name():
     engine = RecordingEngine(runtime="podman", images={"localhost/busybox:latest": "bbb",
                                                        "docker.io/langgenius/dify-api:1.16.0": "aaa"})
-    _qualify_podman_names(engine, ["busybox:latest", "langgenius/dify-api:1.16.0"])
+    _qualify_podman_names(engine, MANIFEST["images"])
     assert engine.ran == [["tag", "localhost/busybox:latest", "docker.io/library/busybox:latest"],
                           ["untag", "localhost/busybox:latest", "localhost/busybox:latest"]]
+
+
+def test_podman_retags_over_an_older_image_of_the_same_name_only_to_the_manifests_id():
+    engine = RecordingEngine(runtime="podman", images={"docker.io/library/busybox:latest": "OLD",
+                                                       "localhost/busybox:latest": "bbb",
+                                                       "docker.io/langgenius/dify-api:1.16.0": "OLD2",
+                                                       "localhost/langgenius/dify-api:1.16.0": "NOT-THE-PIN"})
+    _qualify_podman_names(engine, MANIFEST["images"])
+    assert engine.images["docker.io/library/busybox:latest"] == "bbb"          # ours, loaded as localhost/
+    assert engine.images["docker.io/langgenius/dify-api:1.16.0"] == "OLD2"     # a localhost/ image not pinned: left
+    with pytest.raises(AirgapError, match=r"langgenius/dify-api:1.16.0 is OLD2, the manifest pins aaa") as caught:
+        check_loaded_ids(engine, MANIFEST["images"])
+    assert "busybox" not in str(caught.value) and "rmi" in caught.value.hint
+
+
+def test_after_loading_every_name_must_hold_the_pinned_id():
+    engine = RecordingEngine(images={"langgenius/dify-api:1.16.0": "aaa", "busybox:latest": "bbb"})
+    check_loaded_ids(engine, MANIFEST["images"])                                  # all as pinned: passes
+    engine.images["busybox:latest"] = "ccc"
+    with pytest.raises(AirgapError, match=r"1 image name\(s\).*busybox:latest is ccc, the manifest pins bbb"):
+        check_loaded_ids(engine, MANIFEST["images"])
+    del engine.images["busybox:latest"]
+    with pytest.raises(AirgapError, match=r"busybox:latest is absent"):
+        check_loaded_ids(engine, MANIFEST["images"])
+    check_loaded_ids(engine, [{"ref": "busybox:latest"}, MANIFEST["images"][0]])  # no id pinned: nothing to compare

@@ -99,3 +99,21 @@ def test_open_bundle_verifies_first_and_a_dry_run_of_an_archive_unpacks_nothing(
     assert got == out / NAME and not got.exists() and data["dify_version"] == "0.0.0"
     with pytest.raises(AirgapError, match="digest"):
         push.open_bundle(out / f"{NAME}.tar", signature.policy(expect_digest="0" * 64), dry_run=True)
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_damaged_archive_is_refused_before_any_engine_call_dry_run_or_not(tmp_path, monkeypatch, dry_run):
+    """#13: push (and its dry run) hashes every member of an archive before the engine is touched: a flipped byte
+    in the image part is named; nothing is unpacked beside the archive."""
+    bundle = build_bundle(tmp_path / "media")
+    out = tmp_path / "out"
+    out.mkdir()
+    archive.write_archive(bundle, out)
+    tar = out / f"{NAME}.tar"
+    data = bytearray(tar.read_bytes())
+    data[-2048 - 700] ^= 0xFF                                  # inside the last member (the image part)
+    tar.write_bytes(bytes(data))
+    monkeypatch.setattr(Engine, "run", lambda *a, **k: pytest.fail(f"engine called: {a}"))
+    with pytest.raises(AirgapError, match=r"images\.tar\.zst +corrupted +sha256 differs"):
+        push.open_bundle(tar, signature.policy(), dry_run=dry_run)
+    assert [p.name for p in out.iterdir() if p.is_dir()] == [], "nothing may be unpacked beside the archive"
