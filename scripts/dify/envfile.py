@@ -1,4 +1,4 @@
-"""Render, validate and three-way-merge Dify's ``.env`` (and ``middleware.env``).
+"""Render and validate Dify's ``.env`` (and ``middleware.env``): ``invoke env``.
 
 Layers, lowest first: ``.env.example`` < ``env-templates/*.env`` < the old ``.env`` when upgrading <
 a site file < ``--server-ip``/``--base-url`` < ``--set KEY=VALUE``. Secrets are generated unless one
@@ -7,6 +7,8 @@ of those layers supplies them, or the output file already holds them (second run
 The output keeps ``.env.example``'s lines, order and comments and changes values in place: compose
 reads ``.env`` top to bottom, so ``COMPOSE_PROFILES=${VECTOR_STORE:-weaviate},...`` only sees a
 ``VECTOR_STORE`` that is defined above it. Keys the example lacks go in a commented block at the end.
+The upgrade's three-way merge is :mod:`scripts.dify.envmerge`; the keys a 1.14+ release declares in
+``envs/**`` are read (and its envs files written) by :mod:`scripts.dify.envlayers`.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from scripts.dify.envcheck import (
     DEBUG_HOST_KEY,
     ENDPOINT_TEMPLATE_KEY,
     PUBLIC_URL_KEYS,
-    compose_text,
     suggest,
     validate,
 )
+from scripts.dify.envlayers import ReleaseLayers, release_layers, render_layer_file
+from scripts.dify.envmerge import MergeReport, three_way_merge
 from scripts.dify.envsecrets import (
     SECRET_GROUPS,
     generate_secret,
@@ -39,98 +42,17 @@ from scripts.dify.envsyntax import (
     Line,
     _read_text,
     env_from_lines,
-    format_value,
     parse_lines,
     read_env,
+    render_text,
     write_atomic,
 )
-from scripts.dify.project import ComposeProject
 
 EXAMPLE = ".env.example"
 MIDDLEWARE_EXAMPLE = "middleware.env.example"
 
-EXTRA_HEADER = (
-    "# ------------------------------",
-    "# Site additions (dify-airgap): keys that are not in the .env.example of this Dify release.",
-    "# Compose reads .env top to bottom: nothing above this block can interpolate these keys,",
-    "# and containers only see them when docker-compose.yaml passes them on.",
-    "# ------------------------------",
-)
-REMOVED_HEADER = (
-    "# ------------------------------",
-    "# Removed upstream (dify-airgap upgrade): your values of keys the new .env.example dropped,",
-    "# kept here as comments so nothing is lost. Delete this block once reviewed.",
-    "# ------------------------------",
-)
-
-LAYERED_HEADER = (
-    "# ------------------------------------------------------------------",
-    "# dify-airgap: settings this Dify release declares in envs/**/*.env.example (named after each key).",
-    "# Compose lists ./.env LAST in every env_file list and interpolates ${...} from .env only, so a value",
-    "# here reaches every service that reads that envs file, and wins over it. Managed by `invoke env`.",
-    "# ------------------------------------------------------------------",
-)
-
-
-def render_text(lines: list[Line], values: Mapping[str, str], extras: Mapping[str, str] = (),
-                removed: Mapping[str, str] = (), layered: Mapping[str, tuple[str, str]] = ()) -> str:
-    """The example's lines with ``values`` put in place; ``layered`` ({key: (value, envs file)}),
-    ``extras`` and ``removed`` appended."""
-    out = []
-    for line in lines:
-        if line.key is None:
-            out.append(line.raw)
-        elif values.get(line.key, line.value) == line.value:
-            out.append(line.raw)  # untouched: byte-identical to the example
-        else:
-            out.append(f"{line.key}={format_value(line.key, values[line.key])}")
-    if layered:
-        out += ["", *LAYERED_HEADER]
-        for key, (value, origin) in dict(layered).items():
-            out += [f"# {origin}", f"{key}={format_value(key, value)}"]
-    if extras:
-        out += ["", *EXTRA_HEADER]
-        out += [f"{k}={format_value(k, v)}" for k, v in dict(extras).items()]
-    if removed:
-        out += ["", *REMOVED_HEADER]
-        out += [f"# {k}={format_value(k, v)}" for k, v in dict(removed).items()]
-    return "\n".join(out) + "\n"
-
 
 # --- reports -------------------------------------------------------------------------------------
-
-
-@dataclass
-class MergeReport:
-    """What a three-way merge (old example, user's old env, new example) did. No secret values."""
-
-    kept: list[str] = field(default_factory=list)            # user-customised values carried over
-    added: list[str] = field(default_factory=list)           # new keys, with the new default
-    removed: list[str] = field(default_factory=list)         # gone from the new example
-    removed_customised: list[str] = field(default_factory=list)  # ... and the user had changed them
-    default_changed: list[dict] = field(default_factory=list)  # user had the old default; new default taken
-    conflicts: list[dict] = field(default_factory=list)      # user changed it AND the default changed
-    missing: list[str] = field(default_factory=list)         # in the old example, absent from the old env
-    extras: list[str] = field(default_factory=list)          # in neither example (site additions)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def lines(self) -> list[str]:
-        out = []
-        out += [f"kept your value: {k}" for k in self.kept]
-        out += [f"new key (new default): {k}" for k in self.added]
-        out += [f"removed upstream: {k}" + (" (your value kept as a comment at the end)"
-                                            if k in self.removed_customised else "") for k in self.removed]
-        for d in self.default_changed:
-            shown = "" if d.get("secret") else f": {d['old']!r} -> {d['new']!r}"
-            out.append(f"default changed, you had the old default, took the new one: {d['key']}{shown}")
-        for d in self.conflicts:
-            shown = "" if d.get("secret") else f": {d['old']!r} -> {d['new']!r}"
-            out.append(f"default changed, kept YOUR value, review it: {d['key']}{shown}")
-        out += [f"missing from your old env, took the new default: {k}" for k in self.missing]
-        out += [f"site addition carried over: {k}" for k in self.extras]
-        return out
 
 
 @dataclass
@@ -234,125 +156,6 @@ def url_values(example: Mapping[str, str], base: str, middleware: bool) -> dict[
     if DEBUG_HOST_KEY in example:
         out[DEBUG_HOST_KEY] = parts.hostname or ""
     return out
-
-
-# --- three-way merge -----------------------------------------------------------------------------
-
-
-def _merge(old_env: Mapping[str, str], base: Mapping[str, str], new: Mapping[str, str]
-           ) -> tuple[dict[str, str], dict[str, str], dict[str, str], dict[str, str], MergeReport]:
-    """Returns (values for new keys, user customisations, extras, removed-customised, report)."""
-    report = MergeReport()
-    values = dict(new)
-    custom: dict[str, str] = {}
-    for key, new_default in new.items():
-        if key not in old_env:
-            if key in base:
-                report.missing.append(key)
-            else:
-                report.added.append(key)
-            continue
-        mine = old_env[key]
-        if key not in base:  # the user had it as an addition; now upstream knows it
-            values[key] = custom[key] = mine
-            report.kept.append(key)
-        elif mine != base[key]:
-            values[key] = custom[key] = mine
-            report.kept.append(key)
-            if new_default != base[key]:
-                report.conflicts.append({"key": key, "old": base[key], "new": new_default,
-                                         "secret": is_secret_key(key)})
-        elif new_default != base[key]:
-            report.default_changed.append({"key": key, "old": base[key], "new": new_default,
-                                           "secret": is_secret_key(key)})
-    extras = {k: v for k, v in old_env.items() if k not in new and k not in base}
-    report.extras = list(extras)
-    removed: dict[str, str] = {}
-    for key in base:
-        if key not in new:
-            report.removed.append(key)
-            if key in old_env and old_env[key] != base[key]:
-                removed[key] = old_env[key]
-                report.removed_customised.append(key)
-    for d in report.default_changed + report.conflicts:
-        if d["secret"]:
-            d["old"] = d["new"] = "***"
-    return values, custom, extras, removed, report
-
-
-def merge_upgrade(old_env: Path, old_example: Path, new_example: Path) -> tuple[str, MergeReport]:
-    """Three-way merge for a Dify upgrade: the new example's layout, the user's changes kept, new
-    keys with their new defaults, removed keys reported (customised ones kept as comments)."""
-    lines = parse_lines(_read_text(Path(new_example)))
-    mine, base = read_env(old_env), read_env(old_example)
-    for key, value in mine.items():  # the caller may log the text: hide the user's secrets
-        if is_secret_key(key) and value and value != base.get(key):
-            register_secret(value)
-    values, _custom, extras, removed, report = _merge(mine, base, env_from_lines(lines))
-    return render_text(lines, values, extras, removed), report
-
-
-# --- release layers (Dify 1.14+: envs/**) ---------------------------------------------------------
-
-
-@dataclass
-class ReleaseLayers:
-    """The keys a release declares in ``envs/**/*.env.example`` but not in ``.env.example``.
-
-    ``defaults``: key -> the example's value (first file wins); ``origin``: key -> the file(s) naming it;
-    ``own_files``: envs files some service reads WITHOUT also reading ``.env`` (a value for one of their
-    keys must be written into that file itself, e.g. 1.16's local-sandbox.env).
-    """
-
-    defaults: dict[str, str] = field(default_factory=dict)
-    origin: dict[str, list[str]] = field(default_factory=dict)
-    own_files: set[str] = field(default_factory=set)
-    interpolated: set[str] = field(default_factory=set)
-    dotenv_readers: set[str] = field(default_factory=set)  #: services given ./.env whole (env_file)
-
-    def files_for(self, key: str) -> list[str]:
-        """Where a value for ``key`` must be written besides ``.env`` (empty: .env alone reaches every reader)."""
-        if key in self.interpolated:
-            return []
-        return [f for f in self.origin.get(key, []) if f in self.own_files]
-
-
-def release_layers(project_dir: Path, example: Mapping[str, str]) -> ReleaseLayers:
-    """Read the release's ``envs/**`` layer examples and which services read which file (see ReleaseLayers)."""
-    project = ComposeProject(Path(project_dir))
-    layers = ReleaseLayers()
-    examples = project.env_examples()
-    if not examples:
-        return layers
-    for rel in examples:
-        for key, value in read_env(project_dir / rel).items():
-            if key in example:
-                continue
-            layers.defaults.setdefault(key, value)
-            layers.origin.setdefault(key, []).append(rel[: -len(".example")])
-    for name in project.services():
-        files = [ref.path for ref in project.env_files(name)]
-        if ".env" in files:
-            layers.dotenv_readers.add(name)
-        if files and ".env" not in files:
-            layers.own_files.update(f for f in files if f.startswith("envs/"))
-    text = compose_text(project_dir, False)
-    layers.interpolated = {k for k in layers.defaults if re.search(r"\$\{?" + re.escape(k) + r"\b", text)}
-    return layers
-
-
-def render_layer_file(project_dir: Path, rel: str, values: Mapping[str, str], dry_run: bool) -> bool:
-    """Write ``envs/X.env`` from ``envs/X.env.example`` with ``values`` in place (0600); True if changed."""
-    example = project_dir / f"{rel}.example"
-    lines = parse_lines(_read_text(example))
-    known = env_from_lines(lines)
-    text = render_text(lines, {k: v for k, v in values.items() if k in known})
-    out = project_dir / rel
-    if out.is_file() and _read_text(out) == text:
-        return False
-    if not dry_run:
-        write_atomic(out, text)
-    return True
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -521,7 +324,7 @@ def _apply_old_env(st: _Render, upgrade_from: Path, old_example: Path | None) ->
         raise AirgapError("--upgrade-from needs --old-example: the .env.example of the release that "
                           "OLD_ENV was made from (keep it next to the old .env)")
     old_env, base_env = read_env(upgrade_from), read_env(old_example)
-    _values, custom, old_extras, st.removed, st.report.merge = _merge(old_env, base_env, st.known)
+    _values, custom, old_extras, st.removed, st.report.merge = three_way_merge(old_env, base_env, st.known)
     for d in st.report.merge.default_changed:  # user kept the old default: take the new one
         st.values[d["key"]], st.source[d["key"]] = st.known[d["key"]], "example"
     st.apply("old env", custom, unknown="extra")

@@ -1,4 +1,8 @@
-"""The .env file syntax as Compose reads it: parse, interpolate, format and write values byte-stably."""
+"""The .env file syntax as Compose reads it: parse, interpolate, format and write values byte-stably.
+
+:func:`render_text` puts new values into an example's lines (the rest byte-identical) and appends the
+blocks ``invoke env`` adds at the end; rendering ``.env``, an upgrade merge and an ``envs/**`` file all use it.
+"""
 
 from __future__ import annotations
 
@@ -228,3 +232,53 @@ def format_value(key: str, value: str) -> str:
         return f"'{value}'"
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("$", "$$")
     return f'"{escaped}"'
+
+
+# --- rendering an example with values ------------------------------------------------------------
+
+EXTRA_HEADER = (
+    "# ------------------------------",
+    "# Site additions (dify-airgap): keys that are not in the .env.example of this Dify release.",
+    "# Compose reads .env top to bottom: nothing above this block can interpolate these keys,",
+    "# and containers only see them when docker-compose.yaml passes them on.",
+    "# ------------------------------",
+)
+REMOVED_HEADER = (
+    "# ------------------------------",
+    "# Removed upstream (dify-airgap upgrade): your values of keys the new .env.example dropped,",
+    "# kept here as comments so nothing is lost. Delete this block once reviewed.",
+    "# ------------------------------",
+)
+
+LAYERED_HEADER = (
+    "# ------------------------------------------------------------------",
+    "# dify-airgap: settings this Dify release declares in envs/**/*.env.example (named after each key).",
+    "# Compose lists ./.env LAST in every env_file list and interpolates ${...} from .env only, so a value",
+    "# here reaches every service that reads that envs file, and wins over it. Managed by `invoke env`.",
+    "# ------------------------------------------------------------------",
+)
+
+
+def render_text(lines: list[Line], values: Mapping[str, str], extras: Mapping[str, str] = (),
+                removed: Mapping[str, str] = (), layered: Mapping[str, tuple[str, str]] = ()) -> str:
+    """The example's lines with ``values`` put in place; ``layered`` ({key: (value, envs file)}),
+    ``extras`` and ``removed`` appended."""
+    out = []
+    for line in lines:
+        if line.key is None:
+            out.append(line.raw)
+        elif values.get(line.key, line.value) == line.value:
+            out.append(line.raw)  # untouched: byte-identical to the example
+        else:
+            out.append(f"{line.key}={format_value(line.key, values[line.key])}")
+    if layered:
+        out += ["", *LAYERED_HEADER]
+        for key, (value, origin) in dict(layered).items():
+            out += [f"# {origin}", f"{key}={format_value(key, value)}"]
+    if extras:
+        out += ["", *EXTRA_HEADER]
+        out += [f"{k}={format_value(k, v)}" for k, v in dict(extras).items()]
+    if removed:
+        out += ["", *REMOVED_HEADER]
+        out += [f"# {k}={format_value(k, v)}" for k, v in dict(removed).items()]
+    return "\n".join(out) + "\n"

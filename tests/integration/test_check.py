@@ -19,8 +19,8 @@ from scripts.dify import stack
 from scripts.dify.deployment import Deployment
 from scripts.engine import bridges
 from scripts.engine.client import Engine
-from scripts.host import check
-from scripts.host.check import PASS
+from scripts.host import check, probes
+from scripts.host.probes import PASS
 from tests.integration.standin_project import OVERRIDES, all_up, release_project, service_states
 from tests.lab import host as lab
 
@@ -59,8 +59,8 @@ def standin_deployment(engine: Engine, prefix: Path):
             assert all((bridges.SYS_NET / i / "addr_assign_type").read_text().strip() == bridges.ADDR_SET
                        for i in ifaces)
         base = f"http://127.0.0.1:{ports['EXPOSE_NGINX_PORT']}"
-        wait_until(lambda: check.check_http_json("ping", f"{base}/console/api/ping",
-                                                 lambda d: (PASS, "", "")).status == PASS,
+        wait_until(lambda: probes.check_http_json("ping", f"{base}/console/api/ping",
+                                                  lambda d: (PASS, "", "")).status == PASS,
                    timeout=60, what="nginx to route /console/api/ping to the api")
         yield dep
     finally:

@@ -22,7 +22,7 @@ import yaml
 from scripts.core.waiting import GiveUp, wait_until
 from scripts.dify import envfile
 from scripts.engine.client import Engine
-from scripts.host import check
+from scripts.host import probes
 from tests.conftest import release_fixture
 from tests.lab import host as lab
 
@@ -145,11 +145,11 @@ def test_dify_ssrf_proxy_refuses_the_private_model_server_until_the_toolkit_allo
     dead_url = f"http://{ip}:{DEAD_PORT}/api/tags"
 
     cases = [  # (proxy, url, status, the detail says)
-        (closed, url, check.FAIL, "the SSRF proxy refused"),
-        (closed, by_name_url, check.FAIL, "the SSRF proxy refused"),
-        (open_, url, check.PASS, "answers HTTP 200"),
-        (open_, dead_url, check.FAIL, "could not connect"),
-        (named, by_name_url, check.PASS, "answers HTTP 200"),
+        (closed, url, probes.FAIL, "the SSRF proxy refused"),
+        (closed, by_name_url, probes.FAIL, "the SSRF proxy refused"),
+        (open_, url, probes.PASS, "answers HTTP 200"),
+        (open_, dead_url, probes.FAIL, "could not connect"),
+        (named, by_name_url, probes.PASS, "answers HTTP 200"),
         # not asserted: (named, url). squid's dstdomain matches an IP URL by its reverse-DNS name, and the engines
         # differ: podman's aardvark-dns answers the PTR with the bare container name (allowed), docker's with
         # "name.network" (refused). An allow list by name may thus also open the address; it never closes it.
@@ -157,7 +157,7 @@ def test_dify_ssrf_proxy_refuses_the_private_model_server_until_the_toolkit_allo
     failures = []
     for client in (curl_client, wget_client):
         for proxy, target, status, says in cases:
-            got = check.check_through_proxy(engine, client, "ollama via dify's proxy", target, proxy, TIMEOUT)
+            got = probes.check_through_proxy(engine, client, "ollama via dify's proxy", target, proxy, TIMEOUT)
             if got.status != status or says not in got.detail or proxy not in got.detail:
                 failures.append(f"{client} via {proxy} to {target}: expected {status} '{says}', got {got}")
             elif "refused" in says and "--model-server" not in got.hint:

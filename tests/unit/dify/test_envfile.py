@@ -18,11 +18,11 @@ from scripts.dify import envcheck, envfile, envsecrets
 from scripts.dify.envfile import (
     PUBLIC_URL_KEYS,
     SECRET_GROUPS,
-    merge_upgrade,
     parse_lines,
     read_env,
     render_env_file,
 )
+from scripts.dify.envmerge import merge_upgrade
 from scripts.dify.envsecrets import KNOWN_DEFAULT_SECRETS
 from scripts.dify.envsyntax import resolve_value
 

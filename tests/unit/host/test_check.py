@@ -1,4 +1,5 @@
-"""scripts/host/check.py: HTTP checks against REAL servers on 127.0.0.1, failure wording, the report, the task."""
+"""scripts/host/check.py and probes.py: HTTP checks against REAL servers on 127.0.0.1, failure wording, the report,
+the task."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from scripts.core.console import emit
 from scripts.dify.deployment import Deployment
 from scripts.dify.stack import ServiceSpec, ServiceState
 from scripts.engine.client import Engine, Result
-from scripts.host import check
-from scripts.host.check import FAIL, PASS, WARN, Check, CheckReport
+from scripts.host import check, probes
+from scripts.host.probes import FAIL, PASS, WARN, Check, CheckReport
 from tests.support.httpstub import Reply, free_port, ollama_tags, requests_seen, serve, vllm_models
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -26,44 +27,44 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_ollama_lists_models_without_a_model_asked():
     with serve({"/api/tags": Reply(body=ollama_tags("llama3:latest", "qwen2.5:7b"))}) as url:
-        c = check.check_ollama(url)
+        c = probes.check_ollama(url)
     assert c.status == PASS and "llama3:latest" in c.detail and "qwen2.5:7b" in c.detail
 
 
 @pytest.mark.parametrize("asked", ["llama3", "llama3:latest"])
 def test_ollama_model_with_or_without_latest(asked):
     with serve({"/api/tags": Reply(body=ollama_tags("llama3:latest"))}) as url:
-        assert check.check_ollama(url, asked).status == PASS
+        assert probes.check_ollama(url, asked).status == PASS
     with serve({"/api/tags": Reply(body=ollama_tags("llama3"))}) as url:
-        assert check.check_ollama(url + "/", asked).status == PASS
+        assert probes.check_ollama(url + "/", asked).status == PASS
 
 
 def test_ollama_missing_model_lists_what_is_there():
     with serve({"/api/tags": Reply(body=ollama_tags("llama3:latest", "qwen2.5:7b"))}) as url:
-        c = check.check_ollama(url, "mistral")
+        c = probes.check_ollama(url, "mistral")
     assert c.status == FAIL
     assert "model mistral not found" in c.detail and "llama3:latest, qwen2.5:7b" in c.detail
     assert "--ollama-model" in c.hint
     with serve({"/api/tags": Reply(body=ollama_tags("qwen2.5:7b"))}) as url:
-        assert check.check_ollama(url, "qwen2.5").status == FAIL  # a tag other than latest must match exactly
+        assert probes.check_ollama(url, "qwen2.5").status == FAIL  # a tag other than latest must match exactly
 
 
 def test_ollama_with_no_models_warns():
     with serve({"/api/tags": Reply(body={"models": []})}) as url:
-        c = check.check_ollama(url)
+        c = probes.check_ollama(url)
     assert c.status == WARN and "no models" in c.detail
 
 
 def test_connection_refused_says_so():
     port = free_port()
-    c = check.check_ollama(f"http://127.0.0.1:{port}", "llama3", timeout=2)
+    c = probes.check_ollama(f"http://127.0.0.1:{port}", "llama3", timeout=2)
     assert c.status == FAIL
     assert c.detail == f"connection refused: nothing listens on 127.0.0.1:{port}"
 
 
 def test_http_500_shows_code_and_body():
     with serve({"/api/tags": Reply(500, {"error": "model store corrupted"})}) as url:
-        c = check.check_ollama(url)
+        c = probes.check_ollama(url)
     assert c.status == FAIL
     assert c.detail.startswith(f"HTTP 500 from {url}/api/tags") and "model store corrupted" in c.detail
     assert "log" in c.hint
@@ -71,34 +72,34 @@ def test_http_500_shows_code_and_body():
 
 def test_wrong_payload_says_what_was_expected():
     with serve({"/api/tags": Reply(body={"tags": ["llama3"]})}) as url:
-        c = check.check_ollama(url)
+        c = probes.check_ollama(url)
     assert c.status == FAIL and "wrong payload" in c.detail
     assert '{"models": [{"name": ...}, ...]}' in c.detail and '"tags"' in c.detail
 
 
 def test_not_json_is_a_wrong_payload():
     with serve({"/api/tags": Reply(body="<html>login</html>", content_type="text/html")}) as url:
-        c = check.check_ollama(url)
+        c = probes.check_ollama(url)
     assert c.status == FAIL and "expected JSON" in c.detail and "<html>login</html>" in c.detail
 
 
 def test_timeout_is_bounded_and_named():
     with serve({"/api/tags": Reply(body=ollama_tags("llama3"), delay=5)}) as url:
         started = time.monotonic()
-        c = check.check_ollama(url, timeout=0.5)
+        c = probes.check_ollama(url, timeout=0.5)
         elapsed = time.monotonic() - started
     assert c.status == FAIL and c.detail.startswith("timeout: no answer from") and "within 0.5s" in c.detail
     assert elapsed < 3
 
 
 def test_unresolvable_host_is_unreachable():
-    c = check.check_ollama("http://no-such-host.invalid:11434", timeout=3)
+    c = probes.check_ollama("http://no-such-host.invalid:11434", timeout=3)
     assert c.status == FAIL and c.detail.startswith("cannot reach no-such-host.invalid:11434")
 
 
 def test_localhost_url_passes_with_a_hint_for_dify():
     with serve({"/api/tags": Reply(body=ollama_tags("llama3"))}) as url:
-        c = check.check_ollama(url.replace("127.0.0.1", "localhost"))
+        c = probes.check_ollama(url.replace("127.0.0.1", "localhost"))
     assert c.status == PASS and "host's IP" in c.hint
 
 
@@ -106,9 +107,9 @@ def test_localhost_url_passes_with_a_hint_for_dify():
 
 def test_vllm_models_and_model_id():
     with serve({"/v1/models": Reply(body=vllm_models("Qwen/Qwen2.5-7B-Instruct"))}) as url:
-        assert check.check_vllm(url).status == PASS
-        assert check.check_vllm(url + "/v1", model="Qwen/Qwen2.5-7B-Instruct").status == PASS
-        missing = check.check_vllm(url, model="qwen")
+        assert probes.check_vllm(url).status == PASS
+        assert probes.check_vllm(url + "/v1", model="Qwen/Qwen2.5-7B-Instruct").status == PASS
+        missing = probes.check_vllm(url, model="qwen")
     assert missing.status == FAIL
     assert missing.detail == "model qwen not served; the server has: Qwen/Qwen2.5-7B-Instruct"
 
@@ -117,9 +118,9 @@ def test_vllm_api_key_required_and_never_printed(capsys):
     key = "sk-site-secret-4711"
     routes = {"/v1/models": Reply(body=vllm_models("llama"), bearer=key)}
     with serve(routes) as url:
-        without = check.check_vllm(url, model="llama")
-        wrong = check.check_vllm(url, api_key="sk-wrong-key-0000", model="llama")
-        right = check.check_vllm(url, api_key=key, model="llama")
+        without = probes.check_vllm(url, model="llama")
+        wrong = probes.check_vllm(url, api_key="sk-wrong-key-0000", model="llama")
+        right = probes.check_vllm(url, api_key=key, model="llama")
     assert without.status == FAIL and without.detail.startswith("HTTP 401") and "--vllm-api-key" in without.hint
     assert wrong.status == FAIL and "rejected" in wrong.hint
     assert right.status == PASS
@@ -132,19 +133,19 @@ def test_vllm_api_key_required_and_never_printed(capsys):
 
 def test_vllm_wrong_payload():
     with serve({"/v1/models": Reply(body={"models": ["llama"]})}) as url:
-        c = check.check_vllm(url)
+        c = probes.check_vllm(url)
     assert c.status == FAIL and '"data": [{"id": ...}' in c.detail
 
 
 def test_check_http_json_with_headers_and_own_validator():
     def validate(data):
         if data.get("result") != "pong":
-            raise check.WrongPayload('{"result": "pong"}')
+            raise probes.WrongPayload('{"result": "pong"}')
         return PASS, "pong", ""
 
     with serve({"/ping": Reply(body={"result": "pong"}), "/bad": Reply(body={"result": "ping"})}) as url:
-        assert check.check_http_json("ping", f"{url}/ping", validate).status == PASS
-        bad = check.check_http_json("ping", f"{url}/bad", validate)
+        assert probes.check_http_json("ping", f"{url}/ping", validate).status == PASS
+        bad = probes.check_http_json("ping", f"{url}/bad", validate)
     assert bad.status == FAIL and 'expected {"result": "pong"}' in bad.detail
 
 
@@ -152,7 +153,7 @@ def test_proxies_from_the_environment_are_not_used(monkeypatch):
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("no_proxy", "")
     with serve({"/api/tags": Reply(body=ollama_tags("llama3"))}) as url:
-        assert check.check_ollama(url).status == PASS
+        assert probes.check_ollama(url).status == PASS
 
 
 # --- Dify payloads ----------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ def test_dify_health_shape():
     assert validate({"pid": 7, "status": "ok", "version": "1.10.0"})[0] == WARN
     for bad in ({"status": "ok"}, {"pid": "7", "status": "ok", "version": "1"}, ["ok"],
                 {"pid": 7, "status": "degraded", "version": "1.11.3"}):
-        with pytest.raises(check.WrongPayload):
+        with pytest.raises(probes.WrongPayload):
             validate(bad)
 
 
@@ -178,7 +179,7 @@ def test_dify_health_shape():
     (143, "", "timeout", None),
 ])
 def test_in_container_failures_are_told_apart(code, stderr, kind, status):
-    outcome = check._classify_fetch_failure("http://x/health", code, stderr, "inside c")
+    outcome = probes._classify_fetch_failure("http://x/health", code, stderr, "inside c")
     assert (outcome.kind, outcome.status) == (kind, status)
 
 
@@ -330,44 +331,44 @@ BUSYBOX_WGET_OK = "Connecting to ssrf_proxy:3128 (172.18.0.5:3128)\n  HTTP/1.1 2
 
 
 @pytest.mark.parametrize(("code", "output", "status", "says"), [
-    (0, SQUID_DENIED, check.FAIL, "the SSRF proxy refused"),
-    (0, SQUID_CONNECT_FAIL, check.FAIL, "could not connect to 10.0.0.7:11434 (err_connect_fail"),
-    (0, OLLAMA_OK, check.PASS, "answers HTTP 200 from the api container through http://ssrf_proxy:3128"),
-    (0, VLLM_NEEDS_KEY, check.PASS, "answers HTTP 401"),  # reachable: the key is the vllm check's business
-    (0, BUSYBOX_WGET_OK, check.PASS, "answers HTTP 200"),
+    (0, SQUID_DENIED, probes.FAIL, "the SSRF proxy refused"),
+    (0, SQUID_CONNECT_FAIL, probes.FAIL, "could not connect to 10.0.0.7:11434 (err_connect_fail"),
+    (0, OLLAMA_OK, probes.PASS, "answers HTTP 200 from the api container through http://ssrf_proxy:3128"),
+    (0, VLLM_NEEDS_KEY, probes.PASS, "answers HTTP 401"),  # reachable: the key is the vllm check's business
+    (0, BUSYBOX_WGET_OK, probes.PASS, "answers HTTP 200"),
     # busybox wget shows no header of an error answer (seen on real squid 5.7): the proxy's 403 / 503
     (1, "Connecting to ssrf_proxy:3128 (10.89.0.5:3128)\nwget: server returned error: HTTP/1.1 403 Forbidden",
-     check.FAIL, "the SSRF proxy refused"),
+     probes.FAIL, "the SSRF proxy refused"),
     (1, "Connecting to ssrf_proxy:3128 (10.89.0.5:3128)\nwget: server returned error: HTTP/1.1 503 Service "
-        "Unavailable", check.FAIL, "could not connect"),
-    (28, "curl: (28) Operation timed out after 5001 milliseconds", check.FAIL, "timeout"),
-    (7, "curl: (7) Failed to connect to ssrf_proxy port 3128: Connection refused", check.FAIL, "could not be fetched"),
+        "Unavailable", probes.FAIL, "could not connect"),
+    (28, "curl: (28) Operation timed out after 5001 milliseconds", probes.FAIL, "timeout"),
+    (7, "curl: (7) Failed to connect to ssrf_proxy port 3128: Connection refused", probes.FAIL, "could not be fetched"),
 ])
 def test_a_model_server_through_the_ssrf_proxy_is_judged_by_what_squid_answered(code, output, status, says):
-    got = check.judge_proxied("ollama via dify's proxy", "http://10.0.0.7:11434/api/tags", "http://ssrf_proxy:3128",
-                              code, output, 5)
+    got = probes.judge_proxied("ollama via dify's proxy", "http://10.0.0.7:11434/api/tags", "http://ssrf_proxy:3128",
+                               code, output, 5)
     assert got.status == status and says in got.detail, got
     if "refused" in says:
         assert "--model-server" in got.hint and "SSRF_PROXY_ALLOW_PRIVATE_IPS" in got.hint
 
 
 def test_proxied_fetch_passes_url_and_proxy_as_arguments_never_inside_the_script():
-    argv = check.proxied_argv("http://10.0.0.7:11434/api/tags?x=$(id)", "http://ssrf_proxy:3128", 4.6)
+    argv = probes.proxied_argv("http://10.0.0.7:11434/api/tags?x=$(id)", "http://ssrf_proxy:3128", 4.6)
     assert argv[:2] == ["sh", "-c"] and argv[3:] == ["sh", "http://10.0.0.7:11434/api/tags?x=$(id)",
                                                       "http://ssrf_proxy:3128", "5"]
     assert "$(id)" not in argv[2] and '-x "$2"' in argv[2] and 'http_proxy="$2"' in argv[2]
 
 
 def test_model_urls_are_the_endpoints_dify_calls():
-    assert check.model_urls("http://h:11434/api", "http://v:8000/v1") == [
+    assert probes.model_urls("http://h:11434/api", "http://v:8000/v1") == [
         ("ollama via dify's proxy", "http://h:11434/api/tags"), ("vllm via dify's proxy", "http://v:8000/v1/models")]
-    assert check.model_urls(None, None) == []
+    assert probes.model_urls(None, None) == []
 
 
 @pytest.mark.parametrize("given", ["h:11434", "http://h:11434", "http://h:11434/", "http://h:11434/api",
                                    "http://h:11434/api/tags"])
 def test_ollama_url_in_any_common_spelling_asks_api_tags_once(given):
-    assert check.ollama_base(given) + "/api/tags" == "http://h:11434/api/tags"
+    assert probes.ollama_base(given) + "/api/tags" == "http://h:11434/api/tags"
 
 
 def test_websocket_check_wants_a_socket_io_handshake_through_nginx():
