@@ -207,6 +207,10 @@ def _uv_env(**extra: str) -> dict:
     return env
 
 
+# name[extras]==version [; marker]
+_PIN_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)(\s*;.*)?")
+
+
 @dataclass(frozen=True)
 class Pin:
     name: str
@@ -223,7 +227,7 @@ def _parse_pins(text: str, source: str) -> list[Pin]:
         line = raw.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
             continue
-        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)(\s*;.*)?", line)
+        m = _PIN_LINE.fullmatch(line)
         if m:
             pins.append(Pin(m.group(1), m.group(3)))
         else:
@@ -250,20 +254,34 @@ def resolve(workdir: Path, target: Target, source: str, index_url: str | None = 
             return _parse_pins(proc.stdout, source)
         LOG.info("%s: no wheel-only resolution for %s; finding which packages lack wheels", source, target.describe())
         loose = _run(base + ["--no-build"], cwd=Path(tmp), env=_resolver_env())
-        if loose.returncode != 0:
-            raise PluginError(f"{source}: dependencies do not resolve for {target.describe()}:\n    "
-                              f"{_tail(proc.stderr)}")
-    pins = _parse_pins(loose.stdout, source)
+        # uv cannot read an sdist-only release's metadata without building it: then the exact pins the
+        # plugin lists are what can be checked one by one
+        pins = _parse_pins(loose.stdout, source) if loose.returncode == 0 else _exact_pins(inputs[0])
     missing = []
     for pin in pins:
         try:
             select_wheel(pin, target, index_url)
         except MissingWheels as exc:
             missing.extend(exc.missing)
+    if not missing and loose.returncode != 0:
+        raise PluginError(f"{source}: dependencies do not resolve for {target.describe()}:\n    "
+                          f"{_tail(proc.stderr)}")
     if not missing:
         raise PluginError(f"{source}: uv found no wheel-only resolution for {target.describe()}:\n    "
                           f"{_tail(proc.stderr)}")
     raise missing_wheels_error(source, target, missing)
+
+
+def _exact_pins(infile: Path) -> list[Pin]:
+    """The ``name==version`` lines of a requirements input (other lines are not checkable one by one)."""
+    if infile.suffix == ".toml":
+        return []
+    found = []
+    for raw in infile.read_text(encoding="utf-8").splitlines():
+        m = _PIN_LINE.fullmatch(raw.split("#", 1)[0].strip())
+        if m:
+            found.append(Pin(m.group(1), m.group(3)))
+    return found
 
 
 def missing_wheels_error(source: str, target: Target, missing: Sequence[tuple[str, str]]) -> MissingWheels:
