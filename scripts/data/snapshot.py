@@ -10,10 +10,13 @@ A snapshot is a directory::
       plugin_daemon.tar.zst  ./volumes/plugin_daemon (installed plugins, package cache, cwd with venvs),
                              numeric owners and modes kept
       dify_plugin.sql.zst    the plugin daemon's database (plain SQL dump)
+                             (manifest.json ``plugin_state``: the plugin identifiers in its rows and files)
       COMPLETE               written last, just before the rename: no marker, no snapshot
 
 Plugins without their DB rows are invisible and rows without files are broken, so files and rows
-are taken while the daemon is paused, together with the commit. Everything is written into
+are taken while the daemon is paused, together with the commit, and a daemon whose files and rows already
+disagree is refused before the commit, naming the plugins (:mod:`scripts.data.pluginstate`); restore-daemon
+checks the recorded state and the storage archive against it before it changes anything. Everything is written into
 ``OUTPUT/.NAME.partial`` and renamed to ``OUTPUT/NAME`` only when complete.
 
 The archive helpers here (:func:`compress_command`, :func:`archive_dir`, :func:`extract_archive`,
@@ -57,8 +60,8 @@ from scripts.core.files import PartWriter, fresh_sibling
 from scripts.core.inputs import check_shape
 from scripts.core.lock import hold, holding_output
 from scripts.core.waiting import wait_until
+from scripts.data import pluginstate, untrusted
 from scripts.data import stackdata as sd
-from scripts.data import untrusted
 from scripts.data.venvs import Venv, check_venvs, find_venvs, missing_in_image_argv  # noqa: F401 - re-exported
 from scripts.dify import deployment
 from scripts.dify.project import COMPOSE_FILE
@@ -79,7 +82,8 @@ ARCHIVE_SCHEMA = {"path": str, "parts": [ENTRY]}
 #: what restore-daemon and bundle --daemon-snapshot read from a snapshot's manifest
 SNAPSHOT_SCHEMA = {"images": [{"ref": str}], "image_archive": {"compression": str, "parts": [ENTRY]},
                    "volume": {**ARCHIVE_SCHEMA, "?target": str},
-                   "database": {**ARCHIVE_SCHEMA, "name": str, "?type": str, "?row_counts": dict}}
+                   "database": {**ARCHIVE_SCHEMA, "name": str, "?type": str, "?row_counts": dict},
+                   "?plugin_state": dict}  # its shape: pluginstate.PluginState.from_manifest
 #: Inside the daemon container: GET $1 with whatever client the image has (wget, curl or python3); with a
 #: second argument, send the container's own $SERVER_KEY as X-Api-Key (the key never leaves the container).
 HTTP_GET = r"""url=$1; hdr=${2:+"X-Api-Key: $SERVER_KEY"}
@@ -149,10 +153,11 @@ def open_archive(root: Path, entry: dict):
                                                                        read_size=1 << 20), entry)
 
 
-def check_archive(root: Path, entry: dict, dest: Path) -> None:
-    """Every member of the archive checked for ``dest`` (:func:`untrusted.check_members`), nothing written."""
+def check_archive(root: Path, entry: dict, dest: Path, names: list[str] | None = None) -> None:
+    """Every member of the archive checked for ``dest`` (:func:`untrusted.check_members`), nothing written; the
+    names of its files appended to ``names`` when given."""
     with open_archive(root, entry) as stream:
-        untrusted.check_members(stream, dest, entry)
+        untrusted.check_members(stream, dest, entry, names)
 
 
 def extract_archive(root: Path, entry: dict, dest: Path, compare: bool = True, checked: bool = False) -> None:
@@ -334,6 +339,8 @@ class SnapshotPlan:
             "",
             "steps:",
             f"  {engine.runtime} pause <{SERVICE}>",
+            f"  compare the installed plugin files (plugin/) with the {self.database} rows (plugins, "
+            f"plugin_installations); refuse naming the plugins when they disagree",
             f"  {shlex.join([engine.runtime, *commit_argv(engine, '<' + SERVICE + '>', self.ref, ['ENV ...'])])}",
             f"  tar -C {self.volume} -c . | zstd > {VOLUME_ARCHIVE}",
             f"  {engine.runtime} exec <{db}> {sd.redact_argv(sd.dump_command(self.stack.db_type, self.database))}"
@@ -380,6 +387,9 @@ def snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
             LOG.info("pausing %s (%s) for a consistent commit, storage archive and database dump", SERVICE,
                      daemon[:12])
             with paused(engine, daemon):
+                plugins = pluginstate.read_state(engine, db, stack.db_type, plan.database, plan.volume,
+                                                 info.get("Config", {}).get("Env") or [])
+                pluginstate.refuse_snapshot(plugins, plan.database)  # before the commit; the staging is removed
                 engine.run(commit_argv(engine, daemon, plan.ref, changes), timeout=1800)
                 committed = True
                 volume = archive_dir(plan.volume, stage, VOLUME_ARCHIVE)
@@ -413,6 +423,7 @@ def snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
                 "image_archive": archive,
                 "volume": {**volume, "target": VOLUME},
                 "database": {**dump, "type": stack.db_type, "name": plan.database, "row_counts": counts},
+                "plugin_state": plugins.to_manifest(),
                 "working_path": relative_working_path(stack),
                 "venvs": [v.__dict__ for v in venvs],
             }, [archive, volume, dump])
@@ -619,6 +630,7 @@ def restore_daemon(engine: Engine, snapshot: str | os.PathLike, stack: sd.Stack,
 
 def _restore_daemon(engine: Engine, root: Path, manifest: dict, stack: sd.Stack, timeout: float) -> dict:
     ref = manifest["images"][0]["ref"]
+    recorded = pluginstate.recorded_state(manifest, f"snapshot {root}")  # refused here: nothing changed yet
     volume_target = untrusted.restore_target(stack.project_dir, stack.prefix, manifest["volume"].get("target", VOLUME),
                                              f"snapshot {root}")
     if engine.dry_run:
@@ -629,7 +641,10 @@ def _restore_daemon(engine: Engine, root: Path, manifest: dict, stack: sd.Stack,
 
     stamp = now_stamp()
     restoring = volume_target.with_name(f".{volume_target.name}.restoring-{stamp}")
-    check_archive(root, manifest["volume"], restoring)  # refused before anything is loaded or stopped
+    names: list[str] = []
+    check_archive(root, manifest["volume"], restoring, names)  # refused before anything is loaded or stopped
+    if recorded is not None:
+        pluginstate.check_members(recorded, names, f"snapshot {root}")
     load_images(engine, root, manifest)
     LOG.info("stopping %s", SERVICE)
     remove_service_containers(engine, stack, SERVICE)

@@ -16,6 +16,7 @@ import os
 import re
 import stat
 import tarfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from scripts.core.errors import AirgapError
@@ -80,11 +81,20 @@ def capped(stream, entry: dict) -> CappedReader:
     return CappedReader(stream, int(entry["uncompressed_size"]), entry["path"])
 
 
-def check_members(stream, dest: Path, entry: dict) -> int:
-    """Read the archive's tar headers (nothing written) and refuse what must not be extracted as root."""
+def check_members(stream, dest: Path, entry: dict, names: list[str] | None = None) -> int:
+    """Read the archive's tar headers (nothing written) and refuse what must not be extracted as root; the
+    names of its files (regular files and hard links) are appended to ``names`` when given."""
     where = entry["path"]
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
-            return check_tar_members(tar, dest, where, int(entry["uncompressed_size"]))
+            members = tar if names is None else _recording(tar, names)
+            return check_tar_members(members, dest, where, int(entry["uncompressed_size"]))
     except tarfile.TarError as exc:
         raise AirgapError(f"{where} is not a readable tar archive ({exc}): refusing it") from None
+
+
+def _recording(members: Iterable[tarfile.TarInfo], names: list[str]) -> Iterator[tarfile.TarInfo]:
+    for member in members:
+        if member.isfile() or member.islnk():
+            names.append(member.name)
+        yield member

@@ -162,14 +162,18 @@ def tree_digest(root: Path) -> dict[str, tuple]:
 
 
 def plant_plugins(root: Path, tenant: str = "7e1ed6a2-0000-4000-8000-00000000c0de", plugins: int = 3) -> dict:
-    """Files like an installed plugin daemon's, into ``volumes/plugin_daemon`` (through the host path)."""
+    """Files like an installed plugin daemon's, into ``volumes/plugin_daemon`` (through the host path): the
+    package ``plugin_packages/ID`` and the installed copy ``plugin/ID`` where the daemon keeps them (ID =
+    author/name:version@checksum, so ``author/`` is a directory; scripts/data/pluginstate.py), the working dir."""
     ids = []
     for i in range(plugins):
         ident = f"langgenius/tool{i}:0.0.{i}@{hashlib.sha256(str(i).encode()).hexdigest()}"
         ids.append(ident)
-        pkg = root / "plugin_packages" / ident.replace("/", "_")
-        pkg.parent.mkdir(parents=True, exist_ok=True)
-        pkg.write_bytes(os.urandom(2048 + i))
+        package = os.urandom(2048 + i)
+        for bucket in ("plugin_packages", "plugin"):
+            path = root / bucket / ident
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(package)
         work = root / "cwd" / "langgenius" / f"tool{i}-0.0.{i}"
         (work / ".venv" / "bin").mkdir(parents=True, exist_ok=True)
         (work / "main.py").write_text(f"print('tool {i}')\n")
@@ -184,15 +188,17 @@ def plant_plugins(root: Path, tenant: str = "7e1ed6a2-0000-4000-8000-00000000c0d
 
 
 def plant_rows(running: RunningStack, database: str, tenant: str, ids: list[str]) -> None:
-    """The daemon's plugin tables (the real names, fewer columns) with rows, in the real PostgreSQL."""
+    """The daemon's plugin tables (the real names, fewer columns: the identifier and the runtime type the
+    snapshot's plugin check reads) with rows, in the real PostgreSQL."""
     exists = running.psql("postgres", f"SELECT count(*) FROM pg_database WHERE datname = '{database}'").strip()
     if exists == "0":
         running.psql("postgres", f'CREATE DATABASE "{database}"')
     values = ", ".join(f"('{tenant}', '{ident}')" for ident in ids)
     running.psql(database, "CREATE TABLE plugin_installations (id serial PRIMARY KEY, tenant_id text NOT NULL, "
-                           "plugin_unique_identifier text NOT NULL, created_at timestamptz DEFAULT now()); "
+                           "plugin_unique_identifier text NOT NULL, runtime_type varchar(127) DEFAULT 'local', "
+                           "created_at timestamptz DEFAULT now()); "
                            "CREATE TABLE plugins (id serial PRIMARY KEY, plugin_unique_identifier text UNIQUE, "
-                           "refers integer DEFAULT 1); "
+                           "install_type varchar(127) DEFAULT 'local', refers integer DEFAULT 1); "
                            f"INSERT INTO plugin_installations (tenant_id, plugin_unique_identifier) VALUES {values}; "
                            "INSERT INTO plugins (plugin_unique_identifier) "
                            "SELECT plugin_unique_identifier FROM plugin_installations;")

@@ -43,6 +43,8 @@ def test_snapshot_then_restore_on_the_other_engine(source, target, request, tmp_
             manifest = json.loads((result / "manifest.json").read_text())
             assert manifest["database"]["row_counts"] == {"plugin_installations": 3, "plugins": 3}
             assert len(manifest["venvs"]) == 3 and not any(v["missing"] for v in manifest["venvs"])
+            assert manifest["plugin_state"]["installed"] == sorted(planted["ids"])
+            assert manifest["plugin_state"]["rows"]["plugins"] == sorted(planted["ids"])
             # the daemon was unpaused and still answers
             assert json.loads(online.exec("plugin_daemon", "wget", "-q", "-O", "-",
                                           "http://127.0.0.1:5002/health/check"))["status"] == "ok"
@@ -86,3 +88,27 @@ def test_snapshot_refuses_a_venv_whose_interpreter_is_not_in_the_image(tmp_path)
         state = engine.run(["container", "inspect", "--format", "{{.State.Status}}",
                             online.container("plugin_daemon")], mutates=False).stdout.strip()
         assert state == "running"  # unpaused also on error
+
+
+@pytest.mark.usefixtures("docker_standins", "real_postgres")
+def test_snapshot_refuses_a_plugin_whose_rows_have_no_file(tmp_path):
+    """Rows for two plugins, the installed file of one deleted: refused before the commit, naming it."""
+    engine = require_engine("docker")
+    with ds.running_stack(engine, tmp_path / "p", {"plugin_daemon", "db_postgres"}) as online:
+        online.wait_up({"plugin_daemon", "db_postgres"})
+        volume = online.stack.project_dir / "volumes" / "plugin_daemon"
+        planted = ds.plant_plugins(volume, plugins=2)
+        ds.plant_rows(online, "dify_plugin", planted["tenant"], planted["ids"])
+        gone, kept = planted["ids"][1], planted["ids"][0]
+        (volume / "plugin" / gone).unlink()
+        plan = snapshot.make_plan(online.stack, tmp_path / "snapshots")
+        with pytest.raises(AirgapError, match="disagree for 1 plugin") as refused:
+            snapshot.snapshot_daemon(engine, plan)
+        assert f"{gone}: rows in plugins and plugin_installations but no file plugin/{gone}" in str(refused.value)
+        assert kept not in str(refused.value)
+        assert not engine.image_exists(plan.ref), "refused before the commit, yet an image was made"
+        snaps = tmp_path / "snapshots"
+        assert not snaps.exists() or not list(snaps.iterdir()), "a refused snapshot left files"
+        state = engine.run(["container", "inspect", "--format", "{{.State.Status}}",
+                            online.container("plugin_daemon")], mutates=False).stdout.strip()
+        assert state == "running"  # unpaused also on refusal
