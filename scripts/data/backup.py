@@ -33,19 +33,19 @@ from scripts.core.files import fresh_sibling
 from scripts.core.lock import hold, holding_output
 from scripts.data import stackdata as sd
 from scripts.data import untrusted
-from scripts.data.snapshot import (
+from scripts.data.datadir import (
     ARCHIVE_SCHEMA,
     archive_dir,
     check_archive,
     compress_command,
     extract_archive,
     now_stamp,
-    restore_database,
     staging,
     swap_in,
     verify_dir,
     write_manifest,
 )
+from scripts.data.snapshot import restore_database
 from scripts.data.untrusted import OVERRIDES_TARGET
 from scripts.engine.client import Engine
 

@@ -13,7 +13,7 @@ import pytest
 
 from scripts.core.errors import AirgapError
 from scripts.core.waiting import wait_until
-from scripts.data import backup, snapshot
+from scripts.data import backup, datadir, snapshot
 from scripts.data.stackdata import Stack
 from scripts.engine.client import Engine
 from tests.conftest import RELEASES, ROOT, require_engine
@@ -80,7 +80,7 @@ def test_backup_on_one_engine_restore_on_the_other(source, target, release, rele
         assert ("weaviate", "vector store") in plan.volumes and ("app", "app storage") in plan.volumes
         assert not [v for v, _ in plan.volumes if v == "db"], "database files must be dumped, not copied"
         result = backup.backup(src, plan)
-        assert (result / snapshot.COMPLETE).is_file()
+        assert (result / datadir.COMPLETE).is_file()
         assert _running(src, online.stack) >= WRITERS, "writers were not started again"
         manifest = json.loads((result / "manifest.json").read_text())
         counts = {d["name"]: d["row_counts"] for d in manifest["databases"]}
@@ -117,13 +117,13 @@ def test_a_truncated_archive_is_refused_naming_the_file(tmp_path):
     root = tmp_path / "snap"
     root.mkdir()
     (root / "data.bin").write_bytes(os.urandom(5000))
-    snapshot.write_manifest(root, {"kind": snapshot.KIND}, [])
-    (root / snapshot.COMPLETE).write_text("complete\n")
-    snapshot.verify_dir(root, snapshot.KIND)  # intact: accepted
+    datadir.write_manifest(root, {"kind": snapshot.KIND}, [])
+    (root / datadir.COMPLETE).write_text("complete\n")
+    datadir.verify_dir(root, snapshot.KIND)  # intact: accepted
     with open(root / "data.bin", "r+b") as f:
         f.truncate(1000)
     with pytest.raises(AirgapError, match=r"data\.bin\s+truncated"):
-        snapshot.verify_dir(root, snapshot.KIND)
+        datadir.verify_dir(root, snapshot.KIND)
     # restore-daemon checks first: it refuses before touching any engine or stack (its stricter manifest shape
     # check may speak first: this hand-made manifest has no images list)
     with pytest.raises(AirgapError, match=r"data\.bin\s+truncated|manifest\.json: images is missing"):
@@ -169,7 +169,7 @@ def test_an_interrupted_backup_is_never_used(tmp_path, monkeypatch):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
         assert partial.exists() and not [p for p in out.iterdir() if not p.name.startswith(".")]
-        assert not (partial / snapshot.COMPLETE).exists()
+        assert not (partial / datadir.COMPLETE).exists()
         with pytest.raises(AirgapError, match="UNFINISHED"):
             backup.restore(engine, partial, online.stack)
 
@@ -179,19 +179,19 @@ _KILLED_BACKUP = r"""
 import sys
 from pathlib import Path
 from scripts.data import backup
-from scripts.data import snapshot
+from scripts.data import datadir
 from scripts.data import stackdata
 from scripts.engine.client import Engine
 args = sys.argv[1:]
 sep = args.index("--")
 project, name, files, out = Path(args[0]), args[1], args[2:sep], Path(args[sep + 1])
 stack = stackdata.Stack(project, name, project / ".env", files)
-real = snapshot.compress_command
+real = datadir.compress_command
 def slow(argv, *a, **k):
     if argv[0] == "tar":
         argv = ["sh", "-c", "sleep 60; exec \"$@\"", "sh", *argv]
     return real(argv, *a, **k)
 backup.compress_command = slow
-snapshot.compress_command = slow
+datadir.compress_command = slow
 backup.backup(Engine("docker"), backup.make_plan(stack, out))
 """

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from scripts.core.errors import AirgapError
-from scripts.data import snapshot
+from scripts.data import datadir, snapshot
 from scripts.engine.client import Engine
 from tests.conftest import require_engine
 from tests.integration import dify_stack as ds
@@ -38,7 +38,7 @@ def test_snapshot_then_restore_on_the_other_engine(source, target, request, tmp_
             plan = snapshot.make_plan(online.stack, tmp_path / "snapshots")
             ref = plan.ref
             result = snapshot.snapshot_daemon(src, plan)
-            assert result == plan.final_dir and (result / snapshot.COMPLETE).is_file()
+            assert result == plan.final_dir and (result / datadir.COMPLETE).is_file()
             assert not list((tmp_path / "snapshots").glob(".*.partial"))
             manifest = json.loads((result / "manifest.json").read_text())
             assert manifest["database"]["row_counts"] == {"plugin_installations": 3, "plugins": 3}

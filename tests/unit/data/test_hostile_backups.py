@@ -20,7 +20,7 @@ import zstandard
 
 from scripts.bundle.manifest import write_sums
 from scripts.core.errors import AirgapError
-from scripts.data import backup, snapshot, stackdata
+from scripts.data import backup, datadir, stackdata
 from scripts.engine.client import Engine
 from tests.support import hostile
 from tests.support.hostile import tar_dir, tar_file, tar_link, tar_sparse, tar_special
@@ -48,8 +48,8 @@ def _backup(root: Path, archives: list[tuple[str, str, list]], declared: dict[st
         part = {"path": name, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
         entries.append({**part, "compression": "zstd", "uncompressed_size": size, "parts": [part],
                         "target": target, "role": "data"})
-    snapshot.write_manifest(root, {"kind": backup.KIND, "databases": [], "archives": entries}, entries)
-    (root / snapshot.COMPLETE).write_text("complete\n")
+    datadir.write_manifest(root, {"kind": backup.KIND, "databases": [], "archives": entries}, entries)
+    (root / datadir.COMPLETE).write_text("complete\n")
     return root
 
 
@@ -96,7 +96,7 @@ def test_manifest_paths_outside_the_backup_are_refused_unread(tmp_path: Path):
     (root / "manifest.json").write_text(json.dumps(data))
     write_sums(root, data["files"])
     with pytest.raises(AirgapError, match=rf"manifest lists '{secret}', not a plain file name"):
-        snapshot.verify_dir(root, backup.KIND)
+        datadir.verify_dir(root, backup.KIND)
     assert hostile.state(guard) == before
 
 
@@ -108,7 +108,7 @@ def test_a_listed_file_that_is_a_link_is_refused(tmp_path: Path):
     blob.rename(real)
     blob.symlink_to(real)
     with pytest.raises(AirgapError, match=r"'volumes-app\.tar\.zst' is a link or special file"):
-        snapshot.verify_dir(root, backup.KIND)
+        datadir.verify_dir(root, backup.KIND)
     assert hostile.state(guard) == before
 
 
@@ -186,9 +186,9 @@ def test_a_clean_backup_with_venv_links_restores(tmp_path: Path):
 # --- what a backup or snapshot writes ---------------------------------------------------------------
 
 def test_dumps_and_manifests_are_written_0600_in_a_0700_directory(tmp_path: Path):
-    with snapshot.staging(tmp_path, "bk") as stage:
-        dump = snapshot.compress_command(["printf", "CREATE TABLE secrets;"], stage, "db-dify.sql.zst")
-        snapshot.write_manifest(stage, {"kind": backup.KIND, "databases": [dump], "archives": []}, [dump])
+    with datadir.staging(tmp_path, "bk") as stage:
+        dump = datadir.compress_command(["printf", "CREATE TABLE secrets;"], stage, "db-dify.sql.zst")
+        datadir.write_manifest(stage, {"kind": backup.KIND, "databases": [dump], "archives": []}, [dump])
     final = tmp_path / "bk"
     assert stat.S_IMODE(final.stat().st_mode) == 0o700
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in final.iterdir()}

@@ -14,8 +14,8 @@ import pytest
 import zstandard
 
 from scripts.core.errors import AirgapError, BadInput
+from scripts.data import datadir, snapshot, stackdata
 from scripts.data import pluginstate as ps
-from scripts.data import snapshot, stackdata
 from scripts.engine.client import Engine, Result
 from tests.conftest import FIXTURES
 from tests.support.hostile import tar_dir, tar_file
@@ -259,8 +259,8 @@ def _snapshot(root: Path, members: list[str], state: dict | None) -> Path:
             "image_archive": image, "volume": volume, "database": dump}
     if state is not None:
         data["plugin_state"] = state
-    snapshot.write_manifest(root, data, [image, volume, dump])
-    (root / snapshot.COMPLETE).write_text("complete\n")
+    datadir.write_manifest(root, data, [image, volume, dump])
+    (root / datadir.COMPLETE).write_text("complete\n")
     return root
 
 

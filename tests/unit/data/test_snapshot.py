@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scripts.core.errors import AirgapError
-from scripts.data import backup, snapshot, stackdata
+from scripts.data import backup, datadir, snapshot, stackdata
 from scripts.engine.client import Engine, Result
 from tests.conftest import FIXTURES
 
@@ -113,46 +113,46 @@ def test_venvs_name_the_interpreters_they_need(tmp_path):
 def _fake_snapshot(root: Path) -> Path:
     root.mkdir(parents=True)
     (root / "data.bin").write_bytes(os.urandom(3000))
-    snapshot.write_manifest(root, {"kind": snapshot.KIND}, [])
-    (root / snapshot.COMPLETE).write_text("complete\n")
+    datadir.write_manifest(root, {"kind": snapshot.KIND}, [])
+    (root / datadir.COMPLETE).write_text("complete\n")
     return root
 
 
 def test_verify_refuses_unfinished_incomplete_damaged_or_other_kinds(tmp_path):
     root = _fake_snapshot(tmp_path / "snap")
-    assert snapshot.verify_dir(root, snapshot.KIND)[0] == root
+    assert datadir.verify_dir(root, snapshot.KIND)[0] == root
     with pytest.raises(AirgapError, match="holds a plugin-daemon-snapshot, not a dify-backup"):
-        snapshot.verify_dir(root, backup.KIND)
+        datadir.verify_dir(root, backup.KIND)
     partial = tmp_path / ".snap.partial"
     root.rename(partial)
     with pytest.raises(AirgapError, match="UNFINISHED"):
-        snapshot.verify_dir(partial, snapshot.KIND)
+        datadir.verify_dir(partial, snapshot.KIND)
     partial.rename(root)
-    (root / snapshot.COMPLETE).unlink()
+    (root / datadir.COMPLETE).unlink()
     with pytest.raises(AirgapError, match="no COMPLETE marker"):
-        snapshot.verify_dir(root, snapshot.KIND)
-    (root / snapshot.COMPLETE).write_text("complete\n")
+        datadir.verify_dir(root, snapshot.KIND)
+    (root / datadir.COMPLETE).write_text("complete\n")
     (root / "data.bin").write_bytes(b"x" * 3000)
     with pytest.raises(AirgapError, match=r"data\.bin\s+corrupted"):
-        snapshot.verify_dir(root, snapshot.KIND)
+        datadir.verify_dir(root, snapshot.KIND)
 
 
 def test_verify_expects_the_complete_marker_but_names_anything_else_unlisted(tmp_path):
     root = _fake_snapshot(tmp_path / "snap")
     (root / "planted.sql").write_text("DROP TABLE plugins;\n")
     with pytest.raises(AirgapError, match=r"planted\.sql\s+unexpected"):
-        snapshot.verify_dir(root, snapshot.KIND)
+        datadir.verify_dir(root, snapshot.KIND)
 
 
 def test_staging_is_renamed_only_when_complete(tmp_path):
-    with pytest.raises(KeyboardInterrupt), snapshot.staging(tmp_path, "s1") as stage:
+    with pytest.raises(KeyboardInterrupt), datadir.staging(tmp_path, "s1") as stage:
         (stage / "half").write_text("x")
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
-    with snapshot.staging(tmp_path, "s2") as stage:
-        snapshot.write_manifest(stage, {"kind": "k"}, [])
-    assert [p.name for p in tmp_path.iterdir()] == ["s2"] and (tmp_path / "s2" / snapshot.COMPLETE).is_file()
-    with pytest.raises(AirgapError, match="already exists"), snapshot.staging(tmp_path, "s2"):
+    with datadir.staging(tmp_path, "s2") as stage:
+        datadir.write_manifest(stage, {"kind": "k"}, [])
+    assert [p.name for p in tmp_path.iterdir()] == ["s2"] and (tmp_path / "s2" / datadir.COMPLETE).is_file()
+    with pytest.raises(AirgapError, match="already exists"), datadir.staging(tmp_path, "s2"):
         pass
 
 
@@ -217,7 +217,7 @@ def test_a_snapshot_goes_into_a_bundle_verified(tmp_path):
     entry = snapshot.add_to_bundle(root, staging)
     assert entry["path"] == "daemon-snapshot" and entry["image"].endswith("snapshot:1")
     assert sha256_file(staging / "daemon-snapshot" / "data.bin") == sha256_file(root / "data.bin")
-    assert (staging / "daemon-snapshot" / snapshot.COMPLETE).is_file()
+    assert (staging / "daemon-snapshot" / datadir.COMPLETE).is_file()
     (root / "data.bin").write_bytes(b"damaged")
     with pytest.raises(AirgapError, match="data.bin"):
         snapshot.add_to_bundle(root, tmp_path / "other")
