@@ -31,20 +31,8 @@ from scripts.core.console import LOG, human_size
 from scripts.core.errors import AirgapError
 from scripts.core.files import fresh_sibling
 from scripts.core.lock import hold, holding_output
+from scripts.data import datadir, untrusted
 from scripts.data import stackdata as sd
-from scripts.data import untrusted
-from scripts.data.datadir import (
-    ARCHIVE_SCHEMA,
-    archive_dir,
-    check_archive,
-    compress_command,
-    extract_archive,
-    now_stamp,
-    staging,
-    swap_in,
-    verify_dir,
-    write_manifest,
-)
 from scripts.data.snapshot import restore_database
 from scripts.data.untrusted import OVERRIDES_TARGET
 from scripts.engine.client import Engine
@@ -63,8 +51,8 @@ VECTOR_STORES = {"weaviate": ("weaviate", "weaviate"), "qdrant": ("qdrant", "qdr
                  "pgvecto-rs": ("pgvecto-rs", "pgvecto_rs")}
 PROJECT_ARCHIVE = "project.tar.zst"
 #: what restore reads from a backup's manifest
-BACKUP_SCHEMA = {"archives": [{**ARCHIVE_SCHEMA, "target": str, "role": str}],
-                 "databases": [{**ARCHIVE_SCHEMA, "name": str, "?type": str, "?row_counts": dict}]}
+BACKUP_SCHEMA = {"archives": [{**datadir.ARCHIVE_SCHEMA, "target": str, "role": str}],
+                 "databases": [{**datadir.ARCHIVE_SCHEMA, "name": str, "?type": str, "?row_counts": dict}]}
 
 
 @dataclass
@@ -114,7 +102,8 @@ def make_plan(stack: sd.Stack, output: Path) -> BackupPlan:
                     volumes_root / vector_dir)
     databases = [stack.setting("DB_DATABASE", "dify"), stack.setting("DB_PLUGIN_DATABASE", "dify_plugin")]
     stop = [*sd.WRITERS, vector_service, "redis"]
-    return BackupPlan(stack, output, f"dify-backup-{stack.project_name}-{now_stamp()}", databases, volumes, stop)
+    name = f"dify-backup-{stack.project_name}-{datadir.now_stamp()}"
+    return BackupPlan(stack, output, name, databases, volumes, stop)
 
 
 class StoppedWriters:
@@ -147,7 +136,7 @@ def backup(engine: Engine, plan: BackupPlan) -> Path:
     started = time.monotonic()
     db = sd.service_container(engine, stack, stack.db_service)
     databases = []
-    with staging(plan.output, plan.name) as stage:
+    with datadir.staging(plan.output, plan.name) as stage:
         archives: list[dict] = []  # files restored by extraction (dumps are in `databases`)
         with StoppedWriters(engine, stack, plan.stop) as stopped:
             for name in plan.databases:
@@ -155,19 +144,19 @@ def backup(engine: Engine, plan: BackupPlan) -> Path:
                     LOG.warning("database %s does not exist; skipped", name)
                     continue
                 counts = sd.row_counts(engine, db, stack.db_type, name)
-                dump = compress_command(sd.exec_argv(engine, db, sd.dump_command(stack.db_type, name)), stage,
+                dump = datadir.compress_command(sd.exec_argv(engine, db, sd.dump_command(stack.db_type, name)), stage,
                                         f"db-{name}.sql.zst", env=engine.env, what=f"{name} database")
                 databases.append({**dump, "type": stack.db_type, "name": name, "row_counts": counts})
             for entry, role in plan.volumes:
-                archive = archive_dir(stack.project_dir / "volumes" / entry, stage, f"volumes-{entry}.tar.zst")
+                archive = datadir.archive_dir(stack.project_dir / "volumes" / entry, stage, f"volumes-{entry}.tar.zst")
                 archives.append({**archive, "target": f"volumes/{entry}", "role": role})
-        project = compress_command(["tar", "--numeric-owner", "-C", str(stack.project_dir), "--exclude",
+        project = datadir.compress_command(["tar", "--numeric-owner", "-C", str(stack.project_dir), "--exclude",
                                     "./volumes", "-cpf", "-", "."], stage, PROJECT_ARCHIVE, what="configuration")
         archives.append({**project, "target": ".", "role": "configuration"})
         if stack.prefix and (stack.prefix / "compose-overrides").is_dir():
-            overrides = archive_dir(stack.prefix / "compose-overrides", stage, "compose-overrides.tar.zst")
+            overrides = datadir.archive_dir(stack.prefix / "compose-overrides", stage, "compose-overrides.tar.zst")
             archives.append({**overrides, "target": OVERRIDES_TARGET, "role": "compose overrides"})
-        write_manifest(stage, {
+        datadir.write_manifest(stage, {
             "kind": KIND,
             "dify_version": stack.dify_version,
             "runtime": engine.runtime,
@@ -196,7 +185,7 @@ def render_restore(result: dict, stack: sd.Stack, engine: Engine) -> str | None:
 def _restore_archives(root: Path, manifest: dict, dests: dict[str, Path]) -> list[str]:
     """Check EVERY archive first (nothing written if one is refused), then extract: volumes into a new
     ``.NAME.restoring-TIME`` swapped in (the old data moved aside), the rest in place."""
-    stamp = now_stamp()
+    stamp = datadir.now_stamp()
     plan = []
     for archive in manifest["archives"]:
         if archive["path"] not in dests:
@@ -204,26 +193,26 @@ def _restore_archives(root: Path, manifest: dict, dests: dict[str, Path]) -> lis
             continue
         dest = dests[archive["path"]]
         tmp = dest.with_name(f".{dest.name}.restoring-{stamp}") if archive["target"].startswith("volumes/") else None
-        check_archive(root, archive, tmp or dest)
+        datadir.check_archive(root, archive, tmp or dest)
         plan.append((archive, dest, tmp))
     for archive, dest, tmp in plan:
         if tmp is not None:
             fresh_sibling(dest, "restoring", stamp)  # the same name: what an interrupted restore left is removed
             try:
-                extract_archive(root, archive, tmp, checked=True)
+                datadir.extract_archive(root, archive, tmp, checked=True)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            swap_in(tmp, dest, stamp)
+            datadir.swap_in(tmp, dest, stamp)
         else:
-            extract_archive(root, archive, dest, checked=True)
+            datadir.extract_archive(root, archive, dest, checked=True)
     return [str(dest) for _, dest, _ in plan]
 
 
 def restore(engine: Engine, backup_dir: str | os.PathLike, stack: sd.Stack, start: bool = True,
             force: bool = False, timeout: float = 180) -> dict:
     """Verify, restore files (owners, modes, SELinux labels), databases (row counts), then start."""
-    root, manifest = verify_dir(backup_dir, KIND, BACKUP_SCHEMA)
+    root, manifest = datadir.verify_dir(backup_dir, KIND, BACKUP_SCHEMA)
     with nullcontext() if engine.dry_run else hold(stack.prefix or stack.project_dir, "install root",
                                                    "invoke restore"):
         return _restore(engine, root, manifest, stack, start, force, timeout)

@@ -149,7 +149,7 @@ def test_an_interrupted_backup_is_never_used(tmp_path, monkeypatch):
             calls.append(args)
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(backup, "archive_dir", explode)
+        monkeypatch.setattr(backup.datadir, "archive_dir", explode)
         with pytest.raises(KeyboardInterrupt):
             backup.backup(engine, backup.make_plan(online.stack, out))
         monkeypatch.undo()
@@ -191,7 +191,6 @@ def slow(argv, *a, **k):
     if argv[0] == "tar":
         argv = ["sh", "-c", "sleep 60; exec \"$@\"", "sh", *argv]
     return real(argv, *a, **k)
-backup.compress_command = slow
 datadir.compress_command = slow
 backup.backup(Engine("docker"), backup.make_plan(stack, out))
 """

@@ -163,7 +163,7 @@ def test_restores_lock_the_install_root_they_write(tmp_path, holder, monkeypatch
     other = holder(tmp_path / "prefix")
     stack = SimpleNamespace(prefix=tmp_path / "prefix", project_dir=tmp_path / "prefix" / "docker")
     engine = SimpleNamespace(dry_run=False)
-    monkeypatch.setattr(bk, "verify_dir", lambda *a: (tmp_path, {}))
+    monkeypatch.setattr(bk.datadir, "verify_dir", lambda *a: (tmp_path, {}))
     monkeypatch.setattr(bk, "_restore", lambda *a: pytest.fail("restored while locked"))
     with pytest.raises(Busy, match=f"install root .*pid {other.pid}"):
         bk.restore(engine, tmp_path, stack)
