@@ -20,7 +20,7 @@ import zstandard
 
 from scripts.bundle.manifest import write_sums
 from scripts.core.errors import AirgapError
-from scripts.data import backup, datadir, stackdata
+from scripts.data import backup, datadir, snapshot, stackdata
 from scripts.engine.client import Engine
 from tests.support import hostile
 from tests.support.hostile import tar_dir, tar_file, tar_link, tar_sparse, tar_special
@@ -181,6 +181,45 @@ def test_a_clean_backup_with_venv_links_restores(tmp_path: Path):
     assert os.readlink(volume / "cwd" / ".venv" / "bin" / "python") == "/usr/local/bin/python3.12"
     assert stat.S_IMODE((stack.project_dir / ".env").stat().st_mode) == 0o600
     assert hostile.state(guard) == before
+
+
+# --- restore-daemon: the same member checks before the image is loaded or the daemon stopped -------------
+
+def _engine_must_not_run(argv, **kwargs):
+    raise AssertionError(f"restore-daemon ran {argv} before refusing a hostile snapshot")
+
+
+def _snapshot(root: Path, members: list) -> Path:
+    """A complete (verifying) daemon snapshot whose storage archive holds ``members``."""
+    root.mkdir(parents=True)
+    entries = {}
+    for key, name, raw in [("image_archive", snapshot.IMAGE_ARCHIVE, None),
+                           ("volume", snapshot.VOLUME_ARCHIVE, members), ("database", "dify_plugin.sql.zst", None)]:
+        blob, size = _tar_zst(raw) if raw is not None else (zstandard.ZstdCompressor().compress(b"x"), 1)
+        (root / name).write_bytes(blob)
+        part = {"path": name, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+        entries[key] = {**part, "compression": "zstd", "uncompressed_size": size, "parts": [part]}
+    entries["volume"]["target"] = snapshot.VOLUME
+    entries["database"].update(name="dify_plugin", type="postgresql")
+    datadir.write_manifest(root, {"kind": snapshot.KIND, "images": [{"ref": f"{snapshot.REPO}:t"}], **entries},
+                           list(entries.values()))
+    (root / datadir.COMPLETE).write_text("complete\n")
+    return root
+
+
+@pytest.mark.parametrize("members, match", [
+    ([tar_link("./plugin", "/")], r"member 'plugin' is a link to '/', outside the restored tree"),
+    ([tar_file("../../sentinel/secret", b"PWNED")], r"unsafe path '\.\./\.\./sentinel/secret'"),
+    ([tar_file("./cwd/su", b"#!/bin/sh\n", 0o4755)], r"member '\./cwd/su' has the setuid/setgid bit"),
+    ([tar_link("./up", ".."), tar_file("./up/x", b"PWNED")], r"member '\./up/x' is below the link 'up'"),
+])
+def test_restore_daemon_refuses_hostile_storage_before_loading_or_stopping_anything(tmp_path: Path, members, match):
+    stack, guard, before = _install(tmp_path)
+    root = _snapshot(tmp_path / "snap", members)
+    with pytest.raises(AirgapError, match=r"plugin_daemon\.tar\.zst: " + match):
+        snapshot.restore_daemon(Engine("docker", runner=_engine_must_not_run), root, stack)
+    assert hostile.state(guard) == before
+    assert not (tmp_path / "opt").exists(), "nothing written, not even the staging directory"
 
 
 # --- what a backup or snapshot writes ---------------------------------------------------------------
