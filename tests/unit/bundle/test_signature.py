@@ -213,7 +213,7 @@ def test_open_verified_refuses_an_unlisted_file_by_name(bundle: Path):
         signature.open_verified(bundle, signature.policy())
 
 
-def test_open_verified_dry_run_of_an_archive_reads_only_the_head(bundle: Path, site_keys, tmp_path: Path):
+def test_open_verified_dry_run_of_an_archive_unpacks_nothing(bundle: Path, site_keys, tmp_path: Path):
     signature.sign_bundle(bundle, site_keys[0])
     first = _form(bundle, "archive", tmp_path / "out")
     got = signature.open_verified(first, signature.policy([str(site_keys[1])]), dry_run=True)
@@ -249,6 +249,27 @@ def test_verify_task_uses_the_site_keys_from_invoke_config(bundle: Path, site_ke
     assert data["ok"] and data["signer_key"] == str(site_keys[1]) and data["digest"].startswith("sha256:")
     with pytest.raises(Exit):  # the option beats the configuration: another key, refused
         tasks.verify(site, str(bundle), public_key=[str(site_keys[1]) + ".missing"])
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_verify_task_refuses_a_forged_bundle_by_key_and_by_digest_in_every_form(bundle: Path, site_keys, tmp_path,
+                                                                                 capsys, form: str):
+    """What the operator runs: `invoke verify PATH --public-key PEM` and `--expect-digest sha256:...` each fail
+    (exit 1, the problem named, one JSON document under --json) on a forged directory, archive or part set."""
+    import tasks  # local: tasks.py is the top of the layers, imported only by the tests of its tasks
+
+    signature.sign_bundle(bundle, site_keys[0])
+    announced = signature.bundle_digest(bundle)
+    forge(bundle, PART, b"\x28\xb5\x2f\xfd" + b"evil" * 500)
+    path = str(_form(bundle, form, tmp_path / "out"))
+    ctx = Context(Config())
+    for option, problem in [({"public_key": [str(site_keys[1])]}, "bad signature"),
+                            ({"expect_digest": announced}, "digest")]:
+        with pytest.raises(Exit) as caught:
+            tasks.verify(ctx, path, json_=True, **option)
+        assert caught.value.code == 1
+        data = json.loads(capsys.readouterr().out)
+        assert not data["ok"] and problem in {p["kind"] for p in data["problems"]}, data
 
 
 # --- the by-hand check of docs/security.md --------------------------------------------------------------
