@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from scripts.bundle import archive
 from scripts.bundle.manifest import (
     MANIFEST,
+    RECOPY,
     SIGNATURE,
     Problem,
     VerifyReport,
@@ -44,6 +45,7 @@ from scripts.bundle.manifest import (
 )
 from scripts.core.console import LOG, table
 from scripts.core.errors import AirgapError
+from scripts.core.inputs import read_bytes
 from scripts.plugins.sign import load_private_key, load_public_key
 
 CONFIG_KEY = "bundle_public_keys"
@@ -139,8 +141,8 @@ def read_head(path: str | os.PathLike) -> Head:
         return Head(str(stem), raw, signature)
     bundle = find_bundle_dir(path)
     sig = bundle / SIGNATURE
-    signature = sig.read_bytes() if sig.is_file() and not sig.is_symlink() else None
-    return Head(str(bundle), (bundle / MANIFEST).read_bytes(), signature)
+    signature = read_bytes(sig, "the signature", RECOPY) if sig.is_file() and not sig.is_symlink() else None
+    return Head(str(bundle), read_bytes(bundle / MANIFEST, "the manifest", RECOPY), signature)
 
 
 def bundle_digest(path: str | os.PathLike) -> str:

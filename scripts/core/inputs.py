@@ -25,15 +25,26 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def read_bytes(path: str | os.PathLike, what: str, fix: str) -> bytes:
-    """The bytes of the file ``what`` at ``path`` (``fix`` says what to do when it cannot be read)."""
+#: the largest manifest, env file, install record or key the toolkit reads whole (real ones are kilobytes; a
+#: bundle of 5,000 files has a 1 MiB manifest): a bigger or endless file is refused, never read into memory
+MAX_INPUT_SIZE = 16 << 20
+
+
+def read_bytes(path: str | os.PathLike, what: str, fix: str, limit: int = MAX_INPUT_SIZE) -> bytes:
+    """The bytes of the file ``what`` at ``path`` (``fix`` says what to do when it cannot be read), at most
+    ``limit`` of them (a larger file, or a device that never ends, is refused by name)."""
     path = Path(path)
     if path.is_dir():
         raise BadInput(f"{what} {path} is a directory, not a file", hint=fix)
     try:
-        return path.read_bytes()
+        with open(path, "rb") as stream:
+            data = stream.read(limit + 1)
     except OSError as exc:
         raise BadInput(f"cannot read {what} {path}: {os_reason(exc)}", hint=fix) from None
+    if len(data) > limit:
+        raise BadInput(f"{what} {path} is larger than {limit >> 20} MiB: not one the toolkit wrote; refusing to "
+                       f"read it", hint=fix)
+    return data
 
 
 def read_text(path: str | os.PathLike, what: str, fix: str) -> str:

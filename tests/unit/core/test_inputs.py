@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from scripts.core.errors import AirgapError, BadInput
-from scripts.core.inputs import check_shape, output_dir, output_file, read_json, read_text, shape_problem
+from scripts.core.inputs import (
+    MAX_INPUT_SIZE,
+    check_shape,
+    output_dir,
+    output_file,
+    read_bytes,
+    read_json,
+    read_text,
+    shape_problem,
+)
 
 SCHEMA = {"format_version": int, "files": [{"path": str, "size": int}], "?plugins": [str], "when": (str, type(None))}
 
@@ -62,3 +71,18 @@ def test_output_dir_and_file(tmp_path):
     with pytest.raises(BadInput, match="is a directory; pass a file name"):
         output_file(tmp_path / "a", "env file")
     assert output_file(tmp_path / "new" / ".env", "env file").parent.is_dir()
+
+
+def test_an_oversized_or_endless_input_is_refused_unread(tmp_path):
+    """#13: a manifest (directory form), env file, record or key larger than the cap is refused, never read whole;
+    /dev/zero (a file that never ends) too."""
+    big = tmp_path / "manifest.json"
+    with open(big, "wb") as out:
+        out.truncate(MAX_INPUT_SIZE + 1)                         # sparse: costs no disk
+    with pytest.raises(BadInput, match=r"the manifest .*manifest\.json is larger than 16 MiB"):
+        read_json(big, "the manifest", "re-copy it")
+    with pytest.raises(BadInput, match=r"larger than 1 MiB"):
+        read_bytes("/dev/zero", "the key", "pass the key file", limit=1 << 20)
+    small = tmp_path / "ok.json"
+    small.write_text('{"a": 1}')
+    assert read_json(small, "the manifest", "re-copy it") == {"a": 1}
