@@ -8,17 +8,24 @@ target is exactly as before (docs/hostile-inputs.md). No network: the index is a
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import http.server
 import os
+import subprocess
+import tarfile
+import threading
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from scripts.plugins import package, wheels
 from scripts.plugins import repackage as plugins
-from scripts.plugins.common import PluginError, UnsafeArchive
+from scripts.plugins.common import MissingWheels, PluginError, UnsafeArchive
 from scripts.plugins.daemon import Target
 from tests.support import hostile
 
@@ -186,6 +193,55 @@ def _wheel_index(root: Path) -> str:
         zf.writestr("tinydep-1.0.dist-info/RECORD", record)
     (root / "tinydep" / "index.html").write_text(f'<html><body><a href="{name}">{name}</a></body></html>\n')
     return root.as_uri()
+
+
+@contextmanager
+def _sdist_index(root: Path, sentinel: Path) -> Iterator[str]:
+    """An HTTP simple index (PEP 503, the layout PyPI serves) whose only project, ``evil 1.0``, is an sdist
+    with an in-tree build backend that writes into the sentinel the moment any build step imports it."""
+    src = root / "src" / "evil-1.0"
+    src.mkdir(parents=True)
+    (src / "pyproject.toml").write_text('[build-system]\nrequires = []\nbuild-backend = "backend"\n'
+                                        'backend-path = ["."]\n[project]\nname = "evil"\nversion = "1.0"\n'
+                                        'dynamic = ["dependencies"]\n')  # uv must ask the backend
+    (src / "backend.py").write_text(f"open({str(sentinel / 'PWNED')!r}, 'w').write('sdist code ran')\n")
+    (root / "simple" / "evil").mkdir(parents=True)
+    with tarfile.open(root / "simple" / "evil" / "evil-1.0.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname="evil-1.0")
+    (root / "simple" / "evil" / "index.html").write_text(
+        '<html><body><a href="evil-1.0.tar.gz">evil-1.0.tar.gz</a></body></html>\n')
+    handler = functools.partial(_Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the stdlib's signature
+        pass
+
+
+def test_an_sdist_only_dependency_is_named_and_never_built(tmp_path: Path):
+    """#13: a plain-name requirement that exists only as an sdist whose build runs code: named as "sdist only",
+    the build code never runs (the control run, an ordinary resolution, shows that it would have)."""
+    guard, before = hostile.sentinel(tmp_path)
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    (plugin / "requirements.txt").write_text("evil==1.0\n")
+    with _sdist_index(tmp_path / "index", guard) as index:
+        with pytest.raises(MissingWheels, match=r"evil==1\.0: sdist only") as caught:
+            wheels.resolve(plugin, Target("3.12", "amd64"), "evil.difypkg", index_url=index)
+        assert dict(caught.value.missing) == {"evil==1.0": "sdist only (no wheels published)"}
+        assert hostile.state(guard) == before, "the sdist's build code ran"
+        control = subprocess.run([wheels.uv_bin(), "pip", "compile", str(plugin / "requirements.txt"), "--index-url",
+                                  index, "--no-cache", "--quiet"], cwd=tmp_path, capture_output=True, text=True,
+                                 env={**os.environ, "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never"}, timeout=120)
+    assert (guard / "PWNED").is_file(), f"control: an ordinary resolution builds the sdist\n{control.stderr}"
 
 
 def test_the_plugins_own_uv_config_is_ignored_when_resolving(tmp_path: Path, monkeypatch):
