@@ -11,7 +11,8 @@ from contextlib import nullcontext
 from functools import wraps
 from pathlib import Path
 
-from invoke import Exit, task
+import invoke
+from invoke import Exit, Task
 from invoke.parser import Argument
 
 from scripts import __version__
@@ -36,6 +37,25 @@ from scripts.host import push as pusher
 from scripts.plugins import daemon as plugin_daemon
 from scripts.plugins import repackage as plugins
 from scripts.plugins import sign as plugin_sign
+
+#: THE short flags (docs/cli.md): one letter, one meaning, in every task; every other option is long only, and
+#: -h is always help. invoke's own choice (the first free letter of each name) gave --runtime -r in five tasks and
+#: -u in six, -p for --prefix in one and --project-dir in others, and "--" once it ran out of letters.
+SHORT_FLAGS = {"runtime": "r", "prefix": "p", "project_dir": "C", "output": "o", "json_": "j", "dry_run": "n",
+               "yes": "y"}
+
+
+class _Task(Task):
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        opts["names"] = [opts["names"][0], *([SHORT_FLAGS[name]] if name in SHORT_FLAGS else [])]
+        return opts
+
+
+def task(*args, **kwargs):
+    """invoke's ``@task`` with the toolkit's short flags (:data:`SHORT_FLAGS`)."""
+    return invoke.task(*args, klass=_Task, **kwargs)
+
 
 RUNTIME_HELP = "docker or podman (default: invoke.yaml airgap.runtime, then $DIFY_AIRGAP_RUNTIME, then auto-detect)"
 TRUST_HELP = {
@@ -214,7 +234,7 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
     "sign_key": "sign the bundle's manifest.json with the site's PKCS#1 private key (invoke plugin-keygen): "
                 "writes manifest.json.sig, checked by verify/install/push --public-key (docs/security.md)",
     "dry_run": "print the plan and the exact commands; change nothing",
-}, iterable=["plugins"], auto_shortflags=False)  # 18 options: invoke ran out of letters ("--" for --sign-key)
+}, iterable=["plugins"])
 @_fails_cleanly
 def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
            vector_stores="", all_profiles=False, platform=None, compression="zstd", chunk_size=None,
@@ -382,7 +402,7 @@ def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False):
         print(line)
 
 
-@task(auto_shortflags=False, help={
+@task(help={
     "prefix": PREFIX_HELP,
     "ollama_url": "also check an Ollama server, e.g. http://10.0.0.5:11434 (GET /api/tags)",
     "ollama_model": "with --ollama-url: this model must be there (llama3 or llama3:latest)",
@@ -433,7 +453,7 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
     "middleware": "render middleware.env from middleware.env.example (middleware/dev compose mode)",
     "dry_run": "show which keys would change (never secret values) and write nothing",
     "json": "print the report as JSON (no secret values)",
-}, iterable=["set_", "model_server"], auto_shortflags=False)  # out of letters: "--" was --model-server
+}, iterable=["set_", "model_server"])
 @_fails_cleanly
 def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=None, set_=None,
         regenerate_secrets=False, upgrade_from=None, old_example=None, middleware=False, dry_run=False,
@@ -452,7 +472,7 @@ def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=
     _emit(json_, report.to_dict(), report.render)
 
 
-@task(positional=["package"], iterable=["pkg"], auto_shortflags=False, help={
+@task(positional=["package"], iterable=["pkg"], help={
     "package": "plugin(s) to repackage: a .difypkg file, a marketplace reference author/name:version, or an "
                "http(s) URL (e.g. a GitHub release asset); several may be given comma-separated",
     "pkg": "one more plugin (repeatable: --pkg a.difypkg --pkg langgenius/openai:0.2.7)",

@@ -488,20 +488,27 @@ def test_every_option_is_classified():
     assert not unknown, f"classify these options in ROLES (a path: which role) or NOT_PATHS: {unknown}"
 
 
-def test_every_option_has_help_and_a_sane_short_flag():
-    """`invoke X --help` explains every option; a short flag is a letter (invoke hands out "-" itself when a task
-    has used up its options' letters: `--` then meant --sign-key). Read in a fresh process: invoke pops each help
-    text off its task the first time it lists the arguments."""
+def test_every_option_has_help_and_the_one_short_flag_convention():
+    """`invoke X --help` explains every option; a short flag exists only for the options of tasks.SHORT_FLAGS and is
+    the same letter in every task (docs/cli.md); -h is never an option's. Read in a fresh process: invoke pops each
+    help text off its task the first time it lists the arguments."""
     dump = ("import json, tasks; from invoke import Collection; c = Collection.from_module(tasks); "
             "print(json.dumps({t: [[a.name, sorted(a.names), a.help] for a in c[t].get_arguments()] "
             "for t in c.task_names}))")
     listed = json.loads(subprocess.run([sys.executable, "-c", dump], cwd=ROOT, capture_output=True, text=True,
                                        check=True, timeout=60).stdout)
     assert set(listed) == set(COLLECTION.task_names)
-    bad = [f"invoke {t} --{name}: {'no help text' if not text else f'short flag in {names}'}"
-           for t, args in sorted(listed.items()) for name, names, text in args
-           if not text or not all(len(n) > 1 or n.isalpha() for n in names)]
+    bad = []
+    for t, args in sorted(listed.items()):
+        for name, names, text in args:
+            shorts = [n for n in names if len(n) == 1]
+            want = [tasks.SHORT_FLAGS[name]] if name in tasks.SHORT_FLAGS else []
+            if not text:
+                bad.append(f"invoke {t} --{name}: no help text")
+            if shorts != want or "h" in shorts:
+                bad.append(f"invoke {t} --{name}: short flag {shorts}, the convention says {want}")
     assert not bad, bad
+    assert len(set(tasks.SHORT_FLAGS.values())) == len(tasks.SHORT_FLAGS), "one letter, one meaning"
 
 
 def test_every_task_with_inputs_has_cases():
