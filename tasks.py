@@ -19,7 +19,7 @@ from scripts import __version__
 from scripts.bundle import archive, manifest, signature
 from scripts.bundle import build as bundler
 from scripts.bundle import source as sources
-from scripts.core.console import LOG, emit, redact, register_secret, setup_logging, warn
+from scripts.core.console import LOG, emit, redact, register_secret, results_only_on_stdout, setup_logging, warn
 from scripts.core.errors import AirgapError, UsageError
 from scripts.data import backup as bk
 from scripts.data import snapshot as snap
@@ -77,7 +77,8 @@ def _fails_cleanly(func):
         setup_logging(verbose=verbose)
         as_json = bool(kwargs.get("json_"))
         try:
-            return func(c, *args, **kwargs)
+            with results_only_on_stdout(as_json):
+                return func(c, *args, **kwargs)
         except AirgapError as exc:
             _fail(as_json, str(exc), exc.hint, exc.exit_code)
         except KeyboardInterrupt:
@@ -170,10 +171,11 @@ def doctor(c, json_=False, runtime=None):
         raise Exit("no container engine answers; install one with the fix shown above", code=1)
 
 
-@task
-def version(c):
+@task(help={"json": "print the version as JSON"})
+@_fails_cleanly
+def version(c, json_=False):
     """Print the toolkit version."""
-    print(f"dify-airgap {__version__}")
+    _emit(json_, {"version": __version__}, f"dify-airgap {__version__}")
 
 
 def _split(value) -> list[str]:
@@ -234,12 +236,13 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
     "sign_key": "sign the bundle's manifest.json with the site's PKCS#1 private key (invoke plugin-keygen): "
                 "writes manifest.json.sig, checked by verify/install/push --public-key (docs/security.md)",
     "dry_run": "print the plan and the exact commands; change nothing",
+    "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)",
 }, iterable=["plugins"])
 @_fails_cleanly
 def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
            vector_stores="", all_profiles=False, platform=None, compression="zstd", chunk_size=None,
            pull="missing", target_python="3.9", wheelhouse=None, plugins=None, plugin_sign_key=None,
-           source=None, archive=False, dry_run=False, daemon_snapshot=None, sign_key=None):
+           source=None, archive=False, dry_run=False, daemon_snapshot=None, sign_key=None, json_=False):
     """Make the offline bundle: images, Dify's docker/ dir, toolkit and wheels, with checksums."""
 
     if source and project_dir:
@@ -264,10 +267,10 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
                                  sign_key=sign_key)
         print(plan.render(engine))
         if dry_run:
-            print("\n[dry-run] nothing was pulled, saved or written")
+            _emit(json_, {"dry_run": True, **plan.to_dict()}, "\n[dry-run] nothing was pulled, saved or written")
             return
         final = bundler.build(engine, plan)
-    print(bundler.render_done(final, plan))
+    _emit(json_, bundler.done_dict(final, plan), bundler.render_done(final, plan))
 
 
 @task(help={"path": "the bundle directory (or any file inside it), or its archive NAME.tar / NAME.tar.part-000",
@@ -303,10 +306,11 @@ def inspect(c, path, json_=False):
     "output": "directory for registry-images.compose.yaml and registry-images.values.yaml (default: .)",
     **TRUST_HELP,
     "dry_run": "print the mapping and the exact commands; load, push and write nothing",
+    "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)",
 }, iterable=["public_key"])
 @_fails_cleanly
 def push(c, path, registry, runtime=None, insecure=False, output=".", public_key=None, expect_digest=None,
-         dry_run=False):
+         dry_run=False, json_=False):
     """Push a bundle's images to a private registry; write the mapping as compose override and Helm values."""
 
     engine = engine_for(c, runtime, dry_run=dry_run)
@@ -314,10 +318,9 @@ def push(c, path, registry, runtime=None, insecure=False, output=".", public_key
     plan = pusher.make_plan(bundle_dir, data, registry, insecure=insecure, output=Path(output))
     print(plan.render(engine))
     pusher.push(engine, plan, data)
-    if dry_run:
-        print("\n[dry-run] nothing was loaded, pushed or written")
-        return
-    print(pusher.render_done(plan))
+    result = {"dry_run": dry_run, "registry": plan.registry, "mapping": plan.mapping(),
+              "files": [str(p) for p in pusher.render_files(plan)]}
+    _emit(json_, result, "\n[dry-run] nothing was loaded, pushed or written" if dry_run else pusher.render_done(plan))
 
 
 PREFIX_HELP = "the install root holding docker/ and dify-airgap.json (default /opt/dify)"
@@ -386,9 +389,10 @@ def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=
     "purge_data": "ALSO delete the volumes and docker/volumes (database, storage): asks for confirmation",
     "yes": "with --purge-data: do not ask (for scripts)",
     "dry_run": "print the commands; change nothing",
+    "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)",
 })
 @_fails_cleanly
-def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False):
+def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False, json_=False):
     """Stop the stack and remove its containers; data is kept unless --purge-data."""
 
     if purge_data and not yes and not dry_run:
@@ -398,8 +402,11 @@ def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False):
         answer = input(f"Delete ALL Dify data under {prefix}/docker/volumes? Type the prefix to confirm: ")
         if answer.strip() != str(prefix):
             raise Exit("not confirmed; nothing was changed", code=1)
+    steps = []
     for line in installer.down(Path(prefix), purge_data=purge_data, dry_run=dry_run):
-        print(line)
+        steps.append(line)
+        print(line)  # as it happens (on stderr under --json)
+    _emit(json_, {"prefix": str(prefix), "dry_run": dry_run, "purge_data": purge_data, "steps": steps})
 
 
 @task(help={
@@ -518,15 +525,19 @@ def repackage(c, package, pkg=None, out="plugins-offline", python="3.12", arch="
     "bits": "RSA key size (default 4096, like the Dify CLI; the daemon rejects < 1024)",
     "force": "replace an existing key pair",
     "daemon_version": "target plugin daemon version, to print the matching env (default 0.5.2)",
+    "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)",
 })
 @_fails_cleanly
-def plugin_keygen(c, out="plugin-keys", name="dify-plugin-site", bits=4096, force=False, daemon_version=None):
+def plugin_keygen(c, out="plugin-keys", name="dify-plugin-site", bits=4096, force=False, daemon_version=None,
+                  json_=False):
     """Create the site key pair that signs repackaged plugins, and print the daemon settings."""
     private, public = plugin_sign.write_keypair(out, name=name, bits=int(bits), force=force)
     env, warnings = plugins.signing_env(daemon_version or plugins.DEFAULT_DAEMON_VERSION,
                                         f"/app/keys/{public.name}")
-    print(plugins.render_keygen(private, public, env))
     warn(warnings)
+    _emit(json_, {"private_key": str(private), "public_key": str(public),
+                  "fingerprint": signature.fingerprint(plugin_sign.load_public_key(public)), "env": env,
+                  "warnings": warnings}, plugins.render_keygen(private, public, env))
 
 
 @task(positional=["package"], iterable=["public_key"], help={
@@ -570,20 +581,23 @@ def _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, d
             "tag": "name:tag for the committed image (default localhost/dify-airgap/plugin-daemon-snapshot:"
                    "DIFYVERSION-DATE); a name without a registry gets localhost/",
             "output": "where the snapshot directory is written (default: ./snapshots)",
-            "dry_run": "print the plan and the exact commands; pause, commit and write nothing"},
+            "dry_run": "print the plan and the exact commands; pause, commit and write nothing",
+            "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)"},
       iterable=["compose_file"])
 @_fails_cleanly
 def snapshot_daemon(c, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None,
-                    tag=None, output="snapshots", dry_run=False):
+                    tag=None, output="snapshots", dry_run=False, json_=False):
     """Snapshot the plugin daemon with every plugin installed: image, storage, DB rows, checksums."""
 
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
     plan = snap.make_plan(stack, Path(output), tag)
     print(plan.render(engine))
     if dry_run:
-        print("\n[dry-run] nothing was paused, committed or written")
+        _emit(json_, {"dry_run": True, "snapshot": str(plan.final_dir), "image": plan.ref},
+              "\n[dry-run] nothing was paused, committed or written")
         return
-    print(f"\nsnapshot: {snap.snapshot_daemon(engine, plan)}")
+    done = snap.snapshot_daemon(engine, plan)
+    _emit(json_, {"dry_run": False, "snapshot": str(done), "image": plan.ref}, f"\nsnapshot: {done}")
 
 
 @task(positional=["snapshot"], help={**STACK_HELP,
@@ -603,20 +617,23 @@ def restore_daemon(c, snapshot, project_dir=None, prefix=None, project_name=None
 
 @task(name="backup", help={**STACK_HELP,
                            "output": "where the backup directory is written (default: ./backups)",
-                           "dry_run": "print the plan and the exact commands; stop and write nothing"},
+                           "dry_run": "print the plan and the exact commands; stop and write nothing",
+                           "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)"},
       iterable=["compose_file"])
 @_fails_cleanly
 def backup_(c, project_dir=None, prefix=None, project_name=None, compose_file=None, runtime=None, output="backups",
-            dry_run=False):
+            dry_run=False, json_=False):
     """Back up a Dify installation: databases, storage, vector store, redis, .env, customised files."""
 
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run)
     plan = bk.make_plan(stack, Path(output))
     print(plan.render(engine))
     if dry_run:
-        print("\n[dry-run] nothing was stopped, dumped or written")
+        _emit(json_, {"dry_run": True, "backup": str(plan.final_dir)},
+              "\n[dry-run] nothing was stopped, dumped or written")
         return
-    print(f"\nbackup: {bk.backup(engine, plan)}")
+    done = bk.backup(engine, plan)
+    _emit(json_, {"dry_run": False, "backup": str(done)}, f"\nbackup: {done}")
 
 
 @task(name="restore", positional=["backup"], help={

@@ -103,6 +103,14 @@ class BundlePlan:
     def final_dir(self) -> Path:
         return self.output / self.name
 
+    def to_dict(self) -> dict:
+        """What ``--json`` shows of the plan (no key material: the key files' paths only)."""
+        return {"version": self.version, "name": self.name, "output": str(self.output), "platform": self.platform,
+                "compression": self.compression, "chunk_size": self.chunk_size, "source": self.source,
+                "project_dir": str(self.project_dir), "images": self.image_plan.refs, "plugins": self.plugins,
+                "profiles": self.image_plan.profiles, "sign_key": self.sign_key,
+                "daemon_snapshot": self.daemon_snapshot}
+
     @property
     def partial_dir(self) -> Path:
         return self.output / f".{self.name}.partial"
@@ -359,6 +367,15 @@ def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
     if not (same_images and same_way):
         return False
     return verify_directory(plan.final_dir, deep=False).ok
+
+
+def done_dict(final: Path, plan: BundlePlan) -> dict:
+    """``invoke bundle --json``'s result: the plan, where the bundle (and archive) is, its signer and digest."""
+    name = archive_name(final.name)
+    first = final.parent / (name + ".part-000" if plan.chunk_size else name)
+    signer = signature.fingerprint(signature.signing_key(plan.sign_key).public_key()) if plan.sign_key else None
+    return {"dry_run": False, **plan.to_dict(), "bundle": str(final), "archive": str(first) if plan.archive else None,
+            "signer": signer, "digest": signature.bundle_digest(final)}
 
 
 def render_done(final: Path, plan: BundlePlan) -> str:

@@ -6,7 +6,8 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
 
 from tqdm import tqdm
 
@@ -77,6 +78,25 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+_RESULTS: list = []  # where emit() writes while a --json task runs with everything else sent to stderr
+
+
+@contextmanager
+def results_only_on_stdout(active: bool) -> Iterator[None]:
+    """While a ``--json`` task runs (``active``), whatever it prints (plans, ``[dry-run]`` lines) goes to stderr:
+    stdout carries exactly the one document :func:`emit` writes. (Commands the task runs without capturing their
+    output write to stderr too: ``core``'s runners never hand them our stdout.)"""
+    if not active:
+        yield
+        return
+    _RESULTS.append(sys.stdout)
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _RESULTS.pop()
+
+
 def emit(as_json: bool, data: object, text: str | Callable[[], str] | None = None) -> None:
     """THE way a task prints its result on stdout, secrets redacted.
 
@@ -84,7 +104,7 @@ def emit(as_json: bool, data: object, text: str | Callable[[], str] | None = Non
     (a string, or a function making it, so nothing is rendered that is not shown); ``None`` prints nothing.
     """
     if as_json:
-        print(redact(json.dumps(data, indent=2, default=str)))
+        print(redact(json.dumps(data, indent=2, default=str)), file=_RESULTS[-1] if _RESULTS else sys.stdout)
     elif text is not None:
         print(redact(text() if callable(text) else text))
 

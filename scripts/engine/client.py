@@ -58,7 +58,9 @@ def subprocess_runner(argv: Sequence[str], *, input: str | None = None, timeout:
         full_env.update(env)
     try:
         proc = subprocess.run(list(argv), input=input, text=True, timeout=timeout, env=full_env,
-                              cwd=cwd, stdout=subprocess.PIPE if capture else None,
+                              # not captured: the command's output is progress for the operator, never the
+                              # task's result, so it goes to stderr (stdout holds --json's one document)
+                              cwd=cwd, stdout=subprocess.PIPE if capture else 2,
                               stderr=subprocess.PIPE if capture else None, check=False)
     except FileNotFoundError as exc:
         return Result(tuple(argv), 127, "", f"{argv[0]}: command not found ({exc})")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 from invoke import Collection, Program
+from invoke import task as invoke_task
 
 import tasks
 from scripts import __version__
@@ -449,13 +450,13 @@ class Ran:
         return self.stdout + self.stderr
 
 
-def run_task(argv: list[str]) -> Ran:
+def run_task(argv: list[str], namespace: Collection = COLLECTION) -> Ran:
     """Run ``dify-airgap ARGV`` in-process, as the console script does. An exception escaping invoke's Program
     is what the user would see as a traceback: it is reported in ``stderr`` with exit code 99."""
     out, err = io.StringIO(), io.StringIO()
     for handler in list(LOG.handlers):  # setup_logging binds sys.stderr: let it bind the captured one
         LOG.removeHandler(handler)
-    program = Program(namespace=COLLECTION, version=__version__, name="dify-airgap", binary="dify-airgap")
+    program = Program(namespace=namespace, version=__version__, name="dify-airgap", binary="dify-airgap")
     code = 0
     with redirect_stdout(out), redirect_stderr(err):
         try:
@@ -551,6 +552,27 @@ def test_bad_input_json_is_one_document(offline, task_name):
     assert "error:" not in ran.stderr, ran.output
 
 
+def test_every_task_has_json():
+    """#15: every task reports something, so every task takes --json (docs/cli.md)."""
+    assert [t for t in sorted(COLLECTION.task_names) if "json_" not in _arguments(t)] == []
+
+
+@pytest.mark.parametrize("argv", [
+    lambda t: ["version"],
+    lambda t: ["plugin-keygen", "--out", str(t / "keys-json"), "--bits", "1024"],
+], ids=["version", "plugin-keygen"])
+def test_json_success_is_one_document_and_the_rest_goes_to_stderr(offline, argv):
+    """Under --json stdout is exactly the one document (the redirect itself: tests/unit/core/test_console.py)."""
+    args = [*argv(offline), "--json"]
+    ran = run_task(args)
+    assert_clean(args, ran, bad=False)
+    assert ran.code == 0, ran.output
+    doc = json.loads(ran.stdout)
+    assert isinstance(doc, dict) and "error" not in doc, ran.output
+    if args[0] == "plugin-keygen":
+        assert doc["fingerprint"].startswith("sha256:") and Path(doc["public_key"]).is_file()
+
+
 def test_usage_error_exits_2_and_json(offline):
     ran = run_task(["check", "--ollama-model", "llama3"])
     assert ran.code == 2 and "error: --ollama-model needs --ollama-url" in ran.stderr, ran.output
@@ -581,14 +603,13 @@ def test_unexpected_exception_is_one_line_not_a_traceback(offline, monkeypatch):
     assert ran.code == 1 and json.loads(ran.stdout)["error"].startswith("unexpected ZeroDivisionError")
 
 
-def test_run_task_sees_a_traceback(monkeypatch):
-    """The harness itself: an exception escaping the wrapper (here: a task without it) is reported."""
-    def boom(*args, **kwargs):
+def test_run_task_sees_a_traceback():
+    """The harness itself: an exception escaping a task without the wrapper (every real task has it) is reported."""
+    @invoke_task
+    def boom(c):
         raise ZeroDivisionError("escaped")
 
-    monkeypatch.setattr(tasks, "__version__", None)
-    monkeypatch.setattr(tasks, "print", boom, raising=False)
-    ran = run_task(["version"])
+    ran = run_task(["boom"], namespace=Collection(boom))
     assert ran.code == 99 and "Traceback" in ran.stderr
     with pytest.raises(AssertionError, match="Traceback"):
-        assert_clean(["version"], ran)
+        assert_clean(["boom"], ran)

@@ -70,3 +70,17 @@ def test_log_records_are_redacted(capsys):
 
 def pytest_fail(message: str) -> str:
     raise AssertionError(message)
+
+
+def test_under_json_whatever_a_task_prints_goes_to_stderr_and_emit_alone_to_stdout(capsys):
+    with console.results_only_on_stdout(True):
+        print("[dry-run] docker compose down")                      # a plan line, printed on the way
+        console.emit(True, {"steps": 1})
+        print("after")
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"steps": 1}
+    assert "[dry-run] docker compose down" in err and "after" in err
+    with console.results_only_on_stdout(False):                    # text mode: nothing moves
+        print("plan")
+    assert capsys.readouterr().out == "plan\n"
+

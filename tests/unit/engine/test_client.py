@@ -14,6 +14,7 @@ from scripts.engine.client import (
     detect_runtime,
     parse_compose_version,
     resolve_runtime,
+    subprocess_runner,
 )
 
 
@@ -167,3 +168,10 @@ def test_detect_runtime_prefers_answering_engine():
     assert detect_runtime(runner, which=lambda name: f"/usr/bin/{name}") == "podman"
     with pytest.raises(EngineMissing, match="neither docker nor podman"):
         detect_runtime(runner, which=lambda name: None)
+
+
+def test_uncaptured_command_output_goes_to_stderr(capfd):
+    """A command run for the operator to watch (compose up) writes to stderr, never into --json's stdout."""
+    subprocess_runner(["sh", "-c", "echo progress"], capture=False)
+    out, err = capfd.readouterr()
+    assert out == "" and "progress" in err
