@@ -65,7 +65,9 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Render a plain-text table with left-aligned columns."""
+    """Render a plain-text table with left-aligned columns: THE table style of every task (headers in capitals, a
+    dashed rule, two spaces between columns)."""
+    headers = [h.upper() for h in headers]
     rows = [["" if c is None else str(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
