@@ -1,12 +1,18 @@
 """The `.difypkg` container: writing, checksum/identifier, RSA signatures the plugin daemon verifies.
 
-Everything here follows docs/plugins.md and the format notes it cites (dify-plugin-daemon 0.5.2):
+Everything here follows docs/plugins.md and the format notes it cites (dify-plugin-daemon 0.5.2); the
+verifying side (pkg/plugin_packager/decoder/{verifier,zip,helper}.go, pkg/utils/encryption/rsa.go, the
+official key) is the same file, byte for byte, at 0.5.2, 0.6.1, 0.6.3 and 0.6.10:
 
 - entries are clean relative names, deflated, with no directory entries;
 - the checksum (identifier suffix) hashes sorted ``sha256(name) + sha256(content)`` pairs;
 - the signature is RSA PKCS#1 v1.5 / SHA-256 over the entries' sha256 in central-directory order
   followed by the decimal signing time, stored as compact JSON in the ZIP comment;
 - ``.verification.dify.json`` is written last, and keys are PKCS#1 PEM (``RSA PUBLIC KEY``).
+
+Verification reads each entry as the daemon does (``ZipPluginDecoder.Walk`` + ``ReadFile``: Go's
+``zip.Reader.Open`` by cleaned name), so a duplicate name hashes the first such entry and a directory entry
+makes the package unverifiable, exactly as in the daemon.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from scripts.core.inputs import os_reason, output_dir
 from scripts.plugins.common import UnsafeArchive, check_members
 
 VERIFICATION_FILE = ".verification.dify.json"
+MAX_VERIFICATION_FILE = 16 << 20     # read whole, like every file the toolkit reads whole (#13)
 DEFAULT_KEY_BITS = 4096
 MIN_KEY_BITS = 1024
 DEFAULT_CATEGORY = "community"
@@ -126,6 +133,12 @@ def _one_pem_block(path: Path, label: str) -> bytes:
             hint = (f"; convert it with `openssl rsa -in {path} -traditional -out KEY.pem` (unencrypted) "
                     f"or make a new pair with `invoke plugin-keygen`")
         raise SignatureError(f"{path} is a '{found}' PEM, but the plugin daemon accepts only PKCS#1 '{label}'{hint}")
+    if label == "RSA PUBLIC KEY" and not re.search(rb"-----END RSA PUBLIC KEY-----[ \t]*(?:\r?\n)?\Z", data):
+        # encryption.LoadPublicKey: anything Go's pem.Decode leaves after the END line's line break is "extra
+        # data included in the PEM block"; one such third-party key leaves EVERY package unverified.
+        raise SignatureError(f"{path} has data after its END line (a blank line counts); the plugin daemon refuses "
+                             f"such a key file, and then verifies no package at all (not even Dify's own): end the "
+                             f"file right after '-----END RSA PUBLIC KEY-----' and one line break")
     return data
 
 
@@ -165,19 +178,75 @@ def _sha256_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     return digest.digest()
 
 
-def entry_digests(zf: zipfile.ZipFile) -> list[tuple[str, bytes]]:
-    """(name, sha256 of content) for every entry, in central-directory order."""
-    return [(info.filename, _sha256_member(zf, info)) for info in zf.infolist()]
-
-
 def clean_name(name: str) -> str:
     """Go's ``path.Clean`` of an entry name, which the daemon uses as the checksum key."""
     cleaned = posixpath.normpath(name) if name else "."
     return cleaned[1:] if cleaned.startswith("//") else cleaned
 
 
+class UnreadableEntry(SignatureError):
+    """An entry the daemon's zip reader cannot read as a file: its checksum and signature check both fail."""
+
+
+def _go_valid_name(name: str) -> str:
+    """Go ``archive/zip`` ``toValidName``: the name an entry is found under by ``Reader.Open``."""
+    cleaned = clean_name(name.replace("\\", "/"))
+    cleaned = cleaned[1:] if cleaned.startswith("/") else cleaned
+    while cleaned.startswith("../"):
+        cleaned = cleaned[3:]
+    return cleaned
+
+
+def _fs_valid_path(name: str) -> bool:
+    """Go ``io/fs.ValidPath``, which ``Reader.Open`` requires of the name it is given."""
+    return name == "." or all(part not in ("", ".", "..") for part in name.split("/"))
+
+
+def daemon_read_plan(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """For each entry in central-directory order, the entry whose bytes the daemon hashes for it.
+
+    ``ZipPluginDecoder.Walk`` visits every entry and ``ReadFile(path.Join(dir, name))`` opens it through Go's
+    ``zip.Reader.Open``: by cleaned name, the FIRST entry of a name wins (initFileList), and a name that is a
+    directory (a ``name/`` entry, or the parent of another entry) cannot be read. Raises
+    :class:`UnreadableEntry` where the daemon's read fails, which makes checksum and verification fail."""
+    table: dict[str, zipfile.ZipInfo | None] = {}         # None: a directory
+    parents: set[str] = set()
+    for info in zf.infolist():
+        valid = _go_valid_name(info.filename)
+        if valid and valid not in table:
+            table[valid] = None if info.filename.endswith("/") else info
+            parent = posixpath.dirname(valid)
+            while parent:
+                parents.add(parent)
+                parent = posixpath.dirname(parent)
+    plan = []
+    for info in zf.infolist():
+        name = clean_name(info.filename) if info.filename else ""
+        if not _fs_valid_path(name):
+            raise UnreadableEntry(f"entry {info.filename!r} is not a path the plugin daemon's zip reader opens")
+        target = None if name == "." else table.get(name)            # "." is the root directory
+        if target is None:
+            what = "a directory" if name == "." or name in table or name in parents else "not found by its name"
+            raise UnreadableEntry(f"entry {info.filename!r} is {what} for the plugin daemon's zip reader, which "
+                                  f"then fails to read the package (rebuild it without directory entries)")
+        plan.append(target)
+    return plan
+
+
+def daemon_digests(zf: zipfile.ZipFile, plan: Sequence[zipfile.ZipInfo] | None = None) -> list[tuple[str, bytes]]:
+    """(name, sha256 of what the daemon reads for it) per entry, in central-directory order."""
+    cache: dict[int, bytes] = {}
+    out = []
+    for info, target in zip(zf.infolist(), daemon_read_plan(zf) if plan is None else plan):
+        if id(target) not in cache:
+            cache[id(target)] = _sha256_member(zf, target)
+        out.append((info.filename, cache[id(target)]))
+    return out
+
+
 def checksum_from_digests(digests: Iterable[tuple[str, bytes]]) -> str:
-    """The daemon's package checksum from (name, content sha256) pairs; later duplicates win."""
+    """The daemon's package checksum (decoder/checksum.go) from (name, content sha256) pairs; a later duplicate
+    name wins, and from :func:`daemon_digests` every duplicate carries the first entry's content, as in the daemon."""
     table: dict[bytes, bytes] = {}
     for name, digest in digests:
         table[clean_name(name).encode("utf-8")] = digest
@@ -213,7 +282,10 @@ def package_errors(path: str | os.PathLike) -> Iterator[None]:
 def package_checksum(path: str | os.PathLike) -> str:
     """The checksum of a `.difypkg` (over all entries, including the verification file, not the comment)."""
     with open_package(path) as zf, package_errors(path):
-        return checksum_from_digests(entry_digests(zf))
+        try:
+            return checksum_from_digests(daemon_digests(zf))
+        except UnreadableEntry as exc:
+            raise BadInput(f"{path}: {exc}", hint="repackage it with `invoke repackage`") from None
 
 
 def identifier(author: str, name: str, version: str, checksum: str) -> str:
@@ -352,30 +424,74 @@ class Verification:
         return line
 
 
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs, in order (duplicate keys kept)."""
+
+
+def _go_json(data: bytes, fields: dict[str, type], what: str) -> dict:
+    """``data`` decoded as Go's ``json.Unmarshal`` fills a struct with ``fields``: keys match
+    case-insensitively, the last match wins, null or a missing key leaves the zero value, invalid UTF-8 is
+    replaced, a value of another type is an error (``ValueError``)."""
+    doc = json.loads(data.decode("utf-8", "replace"), object_pairs_hook=_Pairs)
+    values = {name: kind() for name, kind in fields.items()}
+    if doc is None:
+        return values
+    if not isinstance(doc, _Pairs):
+        raise ValueError(f"{what} is not a JSON object")
+    for key, value in doc:
+        name = next((n for n in fields if key.casefold() == n), None)
+        if name is None or value is None:
+            continue
+        kind = fields[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{what}: {key!r} is not a {kind.__name__}")
+        if kind is int and not -(1 << 63) <= value < (1 << 63):
+            raise ValueError(f"{what}: {key!r} does not fit an int64")
+        values[name] = value
+    return values
+
+
 def read_signature(zf: zipfile.ZipFile, path: Path) -> tuple[bytes, int] | None:
-    """(signature bytes, time) from the ZIP comment, None when unsigned."""
+    """(signature bytes, time) from the ZIP comment, None when unsigned; decoded as ``ZipPluginDecoder.decode``
+    does (a missing time is 0, a missing signature is empty and verifies with no key)."""
     if not zf.comment:
         return None
     try:
-        doc = json.loads(zf.comment.decode("utf-8"))
-        signature = base64.b64decode(doc["signature"], validate=True)
-        signed_at = doc["time"]
-        if not isinstance(signed_at, int):
-            raise TypeError("time is not an integer")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        doc = _go_json(zf.comment, {"signature": str, "time": int}, "the comment")
+        # Go's base64.StdEncoding skips \r and \n; anything else outside the alphabet is an error.
+        signature = base64.b64decode(doc["signature"].replace("\r", "").replace("\n", ""), validate=True)
+    except (ValueError, RecursionError) as exc:
         raise SignatureError(f"{path}: the ZIP comment is not a Dify signature ({exc}); re-sign the package "
                              f"with `invoke repackage --sign-key`") from None
-    return signature, signed_at
+    return signature, doc["time"]
+
+
+def _category(zf: zipfile.ZipFile, plan: Sequence[zipfile.ZipInfo]) -> str:
+    """The authorized category, as the daemon reads it: no verification file means "langgenius"
+    (PreparePackage's DefaultVerification); a malformed one fails decode(), hence verification (ValueError)."""
+    entry = next((info for info in plan if _go_valid_name(info.filename) == VERIFICATION_FILE), None)
+    if entry is None:
+        return "langgenius"
+    with zf.open(entry) as fh:
+        data = fh.read(MAX_VERIFICATION_FILE + 1)      # the daemon reads it whole; a real one is ~40 bytes
+    if len(data) > MAX_VERIFICATION_FILE:
+        raise ValueError(f"larger than {MAX_VERIFICATION_FILE} bytes")
+    return _go_json(data, {"authorized_category": str}, VERIFICATION_FILE)["authorized_category"]
 
 
 def verify_package(path: str | os.PathLike, public_keys: Sequence[str | os.PathLike]) -> Verification:
-    """Verify a package against the given public keys the way the daemon does (any key verifying is enough)."""
+    """Verify a package against the given public keys the way the daemon does (any key verifying is enough):
+    ``VerifyPluginWithPublicKeys`` (pkg/plugin_packager/decoder/verifier.go, same at 0.5.2 and 0.6.x)."""
     path = Path(path)
     keys = [(Path(k), load_public_key(k)) for k in public_keys]
     with open_package(path) as zf, package_errors(path):
-        digests = entry_digests(zf)
-        checksum = checksum_from_digests(digests)
         found = read_signature(zf, path)
+        try:
+            plan = daemon_read_plan(zf)
+        except UnreadableEntry as exc:
+            return Verification(path, found is not None, False, str(exc), found[1] if found else None)
+        digests = daemon_digests(zf, plan)
+        checksum = checksum_from_digests(digests)
         if found is None:
             return Verification(path, False, False, "unsigned: the ZIP comment is empty", checksum=checksum)
         signature, signed_at = found
@@ -385,13 +501,11 @@ def verify_package(path: str | os.PathLike, public_keys: Sequence[str | os.PathL
                 key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
             except InvalidSignature:
                 continue
-            category = "langgenius"
-            if VERIFICATION_FILE in zf.namelist():
-                try:
-                    category = json.loads(zf.read(VERIFICATION_FILE))["authorized_category"]
-                except (ValueError, KeyError, TypeError):
-                    return Verification(path, True, False, f"{VERIFICATION_FILE} is malformed", signed_at,
-                                        checksum=checksum)
+            try:   # the daemon parses it before checking any key (decode()); the outcome is the same
+                category = _category(zf, plan)
+            except (ValueError, RecursionError) as exc:
+                return Verification(path, True, False, f"{VERIFICATION_FILE} is malformed ({exc}): the daemon "
+                                    f"then verifies nothing", signed_at, checksum=checksum)
             return Verification(path, True, True, f"signature verifies with {key_path}", signed_at, category,
                                 key_path, checksum)
     names = ", ".join(str(k) for k, _ in keys) or "no keys given"
