@@ -28,7 +28,7 @@ from scripts.bundle import signature
 from scripts.bundle.archive import archive_name, ensure_archive
 from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_files, write_sums
 from scripts.bundle.manifest import verify as verify_directory
-from scripts.core.console import LOG, human_size, redact
+from scripts.core.console import LOG, human_size, progress, redact
 from scripts.core.errors import AirgapError, ImageMissing
 from scripts.core.lock import hold
 from scripts.core.resources import PACKAGE_DIR, TOOLKIT_ROOT
@@ -154,23 +154,31 @@ def bundle_name(version: str, platform: str) -> str:
 def pull_images(engine: Engine, refs: Sequence[str], platform: str, policy: str) -> list[str]:
     """Pull per policy (always | missing | never) with retries; returns the refs actually pulled."""
     pulled = []
-    for i, ref in enumerate(refs, 1):
-        present = engine.image_exists(ref)
-        if policy == "never" or (policy == "missing" and present):
-            LOG.info("[%d/%d] %s: %s", i, len(refs), ref, "present, reused" if present else "not pulled (--pull never)")
-            continue
-        for attempt in range(1, PULL_RETRIES + 1):
-            LOG.info("[%d/%d] pulling %s (attempt %d/%d)", i, len(refs), ref, attempt, PULL_RETRIES)
-            res = engine.run(["pull", "--platform", platform, ref], check=False, timeout=3600)
-            if res.ok:
+    with progress(len(refs), "pull", unit="images") as bar:
+        for i, ref in enumerate(refs, 1):
+            if _pull_one(engine, ref, f"[{i}/{len(refs)}]", platform, policy):
                 pulled.append(ref)
-                break
-            if attempt == PULL_RETRIES:
-                raise ImageMissing(f"could not pull {ref} after {PULL_RETRIES} attempts; check the "
-                                   f"registry or mirror, or pull it by hand and re-run with --pull missing",
-                                   image=ref, argv=res.argv, returncode=res.returncode, stderr=res.stderr)
-            time.sleep(2 ** attempt)  # back off before retrying a flaky registry
+            bar.update(1)
     return pulled
+
+
+def _pull_one(engine: Engine, ref: str, where: str, platform: str, policy: str) -> bool:
+    """Pull ``ref`` unless the policy says not to (then False), retried with backoff."""
+    present = engine.image_exists(ref)
+    if policy == "never" or (policy == "missing" and present):
+        LOG.info("%s %s: %s", where, ref, "present, reused" if present else "not pulled (--pull never)")
+        return False
+    for attempt in range(1, PULL_RETRIES + 1):
+        LOG.info("%s pulling %s (attempt %d/%d)", where, ref, attempt, PULL_RETRIES)
+        res = engine.run(["pull", "--platform", platform, ref], check=False, timeout=3600)
+        if res.ok:
+            return True
+        if attempt == PULL_RETRIES:
+            raise ImageMissing(f"could not pull {ref} after {PULL_RETRIES} attempts; check the registry or mirror, "
+                               f"or pull it by hand and re-run with --pull missing",
+                               image=ref, argv=res.argv, returncode=res.returncode, stderr=res.stderr)
+        time.sleep(2 ** attempt)  # back off before retrying a flaky registry
+    return False
 
 
 def image_records(engine: Engine, image_plan: ImagePlan, platform: str) -> list[dict]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scripts.bundle.manifest import image_stream, load_manifest
-from scripts.core.console import LOG, human_size, progress
+from scripts.core.console import LOG, Counted, human_size, progress
 from scripts.core.errors import AirgapError, ImageMissing
 from scripts.engine.client import Engine
 from scripts.engine.images import load_argv, local_ref, missing_images
@@ -44,7 +44,7 @@ def load_images(engine: Engine, bundle: Path, manifest: dict | None = None, *,
     bar = progress(archive.get("uncompressed_size") or None, "load")
     try:
         with image_stream(bundle, manifest) as stream:
-            stdout = stream_in(argv, _Counted(stream, bar), env=engine.env)
+            stdout = stream_in(argv, Counted(stream, bar), env=engine.env)
     finally:
         bar.close()
     LOG.debug("%s", stdout.strip())
@@ -72,18 +72,6 @@ def check_loaded_ids(engine: Engine, images: Sequence[dict]) -> None:
                           f"{'; '.join(wrong)}",
                           hint=f"remove the other image ({engine.runtime} rmi NAME) and run this again; if it "
                                f"repeats, run `invoke verify` on the bundle")
-
-
-class _Counted:
-    """A readable that moves a progress bar by what is read through it."""
-
-    def __init__(self, stream, bar) -> None:
-        self.stream, self.bar = stream, bar
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        self.bar.update(len(data))
-        return data
 
 
 def _qualify_podman_names(engine: Engine, images: Sequence[dict]) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import zstandard
 
-from scripts.core.console import human_size, table
+from scripts.core.console import human_size, progress, table
 from scripts.core.errors import AirgapError, BadInput
 from scripts.core.files import HASH_CHUNK, sha256_file
 from scripts.core.inputs import check_shape, read_json
@@ -202,11 +202,12 @@ def verify(path: str | os.PathLike, deep: bool = True, allowed: tuple[str, ...] 
     entries = list(manifest.get("files", []))
     listed = {e["path"] for e in entries}
     report.problems += consistency(manifest, listed)
-    for entry in entries:
-        report.checked += 1
-        problem = _check_file(bundle, entry, deep)
-        if problem:
-            report.problems.append(problem)
+    with progress(sum(e.get("size", 0) for e in entries) if deep else None, f"verify {bundle.name}") as bar:
+        for entry in entries:
+            report.checked += 1
+            problem = _check_file(bundle, entry, deep, bar)
+            if problem:
+                report.problems.append(problem)
     unexpected, report.ignored = unlisted(bundle, listed, allowed)
     report.problems += unexpected
     return report
@@ -228,7 +229,7 @@ def consistency(manifest: dict, listed: set[str]) -> list[Problem]:
     return problems
 
 
-def _check_file(bundle: Path, entry: dict, deep: bool) -> Problem | None:
+def _check_file(bundle: Path, entry: dict, deep: bool, bar=None) -> Problem | None:
     target = bundle / entry["path"]
     if target.is_symlink():
         return None  # named by unlisted(): a bundle holds regular files only
@@ -238,7 +239,7 @@ def _check_file(bundle: Path, entry: dict, deep: bool) -> Problem | None:
     if size != entry["size"]:
         kind = "truncated" if size < entry["size"] else "corrupted"
         return Problem(entry["path"], kind, f"{size} bytes, expected {entry['size']}")
-    if deep and sha256_file(target) != entry["sha256"]:
+    if deep and sha256_file(target, bar) != entry["sha256"]:
         return Problem(entry["path"], "corrupted", "sha256 differs")
     return None
 

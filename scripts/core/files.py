@@ -77,11 +77,14 @@ class PartWriter:
         return self.total.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, bar=None) -> str:
+    """The hex sha256 of a file, read in blocks (``bar``: a progress bar moved by what was read)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(HASH_CHUNK), b""):
             digest.update(block)
+            if bar is not None:
+                bar.update(len(block))
     return digest.hexdigest()
 
 

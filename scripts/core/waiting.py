@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable, TypeVar
 
+from scripts.core.console import LOG, PROGRESS_EVERY
 from scripts.core.errors import AirgapError
 
 T = TypeVar("T")
@@ -26,12 +27,15 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
     detail (a log tail) to the message. Exceptions from the predicate count as "not yet", except
     :class:`GiveUp`, which ends the wait at once.
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline, heard = started + timeout, started
     last_error: Exception | None = None
     while True:
         try:
             value = predicate()
             if value:
+                if time.monotonic() - started >= PROGRESS_EVERY:
+                    LOG.info("%s: ready after %.0f s", what, time.monotonic() - started)
                 return value
         except Exception as exc:  # noqa: BLE001 - a probe that raises is "not ready yet"
             last_error = exc
@@ -41,5 +45,8 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
                 detail = f"last error: {last_error}\n{detail}"
             raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}"
                               + (f"\n{detail.strip()}" if detail.strip() else ""))
+        if time.monotonic() - heard >= PROGRESS_EVERY:  # a line at least every 10 s in a log nobody watches live
+            heard = time.monotonic()
+            LOG.info("still waiting for %s: %.0f s of %.0f s", what, heard - started, timeout)
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
         interval = min(interval * 1.5, 2.0)

@@ -30,7 +30,7 @@ from scripts.bundle.manifest import (
     walk_files,
     write_sums,
 )
-from scripts.core.console import LOG
+from scripts.core.console import LOG, Counted, progress
 from scripts.core.errors import AirgapError, BadInput
 from scripts.core.files import PartWriter
 from scripts.core.inputs import check_shape
@@ -53,8 +53,9 @@ def compress_command(argv: Sequence[str], directory: Path, name: str, env: dict 
     LOG.info("+ %s | zstd > %s%s", redact_argv(argv), name, f"   # {what}" if what else "")
     writer = PartWriter(directory, name, None, mode=0o600)  # dumps and .env: owner only
     try:
-        with zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(writer, closefd=False) as sink:
-            raw = stream_out(argv, sink, env=env)
+        with zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(writer, closefd=False) as sink, \
+                progress(None, what or name) as bar:
+            raw = stream_out(argv, sink, env=env, bar=bar)
     finally:
         writer.close()
     return {"path": name, "compression": "zstd", "size": writer.size, "sha256": writer.total.hexdigest(),
@@ -107,8 +108,8 @@ def extract_archive(root: Path, entry: dict, dest: Path, compare: bool = True, c
         check_archive(root, entry, dest)
     dest.mkdir(parents=True, exist_ok=True)
     LOG.info("+ zstd -dc %s | %s", entry["path"], shlex.join(tar_extract_argv(dest)))
-    with open_archive(root, entry) as stream:
-        stream_in(tar_extract_argv(dest), stream)
+    with open_archive(root, entry) as stream, progress(entry.get("uncompressed_size"), f"restore {dest}") as bar:
+        stream_in(tar_extract_argv(dest), Counted(stream, bar))
     if compare:
         with open_archive(root, entry) as stream:
             try:

@@ -18,8 +18,9 @@ from scripts.core.console import LOG
 from scripts.engine.client import classify
 
 
-def stream_out(argv: Sequence[str], sink, env: dict | None = None, chunk: int = 1 << 20) -> int:
-    """Run ``argv`` and write its stdout to ``sink`` (a writable) as it comes; returns bytes written."""
+def stream_out(argv: Sequence[str], sink, env: dict | None = None, chunk: int = 1 << 20, bar=None) -> int:
+    """Run ``argv`` and write its stdout to ``sink`` (a writable) as it comes; returns bytes written (``bar``: a
+    progress bar moved by them)."""
     LOG.debug("+ %s", shlex.join(argv))
     written = 0
     with subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -27,6 +28,8 @@ def stream_out(argv: Sequence[str], sink, env: dict | None = None, chunk: int = 
         for block in iter(lambda: proc.stdout.read(chunk), b""):
             sink.write(block)
             written += len(block)
+            if bar is not None:
+                bar.update(len(block))
         stderr = proc.stderr.read().decode(errors="replace")
         proc.wait()
     if proc.returncode:

@@ -29,7 +29,7 @@ import yaml
 from scripts.bundle import archive, signature
 from scripts.bundle.load import load_images
 from scripts.bundle.manifest import MANIFEST, load_manifest
-from scripts.core.console import LOG, table
+from scripts.core.console import LOG, progress, table
 from scripts.core.errors import AirgapError, CommandFailed
 from scripts.core.inputs import output_dir
 from scripts.engine.client import Engine
@@ -215,9 +215,11 @@ def push(engine: Engine, plan: PushPlan, manifest: dict) -> dict[Path, str]:
             print(f"[dry-run] would write {path}:\n{text}")
         return files
     load_images(engine, plan.bundle, manifest)
-    for i, item in enumerate(plan.items, 1):
-        LOG.info("[%d/%d] %s -> %s", i, len(plan.items), item.ref, item.target)
-        push_one(engine, item, plan.insecure)
+    with progress(len(plan.items), "push", unit="images") as bar:
+        for i, item in enumerate(plan.items, 1):
+            LOG.info("[%d/%d] %s -> %s", i, len(plan.items), item.ref, item.target)
+            push_one(engine, item, plan.insecure)
+            bar.update(1)
     plan.output.mkdir(parents=True, exist_ok=True)
     for path, text in files.items():
         tmp = path.with_name(f".{path.name}.partial")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from scripts.core import console
+from scripts.core.waiting import wait_until
 
 
 def test_emit_json_is_exactly_one_document_with_paths_as_strings_and_secrets_redacted(capsys):
@@ -84,3 +85,25 @@ def test_under_json_whatever_a_task_prints_goes_to_stderr_and_emit_alone_to_stdo
         print("plan")
     assert capsys.readouterr().out == "plan\n"
 
+
+
+def test_line_progress_reports_at_least_every_interval_even_when_nothing_moves(caplog):
+    """Not on a terminal (CI logs, nohup): a line with amount, percent and ETA from a heartbeat, then the
+    duration. Waits on the lines themselves (with a timeout), never on a sleep."""
+    with caplog.at_level(logging.INFO, logger="dify_airgap"):
+        bar = console.progress(4 << 20, "save", every=0.05)
+        assert isinstance(bar, console.LineProgress)              # pytest's stderr is not a terminal
+        bar.update(1 << 20)
+        # stalled: the same figure again, from the heartbeat
+        wait_until(lambda: caplog.text.count("save: 1.0 MiB of 4.0 MiB (25%)") >= 2, 10, "two progress lines")
+        assert "left" in caplog.text
+        bar.started -= 5                                            # a long step: its duration is printed
+        bar.close()
+        bar.close()                                                 # closing twice says it once
+    assert caplog.text.count("save: done, 1.0 MiB in 5 s") == 1
+
+
+def test_a_quick_step_stays_quiet(caplog):
+    with caplog.at_level(logging.INFO, logger="dify_airgap"), console.progress(10, "verify x") as bar:
+        bar.update(10)
+    assert "verify x" not in caplog.text
