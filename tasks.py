@@ -21,6 +21,7 @@ from scripts.bundle import build as bundler
 from scripts.bundle import source as sources
 from scripts.core.console import LOG, emit, redact, register_secret, results_only_on_stdout, setup_logging, warn
 from scripts.core.errors import AirgapError, UsageError
+from scripts.core.inputs import http_url
 from scripts.data import backup as bk
 from scripts.data import snapshot as snap
 from scripts.data import stackdata
@@ -220,7 +221,7 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
     "all_profiles": "bundle every profile's images (large)",
     "platform": "image platform, linux/amd64 or linux/arm64 (default: this host's)",
     "compression": "zstd (default, fast, multi-threaded) or gzip (for sites without zstd)",
-    "chunk_size": "split the image archive into parts of this size for transfer media, e.g. 4G or 700M",
+    "chunk_size": "split the image archive into parts of this size for transfer media, e.g. 4000M (fits FAT32) or 700M",
     "pull": "always, missing (default: reuse images already present) or never",
     "target_python": "Python version of the AIR-GAPPED host, for the wheels (default 3.9 = Red Hat 9)",
     "wheelhouse": "take wheels from this directory instead of downloading them from PyPI",
@@ -427,6 +428,8 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
           vllm_model=None, timeout=10, wait=0, skip_deployment=False, json_=False):
     """Is Dify up? Containers, images, API health, console via nginx, plugin daemon, model servers."""
     register_secret(vllm_api_key or "")
+    ollama_url = http_url(ollama_url, "--ollama-url") if ollama_url else None
+    vllm_url = http_url(vllm_url, "--vllm-url") if vllm_url else None
     if ollama_model and not ollama_url:
         raise UsageError("--ollama-model needs --ollama-url")
     if (vllm_model or vllm_api_key) and not vllm_url:

@@ -48,6 +48,9 @@ DEFAULT_TARGET_PYTHON = "3.9"  # Red Hat 9's python3
 EXTENSIONS = {"zstd": "tar.zst", "gzip": "tar.gz"}
 
 
+FAT32_LIMIT = 4 << 30  # FAT32 holds files of up to 4 GiB - 1 byte
+
+
 def parse_chunk_size(text: str | int | None) -> int | None:
     """``4G``, ``700M``, ``4GiB``, ``1.5g``, ``123`` (bytes) -> bytes; None/"" -> None."""
     if text in (None, "", 0, "0"):
@@ -59,7 +62,10 @@ def parse_chunk_size(text: str | int | None) -> int | None:
         raise AirgapError(f"chunk size {text!r} is not a size; write e.g. 4G, 700M or 1048576")
     value = float(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower())
     if value < 1024 * 1024:
-        raise AirgapError(f"chunk size {text!r} is below 1 MiB; use a size like 700M or 4G")
+        raise AirgapError(f"chunk size {text!r} is below 1 MiB; use a size like 700M or 4000M")
+    if value >= FAT32_LIMIT:
+        LOG.warning("chunk size %s: parts of %d bytes do not fit FAT32 (at most %d bytes a file); for FAT32 media "
+                    "use 4000M", text, int(value), FAT32_LIMIT - 1)
     return int(value)
 
 

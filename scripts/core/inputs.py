@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from scripts.core.errors import BadInput
+from scripts.core.errors import BadInput, UsageError
 
 _NAMES = {str: "a string", int: "a number", float: "a number", bool: "true or false", list: "a list",
           dict: "an object", type(None): "null"}
@@ -151,3 +152,16 @@ def output_file(path: str | os.PathLike, what: str, create: bool = True) -> Path
         raise BadInput(f"{what} {path} is a directory; pass a file name")
     output_dir(path.parent, f"the directory of {what}", create)
     return path
+
+
+def http_url(text: str, option: str) -> str:
+    """``text`` when it is an http(s) URL with a host (``http://10.0.0.5:11434``); a usage error naming ``option``
+    otherwise (``notaurl`` used to end as "cannot reach notaurl:80")."""
+    try:
+        parts = urlsplit(text.strip())
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise UsageError(f"{option} {text!r} is not an http(s) URL; write it like http://10.0.0.5:11434")
+    return text.strip()

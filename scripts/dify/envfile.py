@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from scripts.core.console import register_secret, table
 from scripts.core.errors import AirgapError
+from scripts.core.inputs import http_url
 from scripts.core.resources import TEMPLATES_DIR
 from scripts.dify.envcheck import (
     DEBUG_HOST_KEY,
@@ -184,11 +185,7 @@ def model_server_settings(urls: Iterable[str], current: Mapping[str, str]) -> di
     ips = [v for v in re.split(r"[,\s]+", current.get(SSRF_ALLOW_IPS, "")) if v]
     domains = [v for v in re.split(r"[,\s]+", current.get(SSRF_ALLOW_DOMAINS, "")) if v]
     for url in urls:
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise AirgapError(f"--model-server {url!r} is not a URL; write it as Dify will call it, e.g. "
-                              f"http://10.0.0.7:11434")
-        host = parts.hostname
+        host = urlsplit(http_url(url, "--model-server")).hostname
         try:
             ipaddress.ip_address(host)
             target = ips

@@ -10,6 +10,7 @@ import pytest
 
 from scripts.bundle import build
 from scripts.bundle import manifest as mf
+from scripts.core.errors import AirgapError
 from scripts.dify.plan import ImagePlan, PlannedImage
 from scripts.engine.client import Engine
 from scripts.plugins import sign
@@ -62,3 +63,16 @@ def test_install_sh_keeps_bytecode_out_of_the_bundle_and_makes_its_default_venv_
     assert 'export PYTHONPYCACHEPREFIX="$VENV/pycache"' in text  # in the dify-airgap wrapper it writes
     assert 'if [ -z "${DIFY_AIRGAP_VENV:-}" ]; then CLEAR=--clear' in text
     assert '"$PY" -m venv $CLEAR "$VENV"' in text
+
+
+@pytest.mark.parametrize("text, size", [("700M", 700 << 20), ("4000M", 4000 << 20), ("1.5g", 3 << 29), (None, None)])
+def test_chunk_sizes(text, size):
+    assert build.parse_chunk_size(text) == size
+
+
+def test_a_chunk_of_4g_is_warned_about_fat32_and_a_tiny_one_refused(caplog):
+    with caplog.at_level(logging.WARNING, logger="dify_airgap"):
+        assert build.parse_chunk_size("4G") == 4 << 30
+    assert "do not fit FAT32" in caplog.text and "use 4000M" in caplog.text
+    with pytest.raises(AirgapError, match="below 1 MiB"):
+        build.parse_chunk_size("10k")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.core.errors import AirgapError, BadInput
+from scripts.core.errors import AirgapError, BadInput, UsageError
 from scripts.core.inputs import (
     MAX_INPUT_SIZE,
     check_shape,
+    http_url,
     output_dir,
     output_file,
     read_bytes,
@@ -86,3 +87,13 @@ def test_an_oversized_or_endless_input_is_refused_unread(tmp_path):
     small = tmp_path / "ok.json"
     small.write_text('{"a": 1}')
     assert read_json(small, "the manifest", "re-copy it") == {"a": 1}
+
+
+@pytest.mark.parametrize("text", ["notaurl", "10.0.0.5:11434", "ftp://h/x", "http://", "http://h:0", "http://h:99999"])
+def test_http_url_refuses_what_is_not_one_naming_the_option(text):
+    with pytest.raises(UsageError, match=r"--ollama-url .* is not an http\(s\) URL; write it like http://"):
+        http_url(text, "--ollama-url")
+
+
+def test_http_url_takes_a_url():
+    assert http_url(" http://10.0.0.5:11434/api ", "--ollama-url") == "http://10.0.0.5:11434/api"

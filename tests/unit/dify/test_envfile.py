@@ -354,7 +354,7 @@ def test_model_server_urls_become_the_ssrf_allow_lists():
     assert got == {"SSRF_PROXY_ALLOW_PRIVATE_IPS": "10.9.9.9,10.0.0.7",
                    "SSRF_PROXY_ALLOW_PRIVATE_DOMAINS": "llm.corp"}
     for bad in ("10.0.0.7", "ftp://10.0.0.7", "http://"):
-        with pytest.raises(AirgapError, match="--model-server .* is not a URL"):
+        with pytest.raises(AirgapError, match="--model-server .* is not an http\\(s\\) URL"):
             envfile.model_server_settings([bad], {})
 
 
