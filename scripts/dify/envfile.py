@@ -322,8 +322,8 @@ def _apply_old_env(st: _Render, upgrade_from: Path, old_example: Path | None) ->
                           "OLD_ENV was made from (keep it next to the old .env)")
     old_env, base_env = read_env(upgrade_from), read_env(old_example)
     _values, custom, old_extras, st.removed, st.report.merge = three_way_merge(old_env, base_env, st.known)
-    for d in st.report.merge.default_changed:  # user kept the old default: take the new one
-        st.values[d["key"]], st.source[d["key"]] = st.known[d["key"]], "example"
+    # a key whose old default the user kept (merge.default_changed) is left as the layers below set it: the new
+    # default, or a template's value (writing the new default here undid the offline templates)
     st.apply("old env", custom, unknown="extra")
     st.apply("old env", old_extras, unknown="extra")
 

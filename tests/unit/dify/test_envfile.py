@@ -14,6 +14,7 @@ import pytest
 from invoke import Context, Exit
 
 from scripts.core.errors import AirgapError
+from scripts.core.resources import TEMPLATES_DIR
 from scripts.dify import envcheck, envfile, envsecrets
 from scripts.dify.envfile import (
     PUBLIC_URL_KEYS,
@@ -275,6 +276,22 @@ def test_three_way_merge_between_two_example_versions(fixture_dir, tmp_path):
     assert env_report.merge is not None and "LEGACY_VECTOR_OPTION" in env_report.merge.removed
     with pytest.raises(AirgapError, match="--old-example"):
         render_env_file(fixture_dir, out, upgrade_from=old_env)
+
+
+def test_an_upgrade_never_lets_a_changed_upstream_default_undo_a_template(fixture_dir, tmp_path):
+    """#15: the user kept the old upstream default (20), upstream changed it (30), the site's offline template says
+    50: the template wins, as on a fresh install; the merge report still names the changed default."""
+    old_example = _old_example(fixture_dir, tmp_path)
+    old_env = tmp_path / "old" / ".env"
+    render_env_file(old_example.parent, old_env, server_ip=IP)
+    assert read_env(old_env)["SQLALCHEMY_POOL_SIZE"] == "20"
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    (templates / "site-pool.env").write_text("SQLALCHEMY_POOL_SIZE=50\n")
+    out = tmp_path / "new.env"
+    report = render_env_file(fixture_dir, out, upgrade_from=old_env, old_example=old_example, templates_dir=templates)
+    assert read_env(out)["SQLALCHEMY_POOL_SIZE"] == "50"
+    assert [d["key"] for d in report.merge.default_changed if d["key"] == "SQLALCHEMY_POOL_SIZE"]
 
 
 def test_middleware_render(fixture_dir, tmp_path):
