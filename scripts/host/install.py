@@ -111,7 +111,14 @@ def ensure_compose(engine: Engine, bundle: Path, manifest: dict) -> tuple[list[s
     target = Path(sys.executable).parent / "podman-compose"
     installed = False
     if not target.exists():
-        if sys.prefix == sys.base_prefix:
+        outside_venv = sys.prefix == sys.base_prefix
+        if engine.dry_run:  # the RHEL case: podman without podman-compose; a dry run plans the install from wheels
+            print(f"[dry-run] podman-compose is missing: would install it from {bundle / 'wheels'} into "
+                  f"{sys.prefix}" + ("; NOTE: this Python is not a venv: run the real install from the bundle's "
+                                     "venv (sh install.sh, then .venv/bin/dify-airgap install ...)"
+                                     if outside_venv else ""))
+            return [str(target)], True
+        if outside_venv:
             raise AirgapError("podman-compose is missing and this toolkit does not run from its own venv; bootstrap "
                               "it with the bundle's `sh install.sh` and run `.venv/bin/dify-airgap install ...`")
         argv = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(bundle / "wheels"),
@@ -119,8 +126,6 @@ def ensure_compose(engine: Engine, bundle: Path, manifest: dict) -> tuple[list[s
         LOG.info("podman-compose is missing: installing it from the bundle's wheels into %s", sys.prefix)
         engine.run(argv[1:], argv0=argv[:1], timeout=600)
         installed = True
-        if engine.dry_run:
-            return [str(target)], True
     engine.compose_argv = (str(target),)
     engine._compose = None
     provider = engine.compose()

@@ -293,3 +293,20 @@ def test_dry_run_on_an_archive_plans_from_it_and_unpacks_nothing(tmp_path):
     assert not run.bundle.exists()                                   # the temporary copy is gone
     assert sorted(p.name for p in out.iterdir()) == [f"{NAME}.tar", f"{NAME}.tar.SHA256SUMS"]
     assert not (tmp_path / "prefix").exists()
+
+
+@pytest.mark.parametrize("in_venv", [True, False])
+def test_a_dry_run_on_podman_without_podman_compose_plans_its_install(tmp_path, monkeypatch, capsys, in_venv):
+    """#15: `install --dry-run --runtime podman` on a Red Hat host without podman-compose (the headline case)
+    plans the install from the bundle's wheels instead of failing; outside a venv it says where to run it."""
+    monkeypatch.setattr(installer.sys, "executable", str(tmp_path / "py" / "bin" / "python3"))
+    monkeypatch.setattr(installer.sys, "prefix", str(tmp_path / "py"))
+    monkeypatch.setattr(installer.sys, "base_prefix", str(tmp_path / ("py" if not in_venv else "system")))
+    engine = Engine("podman", dry_run=True, runner=FakeRunner())
+    monkeypatch.setattr(engine, "find_compose", lambda: None)
+    argv, installed = installer.ensure_compose(engine, tmp_path / "bundle", {})
+    assert argv == [str(tmp_path / "py" / "bin" / "podman-compose")] and installed
+    out = capsys.readouterr().out
+    assert f"[dry-run] podman-compose is missing: would install it from {tmp_path / 'bundle' / 'wheels'}" in out
+    assert ("this Python is not a venv" in out) is (not in_venv)
+    assert engine.runner.calls == []                                  # nothing ran
