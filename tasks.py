@@ -126,6 +126,10 @@ def _cast_errors_are_usage_errors() -> None:
 _cast_errors_are_usage_errors()
 
 
+def _with_scheme(url: str) -> str:
+    return url if "://" in url else f"http://{url.strip()}"
+
+
 def _emit(json_: bool, data, text=None, ok: bool = True) -> None:
     """Print the result (``text`` or, with --json, ``data`` as one JSON document); exit 1 when not ``ok``."""
     emit(json_, data, text)
@@ -428,8 +432,9 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
           vllm_model=None, timeout=10, wait=0, skip_deployment=False, json_=False):
     """Is Dify up? Containers, images, API health, console via nginx, plugin daemon, model servers."""
     register_secret(vllm_api_key or "")
-    ollama_url = http_url(ollama_url, "--ollama-url") if ollama_url else None
-    vllm_url = http_url(vllm_url, "--vllm-url") if vllm_url else None
+    # HOST:PORT means http://HOST:PORT (docs/check.md); anything else must be an http(s) URL
+    ollama_url = http_url(_with_scheme(ollama_url), "--ollama-url") if ollama_url else None
+    vllm_url = http_url(_with_scheme(vllm_url), "--vllm-url") if vllm_url else None
     if ollama_model and not ollama_url:
         raise UsageError("--ollama-model needs --ollama-url")
     if (vllm_model or vllm_api_key) and not vllm_url:
