@@ -64,27 +64,23 @@ def test_source_member_written_through_a_link_to_an_inner_dir_is_refused(tmp_pat
     assert hostile.state(work / "sentinel") == before
 
 
+def _outward_chain() -> list:
+    """a -> b/c/../.. (docker/ while b is missing), then sub/c -> .. and b -> sub turn ``a`` into docker/../.."""
+    return [tar_link(TOP + "a", "b/c/../.."), tar_dir(TOP + "sub"), tar_link(TOP + "sub/c", ".."),
+            tar_link(TOP + "b", "sub")]
+
+
 def test_source_link_turned_outward_by_a_later_link_is_refused(tmp_path: Path):
     """a -> b/c/../.. is docker/ when made (b missing); then sub/c -> .. and b -> sub make it docker/../.."""
-    tarball, work, before = _extract(tmp_path, [
-        tar_link(TOP + "a", "b/c/../.."),
-        tar_dir(TOP + "sub"),
-        tar_link(TOP + "sub/c", ".."),
-        tar_link(TOP + "b", "sub"),
-    ])
+    tarball, work, before = _extract(tmp_path, _outward_chain())
     _refused(tarball, work, r"member 'a' is a link that now points outside")
     assert hostile.state(work / "sentinel") == before
 
 
 def test_source_hard_link_never_copies_a_host_file_into_the_tree(tmp_path: Path):
     """The chain of the test above makes ``a`` the work dir; a hard link through it would copy the secret."""
-    tarball, work, before = _extract(tmp_path, [
-        tar_link(TOP + "a", "b/c/../.."),
-        tar_dir(TOP + "sub"),
-        tar_link(TOP + "sub/c", ".."),
-        tar_link(TOP + "b", "sub"),
-        tar_link(TOP + "h", TOP + "a/sentinel/secret", tarfile.LNKTYPE),
-    ])
+    tarball, work, before = _extract(tmp_path, [*_outward_chain(),
+                                                tar_link(TOP + "h", TOP + "a/sentinel/secret", tarfile.LNKTYPE)])
     _refused(tarball, work, r"'dify-1.11.3/docker/h' links to 'a/sentinel/secret', which is below the link 'a'")
     assert hostile.state(work / "sentinel") == before
 
