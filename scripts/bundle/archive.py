@@ -429,6 +429,13 @@ def _reusable(final: Path, raw: bytes) -> bool:
             and verify_directory(final, deep=False).ok)
 
 
+def unpacked_beside(path: str | os.PathLike) -> Path | None:
+    """The directory an earlier unpack of THIS archive left beside it (same manifest, complete), else None."""
+    stem, files = archive_files(path)
+    _, root, raw = read_manifest(files[0])
+    return stem.parent / root if _reusable(stem.parent / root, raw) else None
+
+
 def _check_replaceable(final: Path, stem: Path) -> None:
     """Only a directory an earlier :func:`materialize` made (its marker inside) may be replaced."""
     if os.path.lexists(final) and (final.is_symlink() or not (final / UNPACKED_MARKER).is_file()):

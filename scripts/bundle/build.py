@@ -34,7 +34,7 @@ from scripts.core.lock import hold
 from scripts.core.resources import PACKAGE_DIR, TOOLKIT_ROOT
 from scripts.dify.plan import ImagePlan
 from scripts.engine.client import Engine, normalize_arch
-from scripts.engine.images import save_argv, save_compressed
+from scripts.engine.images import add_config_ids, save_argv, save_compressed
 from scripts.plugins import daemon as plugin_daemon
 from scripts.plugins import repackage as plugins
 
@@ -455,6 +455,7 @@ def build_directory(engine: Engine, plan: BundlePlan) -> Path:
                                   plan.chunk_size, estimate)
         LOG.info("images: %s -> %s (%s)", human_size(archive["uncompressed_size"]), human_size(archive["size"]),
                  f"{len(archive['parts'])} part(s)")
+        add_config_ids(records, archive.pop("config_ids", {}))
         copy_tree(plan.project_dir, staging / "docker", PROJECT_EXCLUDES)
         copy_toolkit(staging / "toolkit")
         for item in ("env-templates", "compose-overrides"):

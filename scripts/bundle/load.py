@@ -63,10 +63,11 @@ def check_loaded_ids(engine: Engine, images: Sequence[dict]) -> None:
     archive that does not hold what its manifest says) is refused, naming both ids."""
     wrong = []
     for img in images:
-        want = _bare_id(img.get("id"))
+        want = pinned_ids(img)
         have = _image_id(engine, local_ref(engine, img["ref"]))
-        if want and have != want:
-            wrong.append(f"{img['ref']} is {have[:12] or 'absent'}, the manifest pins {want[:12]}")
+        if want and have not in want:
+            wrong.append(f"{img['ref']} is {have[:12] or 'absent'}, the manifest pins "
+                         f"{' or '.join(sorted(w[:12] for w in want))}")
     if wrong:
         raise AirgapError(f"after loading, {len(wrong)} image name(s) do not hold the bundle's image: "
                           f"{'; '.join(wrong)}",
@@ -79,16 +80,23 @@ def _qualify_podman_names(engine: Engine, images: Sequence[dict]) -> None:
     ``image: busybox:latest`` means ``docker.io/library/busybox:latest``. Re-tag to the Docker Hub name when that
     name is absent or holds another image than the manifest's (while the ``localhost/`` one holds it)."""
     for img in images:
-        ref, pinned = img["ref"], _bare_id(img.get("id"))
+        ref, pinned = img["ref"], pinned_ids(img)
         want, short = local_ref(engine, ref), f"localhost/{ref}"
         have = _image_id(engine, want)
-        if have and (not pinned or have == pinned):
+        if have and (not pinned or have in pinned):
             continue
         loaded = _image_id(engine, short)
-        if loaded and (not pinned or loaded == pinned):
+        if loaded and (not pinned or loaded in pinned):
             engine.run(["tag", short, want])
             engine.run(["untag", short, short], check=False)
             LOG.debug("podman loaded %s as %s: tagged %s", ref, short, want)
+
+
+def pinned_ids(image: dict) -> set[str]:
+    """The ids (no ``sha256:``) an engine may give the manifest's image after a load: the build host's ``.Id``
+    and the config digest of the saved archive (they differ when the build host is Docker with the containerd
+    image store, where ``.Id`` is the manifest-list digest). Empty: the manifest pins nothing."""
+    return {bare for bare in (_bare_id(image.get("id")), _bare_id(image.get("config_id"))) if bare}
 
 
 def _bare_id(image_id: object) -> str:
@@ -102,8 +110,8 @@ def _image_id(engine: Engine, ref: str) -> str:
 
 
 def _has_same_image(engine: Engine, image: dict) -> bool:
-    have, want = _image_id(engine, local_ref(engine, image["ref"])), _bare_id(image.get("id"))
-    return bool(have) and (not want or have == want)
+    have, want = _image_id(engine, local_ref(engine, image["ref"])), pinned_ids(image)
+    return bool(have) and (not want or have in want)
 
 
 

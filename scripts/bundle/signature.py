@@ -213,22 +213,24 @@ def open_verified(path: str | os.PathLike, trust: TrustPolicy, *, dry_run: bool 
 
     First the digest and signature from the head (an archive is not unpacked when they fail), then the archive
     unpacked (:func:`scripts.bundle.archive.materialize`, every file hashed), then every file of the directory
-    and nothing else (:func:`verify`). A dry run of an archive unpacks nothing: the archive is verified as a
-    stream and the (not yet existing) directory path is returned; plan from :func:`archive.planning_view`.
+    and nothing else (:func:`verify`). A dry run of an archive that is not unpacked beside it yet (a directory
+    there from ANOTHER bundle of the same name counts as not) unpacks nothing: the archive is verified as a
+    stream and the ARCHIVE path is returned, not a directory; plan from :func:`archive.planning_view`.
     """
     head = read_head(path)
     found = check(head, trust)
     if found.problems:
         raise AirgapError(f"{head.where} is refused; nothing was unpacked or changed:\n"
                           f"{render_problems(found.problems)}")
-    bundle = archive.materialize(path, dry_run=dry_run)
-    if dry_run and not (bundle / MANIFEST).is_file():
+    if dry_run and archive.is_archive(path) and archive.unpacked_beside(path) is None:
+        archive.materialize(path, dry_run=True)  # says where it would unpack; refuses a directory it may not replace
         # nothing unpacked: every member (the image parts too) is hashed as it streams by
         LOG.info("verifying %s (streamed; the images are not unpacked in a dry run)", path)
         streamed = archive.verify(path, deep=True)
         if not streamed.ok:
             raise AirgapError(f"the bundle does not verify; nothing was changed:\n{streamed.render()}")
-        return bundle
+        return Path(path)
+    bundle = archive.materialize(path, dry_run=dry_run)
     LOG.info("verifying %s", bundle)
     report = verify(bundle, deep=True, trust=trust)
     if not report.ok:

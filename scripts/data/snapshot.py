@@ -67,7 +67,7 @@ from scripts.data.venvs import Venv, check_venvs, find_venvs, missing_in_image_a
 from scripts.dify import deployment
 from scripts.dify.project import COMPOSE_FILE
 from scripts.engine.client import Engine
-from scripts.engine.images import save_compressed
+from scripts.engine.images import add_config_ids, save_compressed
 
 KIND = "plugin-daemon-snapshot"
 SERVICE = "plugin_daemon"
@@ -258,14 +258,16 @@ def snapshot_daemon(engine: Engine, plan: SnapshotPlan) -> Path:
             archive = save_compressed(engine, [plan.ref], stage, IMAGE_ARCHIVE, "zstd", None,
                                       int(image.get("Size") or 0))
             archive["path"] = IMAGE_ARCHIVE
+            records = [{"ref": plan.ref, "id": image.get("Id"), "size": int(image.get("Size") or 0),
+                        "services": [SERVICE]}]
+            add_config_ids(records, archive.pop("config_ids", {}))
             write_manifest(stage, {
                 "kind": KIND,
                 "dify_version": stack.dify_version,
                 "runtime": engine.runtime,
                 "source": {"project_name": stack.project_name, "project_dir": str(stack.project_dir),
                            "image": source_image, "host": os.uname().nodename},
-                "images": [{"ref": plan.ref, "id": image.get("Id"), "size": int(image.get("Size") or 0),
-                            "services": [SERVICE]}],
+                "images": records,
                 "image_archive": archive,
                 "volume": {**volume, "target": VOLUME},
                 "database": {**dump, "type": stack.db_type, "name": plan.database, "row_counts": counts},

@@ -14,6 +14,7 @@ import zstandard
 from scripts.core.console import LOG, progress
 from scripts.core.files import PartWriter
 from scripts.engine.client import Engine, classify
+from scripts.engine.savetap import SaveTap, hub_short
 
 
 def load_argv(engine: Engine) -> list[str]:
@@ -49,8 +50,11 @@ def save_argv(engine: Engine, refs: Sequence[str]) -> list[str]:
 
 def save_compressed(engine: Engine, refs: Sequence[str], directory: Path, name: str, compression: str,
                     chunk_size: int | None, estimate: int) -> dict:
-    """``save`` all refs in one stream, compress on the fly into (parts of) ``directory/name``."""
+    """``save`` all refs in one stream, compress on the fly into (parts of) ``directory/name``.
+
+    ``config_ids`` in the answer: each image's config digest, read from the stream's manifest.json."""
     argv = save_argv(engine, refs)
+    tap = SaveTap()
     LOG.info("+ %s | %s", shlex.join(argv), compression)
     writer = PartWriter(directory, name, chunk_size)
     env = {**os.environ, **engine.env}
@@ -66,6 +70,7 @@ def save_compressed(engine: Engine, refs: Sequence[str], directory: Path, name: 
             with sink:
                 for block in iter(lambda: proc.stdout.read(READ_CHUNK), b""):
                     sink.write(block)
+                    tap.feed(block)
                     raw += len(block)
                     bar.update(len(block))
         finally:
@@ -76,4 +81,14 @@ def save_compressed(engine: Engine, refs: Sequence[str], directory: Path, name: 
     if proc.returncode:
         raise classify(argv, proc.returncode, stderr)
     return {"format": "docker-archive", "compression": compression, "size": writer.size,
-            "sha256": writer.sha256, "uncompressed_size": raw, "parts": writer.parts}
+            "sha256": writer.sha256, "uncompressed_size": raw, "parts": writer.parts,
+            "config_ids": tap.config_ids()}
+
+
+def add_config_ids(records: list[dict], config_ids: dict[str, str]) -> None:
+    """Each image record's ``config_id``, the digest another engine calls it after ``load`` (see
+    :mod:`scripts.engine.savetap`); records the save stream did not name keep ``id`` only."""
+    for record in records:
+        config = config_ids.get(hub_short(record["ref"]))
+        if config:
+            record["config_id"] = config

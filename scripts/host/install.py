@@ -45,7 +45,7 @@ from scripts.core.waiting import WaitTimeout
 from scripts.dify import deployment as dep
 from scripts.dify import stack
 from scripts.dify.envfile import render_env_file, write_atomic
-from scripts.engine.client import Engine
+from scripts.engine.client import ComposeProvider, Engine
 from scripts.engine.images import local_ref
 from scripts.host import preflight
 from scripts.host.doctor import selinux_mode
@@ -117,6 +117,10 @@ def ensure_compose(engine: Engine, bundle: Path, manifest: dict) -> tuple[list[s
                   f"{sys.prefix}" + ("; NOTE: this Python is not a venv: run the real install from the bundle's "
                                      "venv (sh install.sh, then .venv/bin/dify-airgap install ...)"
                                      if outside_venv else ""))
+            # what the real run would use from here on (its final `up` is planned with it, not probed)
+            wheel = next((w for w in manifest.get("wheels", []) if w.startswith("podman_compose-")), "")
+            engine.compose_argv = (str(target),)
+            engine._compose = ComposeProvider((str(target),), wheel.split("-")[1] if wheel else "(bundle's wheel)")
             return [str(target)], True
         if outside_venv:
             raise AirgapError("podman-compose is missing and this toolkit does not run from its own venv; bootstrap "

@@ -28,7 +28,7 @@ import yaml
 
 from scripts.bundle import archive, signature
 from scripts.bundle.load import load_images
-from scripts.bundle.manifest import MANIFEST, load_manifest
+from scripts.bundle.manifest import load_manifest
 from scripts.core.console import LOG, progress, table
 from scripts.core.errors import AirgapError, CommandFailed
 from scripts.core.inputs import output_dir
@@ -90,7 +90,7 @@ def open_bundle(path: str | Path, trust: signature.TrustPolicy, *, dry_run: bool
     unpacked.
     """
     bundle = signature.open_verified(path, trust, dry_run=dry_run)
-    if dry_run and not (bundle / MANIFEST).is_file():
+    if dry_run and not bundle.is_dir():  # an archive verified as a stream: nothing unpacked
         return bundle, archive.read_manifest(path)[0]
     return bundle, load_manifest(bundle)
 

@@ -14,6 +14,7 @@ from scripts.bundle import manifest, signature
 from scripts.core.errors import AirgapError, Busy, ImageMissing
 from scripts.core.lock import lock_path
 from scripts.core.waiting import wait_until
+from scripts.engine.savetap import hub_short
 from scripts.plugins import sign
 from tests.lab import host as lab
 from tests.unit.bundle.bundles import forge
@@ -71,6 +72,10 @@ def test_bundle_is_complete_and_verifies(project, tmp_path):
     index = manifest.archive_index(bundle, data)
     tags = sorted(t for entry in index for t in entry["RepoTags"])
     assert [t.replace("localhost/", "") for t in tags] == sorted(r.replace("localhost/", "") for r in refs)
+    # the config digests picked out of the save stream while it was compressed are the archive's own
+    configs = {hub_short(t): "sha256:" + e["Config"].rsplit("/", 1)[-1].removesuffix(".json")
+               for e in index for t in e["RepoTags"]}
+    assert {i["ref"]: i.get("config_id") for i in data["images"]} == {r: configs[hub_short(r)] for r in refs}
     assert not list((tmp_path / "out").glob(".*partial")), "no staging directory may remain"
 
 

@@ -105,3 +105,17 @@ def test_after_loading_every_name_must_hold_the_pinned_id():
     with pytest.raises(AirgapError, match=r"busybox:latest is absent"):
         check_loaded_ids(engine, MANIFEST["images"])
     check_loaded_ids(engine, [{"ref": "busybox:latest"}, MANIFEST["images"][0]])  # no id pinned: nothing to compare
+
+
+def test_a_build_host_on_dockers_containerd_store_pins_the_config_digest_too():
+    """Docker's containerd image store calls an image by its manifest-list digest (``.Id`` at bundle time);
+    podman and Docker's classic store call the loaded image by its config digest (``config_id``, read from the
+    saved stream): either is the manifest's image, anything else is refused naming both."""
+    images = [{"ref": "busybox:latest", "id": "sha256:index", "config_id": "sha256:config"}]
+    for loaded_as in ("config", "index"):
+        engine = RecordingEngine(images={"busybox:latest": loaded_as})
+        check_loaded_ids(engine, images)
+        assert load_images(engine, Path("/nonexistent"), {**MANIFEST, "images": images}) == []  # present: no load
+    engine = RecordingEngine(images={"busybox:latest": "other"})
+    with pytest.raises(AirgapError, match=r"busybox:latest is other, the manifest pins config or index"):
+        check_loaded_ids(engine, images)

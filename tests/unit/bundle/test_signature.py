@@ -217,7 +217,24 @@ def test_open_verified_dry_run_of_an_archive_unpacks_nothing(bundle: Path, site_
     signature.sign_bundle(bundle, site_keys[0])
     first = _form(bundle, "archive", tmp_path / "out")
     got = signature.open_verified(first, signature.policy([str(site_keys[1])]), dry_run=True)
-    assert got == tmp_path / "out" / NAME and not got.exists()
+    assert got == first and not (tmp_path / "out" / NAME).exists()  # the archive itself: plan from planning_view
+
+
+def test_a_dry_run_verifies_the_new_archive_not_an_older_unpack_of_the_same_name(bundle: Path, tmp_path: Path):
+    """An earlier release's unpack beside the archive (same NAME, other manifest) is not what a dry run checks."""
+    first = _form(bundle, "archive", tmp_path / "out")
+    stale = signature.open_verified(first, signature.policy())            # a real run unpacks it
+    assert stale == tmp_path / "out" / NAME and (stale / mf.MANIFEST).is_file()
+    forge(bundle, "docker/.env.example", b"EXPOSE_NGINX_PORT=8080\n")    # the next bundle of that name
+    first.unlink()
+    newer = _form(bundle, "archive", tmp_path / "out")
+    assert signature.open_verified(newer, signature.policy(), dry_run=True) == newer  # streamed, not the old dir
+    (bundle / PART).write_bytes(b"damaged after its manifest was written")
+    newer.unlink()
+    damaged = _form(bundle, "archive", tmp_path / "out")
+    with pytest.raises(AirgapError, match=rf"(?s)does not verify.*{PART} +truncated"):
+        signature.open_verified(damaged, signature.policy(), dry_run=True)
+    assert (stale / "docker" / ".env.example").read_bytes() == b"EXPOSE_NGINX_PORT=80\n", "a dry run changes nothing"
 
 
 def test_a_signed_archive_holds_the_signature_second_then_the_small_folders(bundle: Path, site_keys,

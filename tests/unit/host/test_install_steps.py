@@ -11,7 +11,7 @@ import yaml
 from scripts.bundle import archive, signature
 from scripts.core.errors import AirgapError, ImageMissing
 from scripts.dify import deployment as dep
-from scripts.engine.client import Engine, Result
+from scripts.engine.client import ComposeProvider, Engine, Result
 from scripts.host import install as installer
 from scripts.plugins import sign
 from tests.unit.bundle.bundles import NAME, build_bundle
@@ -303,9 +303,12 @@ def test_a_dry_run_on_podman_without_podman_compose_plans_its_install(tmp_path, 
     monkeypatch.setattr(installer.sys, "prefix", str(tmp_path / "py"))
     monkeypatch.setattr(installer.sys, "base_prefix", str(tmp_path / ("py" if not in_venv else "system")))
     engine = Engine("podman", dry_run=True, runner=FakeRunner())
-    monkeypatch.setattr(engine, "find_compose", lambda: None)
-    argv, installed = installer.ensure_compose(engine, tmp_path / "bundle", {})
+    monkeypatch.setattr(engine, "find_compose", lambda: engine._compose)  # nothing found on the host
+    wheels = {"wheels": ["invoke-2.2.0-py3-none-any.whl", "podman_compose-1.5.0-py2.py3-none-any.whl"]}
+    argv, installed = installer.ensure_compose(engine, tmp_path / "bundle", wheels)
     assert argv == [str(tmp_path / "py" / "bin" / "podman-compose")] and installed
+    # the rest of the dry run (its final `up`) plans with the provider the real run installs
+    assert engine.compose() == ComposeProvider(tuple(argv), "1.5.0") and engine.compose().is_podman_compose
     out = capsys.readouterr().out
     assert f"[dry-run] podman-compose is missing: would install it from {tmp_path / 'bundle' / 'wheels'}" in out
     assert ("this Python is not a venv" in out) is (not in_venv)

@@ -96,7 +96,7 @@ def test_open_bundle_verifies_first_and_a_dry_run_of_an_archive_unpacks_nothing(
     out.mkdir()
     archive.write_archive(bundle, out)
     got, data = push.open_bundle(out / f"{NAME}.tar", trust, dry_run=True)
-    assert got == out / NAME and not got.exists() and data["dify_version"] == "0.0.0"
+    assert got == out / f"{NAME}.tar" and not (out / NAME).exists() and data["dify_version"] == "0.0.0"
     with pytest.raises(AirgapError, match="digest"):
         push.open_bundle(out / f"{NAME}.tar", signature.policy(expect_digest="0" * 64), dry_run=True)
 
