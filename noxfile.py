@@ -40,7 +40,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def lab(session: nox.Session) -> None:
-    """Install and start the lab engines (dockerd, podman, compose v2, registry mirror)."""
+    """Install and start the lab engines (dockerd, podman, compose v2, registry mirror): root on Debian only."""
+    if not _lab_possible():
+        session.error("the lab installs packages and starts engines: run `nox -s lab` as root on Debian/Ubuntu "
+                      "(a throwaway machine, never a production server)")
     _install_and_start_lab(session, *session.posargs)
 
 

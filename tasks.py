@@ -275,7 +275,8 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
             _emit(json_, {"dry_run": True, **plan.to_dict()}, "\n[dry-run] nothing was pulled, saved or written")
             return
         final = bundler.build(engine, plan)
-    _emit(json_, bundler.done_dict(final, plan), bundler.render_done(final, plan))
+    done = bundler.done_dict(final, plan)
+    _emit(json_, done, bundler.render_done(done))
 
 
 @task(help={"path": "the bundle directory (or any file inside it), or its archive NAME.tar / NAME.tar.part-000",
@@ -406,7 +407,8 @@ def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False, json
                              "(no terminal to ask on)")
         answer = input(f"Delete ALL Dify data under {prefix}/docker/volumes? Type the prefix to confirm: ")
         if answer.strip() != str(prefix):
-            raise Exit("not confirmed; nothing was changed", code=1)
+            raise AirgapError("not confirmed; nothing was changed",
+                              hint=f"type the prefix exactly as given ({prefix}), or add --yes in scripts")
     steps = []
     for line in installer.down(Path(prefix), purge_data=purge_data, dry_run=dry_run):
         steps.append(line)

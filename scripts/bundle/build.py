@@ -392,17 +392,17 @@ def done_dict(final: Path, plan: BundlePlan) -> dict:
             "signer": signer, "digest": signature.bundle_digest(final)}
 
 
-def render_done(final: Path, plan: BundlePlan) -> str:
-    """What ``invoke bundle`` prints at the end: where the bundle (and its archive) is, who signed it, and
-    LAST the digest the receiving side compares (``invoke verify --expect-digest``), the same for both forms."""
-    text = f"\nbundle: {final}"
-    if plan.archive:
-        name = archive_name(final.name)
-        text += (f"\narchive: {final.parent / (name + '.part-000' if plan.chunk_size else name)} "
-                 f"(check: sha256sum -c {name}.SHA256SUMS, or invoke verify on it)")
-    if plan.sign_key:
-        text += f"\n{signature.signer_line(plan.sign_key)}"
-    return text + f"\ndigest: {signature.bundle_digest(final)}"
+def render_done(done: dict) -> str:
+    """What ``invoke bundle`` prints at the end (from :func:`done_dict`: the key is read and the bundle hashed
+    once): where the bundle (and its archive) is, who signed it, and LAST the digest the receiving side compares
+    (``invoke verify --expect-digest``), the same for both forms."""
+    text = f"\nbundle: {done['bundle']}"
+    if done["archive"]:
+        name = archive_name(Path(done["bundle"]).name)
+        text += f"\narchive: {done['archive']} (check: sha256sum -c {name}.SHA256SUMS, or invoke verify on it)"
+    if done["signer"]:
+        text += f"\nsigned: {signature.SIGNATURE} (key {done['signer']})"
+    return text + f"\ndigest: {done['digest']}"
 
 
 def build(engine: Engine, plan: BundlePlan) -> Path:

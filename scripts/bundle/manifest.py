@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import zstandard
 
-from scripts.core.console import human_size, progress, table
+from scripts.core.console import NoProgress, human_size, progress, table
 from scripts.core.errors import AirgapError, BadInput
 from scripts.core.files import HASH_CHUNK, sha256_file
 from scripts.core.inputs import check_shape, read_json
@@ -202,7 +202,8 @@ def verify(path: str | os.PathLike, deep: bool = True, allowed: tuple[str, ...] 
     entries = list(manifest.get("files", []))
     listed = {e["path"] for e in entries}
     report.problems += consistency(manifest, listed)
-    with progress(sum(e.get("size", 0) for e in entries) if deep else None, f"verify {bundle.name}") as bar:
+    # only a deep verify reads the files (a shallow one stats them: no bar, no heartbeat thread)
+    with progress(sum(e.get("size", 0) for e in entries), f"verify {bundle.name}") if deep else NoProgress() as bar:
         for entry in entries:
             report.checked += 1
             problem = _check_file(bundle, entry, deep, bar)

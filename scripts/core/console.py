@@ -139,6 +139,22 @@ def progress(total: int | None, desc: str, unit: str = "B", every: float = PROGR
     return LineProgress(total, desc, unit, every)
 
 
+class NoProgress:
+    """The bar of a step too quick to report (a shallow verify): the same ``update``/``close``, silent."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self, failed: bool | None = None) -> None:
+        pass
+
+    def __enter__(self) -> NoProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
 class Counted:
     """A readable that moves a progress bar by what is read through it."""
 
@@ -163,7 +179,7 @@ class LineProgress:
         self._beat = threading.Thread(target=self._run, args=(every,), daemon=True, name=f"progress {desc}")
         self._beat.start()
 
-    def update(self, n: int) -> None:
+    def update(self, n: int = 1) -> None:
         self.n += n
 
     def _amount(self, n: float) -> str:
@@ -185,16 +201,24 @@ class LineProgress:
         while not self._stop.wait(every):
             LOG.info("%s", self.line())
 
-    def close(self) -> None:
+    def close(self, failed: bool | None = None) -> None:
+        """Stop the heartbeat; a step of a second or more ends with ``done`` and its duration, or with
+        ``stopped`` when it ends by an exception (``failed`` None: closed while one propagates, as from a
+        ``finally``)."""
         if self._stop.is_set():
             return
         self._stop.set()
+        if self._beat is not threading.current_thread():
+            self._beat.join(timeout=5)
+        failed = sys.exc_info()[0] is not None if failed is None else failed
         took = time.monotonic() - self.started
-        if took >= 1.0:  # a long step says how long it took; a quick one stays quiet
+        if failed:
+            LOG.info("%s: stopped after %s in %.0f s", self.desc, self._amount(self.n), took)
+        elif took >= 1.0:  # a long step says how long it took; a quick one stays quiet
             LOG.info("%s: done, %s in %.0f s", self.desc, self._amount(self.n), took)
 
     def __enter__(self) -> LineProgress:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(failed=exc_type is not None)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
@@ -256,7 +257,7 @@ def resolve(workdir: Path, target: Target, source: str, index_url: str | None = 
         loose = _run(base + ["--no-build"], cwd=Path(tmp), env=_resolver_env())
         # uv cannot read an sdist-only release's metadata without building it: then the exact pins the
         # plugin lists are what can be checked one by one
-        pins = _parse_pins(loose.stdout, source) if loose.returncode == 0 else _exact_pins(inputs[0])
+        pins = _parse_pins(loose.stdout, source) if loose.returncode == 0 else _exact_pins(inputs[0], target)
     missing = []
     for pin in pins:
         try:
@@ -272,16 +273,33 @@ def resolve(workdir: Path, target: Target, source: str, index_url: str | None = 
     raise missing_wheels_error(source, target, missing)
 
 
-def _exact_pins(infile: Path) -> list[Pin]:
-    """The ``name==version`` lines of a requirements input (other lines are not checkable one by one)."""
+def _exact_pins(infile: Path, target: Target) -> list[Pin]:
+    """The ``name==version`` lines of a requirements input that apply to ``target`` (their environment marker,
+    if any, evaluated for the daemon's Linux CPython); other lines are not checkable one by one."""
     if infile.suffix == ".toml":
         return []
     found = []
     for raw in infile.read_text(encoding="utf-8").splitlines():
         m = _PIN_LINE.fullmatch(raw.split("#", 1)[0].strip())
-        if m:
+        if m and _applies(m.group(4), target):
             found.append(Pin(m.group(1), m.group(3)))
     return found
+
+
+def _applies(marker: str | None, target: Target) -> bool:
+    """Does ``; MARKER`` hold on the daemon (linux, CPython ``target.python``, ``target.machine``)? A marker
+    that does not parse is kept: checking a pin too many is better than one too few."""
+    if not marker or not marker.strip().lstrip(";").strip():
+        return True
+    try:
+        parsed = Marker(marker.strip().lstrip(";").strip())
+    except InvalidMarker:
+        return True
+    return parsed.evaluate({
+        "python_version": target.python, "python_full_version": f"{target.python}.0",
+        "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+        "platform_machine": target.machine, "implementation_name": "cpython",
+        "platform_python_implementation": "CPython", "extra": ""})
 
 
 def missing_wheels_error(source: str, target: Target, missing: Sequence[tuple[str, str]]) -> MissingWheels:

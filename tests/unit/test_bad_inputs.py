@@ -613,3 +613,14 @@ def test_run_task_sees_a_traceback():
     assert ran.code == 99 and "Traceback" in ran.stderr
     with pytest.raises(AssertionError, match="Traceback"):
         assert_clean(["boom"], ran)
+
+
+def test_purge_data_not_confirmed_is_an_error_like_any_other(offline, monkeypatch):
+    """`down --purge-data` answered wrong on a terminal: exit 1 and, with --json, ONE document naming it."""
+    monkeypatch.setattr(tasks.sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr("builtins.input", lambda prompt="": "/not/the/prefix")
+    ran = run_task(["down", "--prefix", str(offline / "opt"), "--purge-data", "--json"])
+    doc = json.loads(ran.stdout)
+    assert ran.code == 1 and doc["error"] == "not confirmed; nothing was changed" and "--yes" in doc["hint"], ran.output
+    ran = run_task(["down", "--prefix", str(offline / "opt"), "--purge-data"])
+    assert ran.code == 1 and ran.stderr.strip().startswith("error: not confirmed; nothing was changed"), ran.output

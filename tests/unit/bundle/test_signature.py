@@ -142,10 +142,12 @@ def test_a_signature_replaced_by_a_symlink_is_refused(bundle: Path, site_keys, t
 # --- the digest ------------------------------------------------------------------------------------------
 
 def test_the_digest_bundle_prints_is_what_verify_computes_for_both_forms(bundle: Path, site_keys, tmp_path: Path):
-    plan = SimpleNamespace(archive=True, chunk_size=CHUNK, sign_key=str(site_keys[0]))
+    plan = SimpleNamespace(archive=True, chunk_size=CHUNK, sign_key=str(site_keys[0]), to_dict=dict)
     signature.sign_bundle(bundle, site_keys[0])
     first = _form(bundle, "parts", tmp_path / "out")
-    text = build.render_done(bundle, plan)
+    done = build.done_dict(bundle, plan)
+    text = build.render_done(done)
+    assert f"archive: {bundle.parent / (archive.archive_name(bundle.name) + '.part-000')}" in text
     printed = text.splitlines()[-1]
     assert printed.startswith("digest: sha256:")
     digest = printed.split(" ", 1)[1]

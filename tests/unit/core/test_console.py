@@ -107,3 +107,22 @@ def test_a_quick_step_stays_quiet(caplog):
     with caplog.at_level(logging.INFO, logger="dify_airgap"), console.progress(10, "verify x") as bar:
         bar.update(10)
     assert "verify x" not in caplog.text
+
+
+def test_a_step_ended_by_an_error_says_stopped_not_done_and_its_heartbeat_ends(caplog):
+    """A failed save must not log "done": closed from a ``finally`` while the error propagates, or as a context
+    manager, it says how far it got; the heartbeat thread has ended when close returns."""
+    with caplog.at_level(logging.INFO, logger="dify_airgap"):
+        bar = console.progress(4 << 20, "load", every=0.05)
+        with pytest.raises(OSError):
+            try:
+                bar.update(1 << 20)
+                raise OSError("engine went away")
+            finally:
+                bar.close()
+        assert not bar._beat.is_alive()
+        with pytest.raises(ValueError), console.progress(None, "push", unit="images") as other:
+            other.update()
+            raise ValueError("refused")
+    assert "load: stopped after 1.0 MiB in 0 s" in caplog.text and "load: done" not in caplog.text
+    assert "push: stopped after 1 images" in caplog.text

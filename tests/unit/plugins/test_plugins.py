@@ -470,3 +470,21 @@ def test_lock_remote_sources_and_dependency_groups():
     out, stripped = plugins.strip_dependency_groups(text)
     assert stripped and "pytest" not in out and "[build-system]" in out and out.startswith('[project]\nname = "p"')
     assert plugins.strip_dependency_groups(out) == (out, False)
+
+
+@pytest.mark.parametrize("target, names", [
+    (Target("3.12", "amd64"), ["uvloop", "bar", "odd"]),
+    (Target("3.10", "arm64"), ["uvloop", "onarm", "tomli", "bar", "odd"]),
+])
+def test_the_exact_pins_checked_one_by_one_are_those_whose_marker_holds_on_the_daemon(tmp_path, target, names):
+    """When uv cannot resolve (an sdist-only pin), the pins are checked one by one: a Windows-only or
+    other-Python pin is not the daemon's and must not be reported as lacking a wheel."""
+    req = tmp_path / "requirements.txt"
+    req.write_text("pywin32==306 ; sys_platform == 'win32'\n"
+                   "uvloop==0.19.0; python_version >= '3.8'\n"
+                   "onarm==1.0 ; platform_machine == 'aarch64'\n"
+                   "tomli==2.0.1 ; python_version < '3.11'  # a comment\n"
+                   "bar[x]==2\n"
+                   "odd==1 ; this is not a marker\n"
+                   "-r other.txt\nloose>=1\n")
+    assert [p.name for p in plugin_wheels._exact_pins(req, target)] == names
