@@ -16,7 +16,7 @@ from invoke import Exit, Task
 from invoke.parser import Argument
 
 from scripts import __version__
-from scripts.bundle import archive, manifest, signature
+from scripts.bundle import archive, manifest, signature, transfer
 from scripts.bundle import build as bundler
 from scripts.bundle import source as sources
 from scripts.core.console import LOG, emit, redact, register_secret, results_only_on_stdout, setup_logging, warn
@@ -292,15 +292,32 @@ def verify(c, path, quick=False, public_key=None, expect_digest=None, json_=Fals
 
 
 @task(help={"path": "the bundle directory (or its manifest.json), or its archive NAME.tar / first part",
-            "json": "print the manifest as JSON"})
+            "format": "text (default), or the transfer sheet: md (TRANSFER.md, English/Korean), json (its data), "
+                      "cdx (CycloneDX SBOM)",
+            "public_key": "a key that may have signed the bundle: the sheet then names the signer (repeatable; "
+                          "default: the site's airgap.bundle_public_keys)",
+            "json": "print the manifest (without its file list) as JSON"}, iterable=["public_key"])
 @_fails_cleanly
-def inspect(c, path, json_=False):
+def inspect(c, path, format="text", public_key=None, json_=False):
     """Show what a bundle holds (images, sizes, platform, profiles, plugins) without unpacking it."""
+    if format not in transfer.FORMATS:
+        raise UsageError(f"--format takes one of {', '.join(transfer.FORMATS)}, not {format!r}")
+    if json_ and format != "text":
+        raise UsageError("--json prints the manifest; for the transfer sheet use --format json|md|cdx alone")
     if archive.is_archive(path):  # read the first member only: nothing is unpacked
-        data = archive.read_manifest(path)[0]
+        data, name, _ = archive.read_manifest(path)
     else:
-        data = manifest.load_manifest(manifest.find_bundle_dir(path))
-    _emit(json_, manifest.summary(data), lambda: manifest.inspect_text(data))
+        bundle_dir = manifest.find_bundle_dir(path)
+        data, name = manifest.load_manifest(bundle_dir), bundle_dir.name
+    head = signature.read_head(path)  # an archive: its first two members only
+    trust = signature.check(head, _trust(c, public_key, None))
+    warn(f"{p.path}: {p.detail}" for p in trust.problems)  # shown, not refused: inspect reads, verify judges
+    sheet = transfer.sheet(data, name, head.digest, head.signature is not None, trust.signer)
+    if format == "text":
+        _emit(json_, manifest.summary(data), lambda: manifest.inspect_text(data) + "\n" + transfer.render_head(sheet))
+        return
+    render = {"md": transfer.render_md, "cdx": transfer.render_cdx}.get(format)
+    emit(False, None, render(sheet).rstrip("\n")) if render else emit(True, sheet)
 
 
 @task(help={

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts import __version__
-from scripts.bundle import signature
+from scripts.bundle import signature, transfer
 from scripts.bundle.archive import archive_name, ensure_archive
 from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_files, write_sums
 from scripts.bundle.manifest import verify as verify_directory
@@ -389,6 +389,8 @@ def done_dict(final: Path, plan: BundlePlan) -> dict:
     first = final.parent / (name + ".part-000" if plan.chunk_size else name)
     signer = signature.fingerprint(signature.signing_key(plan.sign_key).public_key()) if plan.sign_key else None
     return {"dry_run": False, **plan.to_dict(), "bundle": str(final), "archive": str(first) if plan.archive else None,
+            "transfer_sheet": [str(final.parent / f"{final.name}{suffix}")
+                               for suffix in (transfer.MD_SUFFIX, transfer.CDX_SUFFIX)],
             "signer": signer, "digest": signature.bundle_digest(final)}
 
 
@@ -400,6 +402,7 @@ def render_done(done: dict) -> str:
     if done["archive"]:
         name = archive_name(Path(done["bundle"]).name)
         text += f"\narchive: {done['archive']} (check: sha256sum -c {name}.SHA256SUMS, or invoke verify on it)"
+    text += f"\ntransfer sheet: {done['transfer_sheet'][0]} (SBOM: {Path(done['transfer_sheet'][1]).name})"
     if done["signer"]:
         text += f"\nsigned: {signature.SIGNATURE} (key {done['signer']})"
     return text + f"\ndigest: {done['digest']}"
@@ -416,7 +419,17 @@ def build(engine: Engine, plan: BundlePlan) -> Path:
             signature.sign_bundle(final, plan.sign_key)
         if plan.archive:
             ensure_archive(final, plan.output, plan.chunk_size)
+        for path in write_transfer_sheet(final, plan):
+            LOG.info("transfer sheet: %s", path)
     return final
+
+
+def write_transfer_sheet(final: Path, plan: BundlePlan) -> list[Path]:
+    """``NAME.TRANSFER.md`` and ``NAME.sbom.cdx.json`` beside the bundle (scripts/bundle/transfer.py)."""
+    head = signature.read_head(final)
+    signer = signature.fingerprint(signature.signing_key(plan.sign_key).public_key()) if plan.sign_key else None
+    data = transfer.sheet(json.loads(head.manifest), final.name, head.digest, head.signature is not None, signer)
+    return transfer.write_beside(final, data)
 
 
 def recover_interrupted(plan: BundlePlan) -> None:

@@ -24,6 +24,7 @@ def test_bundle_then_airgapped_install_and_check(runtime, release):
     assert "network interfaces: lo\n" in transcript
     assert "DNS lookup of pypi.org inside: FAILS" in transcript
     assert "sha256sum -c: OK" in transcript
+    assert re.search(r"sbom.cdx.json: valid CycloneDX 1.6, \d+ components", transcript)  # beside the bundle
     assert "nothing changed" in transcript  # the second install
     # check's first row: the install recorded the release its compose file runs
     assert re.search(rf"compose project \S+, Dify {re.escape(release)}\b", transcript)

@@ -16,6 +16,7 @@ from scripts.core.lock import lock_path
 from scripts.core.waiting import wait_until
 from scripts.engine.savetap import hub_short
 from scripts.plugins import sign
+from tests.lab import e2e
 from tests.lab import host as lab
 from tests.unit.bundle.bundles import forge
 
@@ -76,6 +77,8 @@ def test_bundle_is_complete_and_verifies(project, tmp_path):
     configs = {hub_short(t): "sha256:" + e["Config"].rsplit("/", 1)[-1].removesuffix(".json")
                for e in index for t in e["RepoTags"]}
     assert {i["ref"]: i.get("config_id") for i in data["images"]} == {r: configs[hub_short(r)] for r in refs}
+    # the transfer sheet beside it (its checks: tests/lab/e2e.check_transfer_sheet, run here on a real bundle)
+    assert "valid CycloneDX 1.6" in e2e.check_transfer_sheet(bundle)
     assert not list((tmp_path / "out").glob(".*partial")), "no staging directory may remain"
 
 

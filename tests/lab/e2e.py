@@ -17,6 +17,7 @@ Everything is removed at the end, also on failure; a failure prints the install/
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -253,6 +254,33 @@ def online_bundle(outer: Engine, work: Path, *, drop_image: str | None = None, t
             return bundler.build(online, made)
 
 
+def check_transfer_sheet(bundle: Path) -> str:
+    """The sheet `invoke bundle` wrote beside ``bundle``: TRANSFER.md naming every image, wheel and the digest, and
+    sbom.cdx.json valid by cyclonedx-python-lib's schema check with one component per image and wheel."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from scripts.bundle import manifest as mf
+    from scripts.bundle import signature
+
+    data = mf.load_manifest(bundle)
+    md = (bundle.parent / f"{bundle.name}.TRANSFER.md").read_text(encoding="utf-8")
+    cdx = (bundle.parent / f"{bundle.name}.sbom.cdx.json").read_text(encoding="utf-8")
+    missing = [x for x in [signature.bundle_digest(bundle), *(i["ref"] for i in data["images"]), *data["wheels"]]
+               if x not in md]
+    if missing:
+        raise AirgapError(f"TRANSFER.md of {bundle.name} lacks: {', '.join(missing)}")
+    invalid = JsonStrictValidator(SchemaVersion.V1_6).validate_str(cdx)
+    if invalid is not None:
+        raise AirgapError(f"sbom.cdx.json of {bundle.name} is not valid CycloneDX 1.6: {invalid}")
+    count = len(json.loads(cdx)["components"])
+    if count != len(data["images"]) + len(data["wheels"]) + len(data.get("plugins", [])):
+        raise AirgapError(f"sbom.cdx.json of {bundle.name} has {count} components for {len(data['images'])} "
+                          f"images and {len(data['wheels'])} wheels")
+    return (f"transfer sheet: {bundle.name}.TRANSFER.md names {len(data['images'])} images and "
+            f"{len(data['wheels'])} wheels; sbom.cdx.json: valid CycloneDX 1.6, {count} components")
+
+
 def run(runtime: str, *, drop_image: str | None = None, keep: bool = False, version: str = "1.11.3") -> str:
     outer = Engine("docker")
     if not outer.answers():
@@ -262,8 +290,9 @@ def run(runtime: str, *, drop_image: str | None = None, keep: bool = False, vers
     try:
         bundle = online_bundle(outer, work, drop_image=drop_image, version=version)
         online_s = time.monotonic() - started
+        sheet = check_transfer_sheet(bundle)
         transcript = airgapped(outer, bundle, runtime)
-        return (f"{transcript}\n\ne2e-{runtime} (Dify {version}): online bundle {online_s:.0f}s, "
+        return (f"{sheet}\n{transcript}\n\ne2e-{runtime} (Dify {version}): online bundle {online_s:.0f}s, "
                 f"total {time.monotonic() - started:.0f}s: OK")
     finally:
         if not keep:
