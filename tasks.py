@@ -6,6 +6,7 @@ Run `invoke --list` for the tasks and `invoke --help TASK` for a task's options.
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import nullcontext
 from functools import wraps
@@ -84,6 +85,9 @@ def _fails_cleanly(func):
             _fail(as_json, str(exc), exc.hint, exc.exit_code)
         except KeyboardInterrupt:
             raise Exit("interrupted; nothing half-written was kept", code=130) from None
+        except BrokenPipeError:  # `invoke inspect ... | head`: the reader stopped reading; stop quietly, like cat
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush must not fail again
+            raise Exit(code=141) from None
         except Exit:
             raise
         except Exception as exc:  # the last resort: one line, and findable (tests/unit/test_bad_inputs.py)

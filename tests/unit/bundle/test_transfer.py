@@ -4,6 +4,9 @@ bundle forms; the SBOM checked with cyclonedx-python-lib's own schema validation
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +126,19 @@ def test_format_is_checked_and_json_is_not_mixed_with_a_sheet(bundle: Path, caps
     with pytest.raises(Exit):
         tasks.inspect(Context(Config()), str(bundle), format="md", json_=True)
     assert json.loads(capsys.readouterr().out)["error"].startswith("--json prints the manifest")
+
+
+def test_a_reader_that_stops_early_ends_the_output_quietly(bundle: Path):
+    """`invoke inspect ... --format md | head`: no traceback and no "unexpected error" line when the pipe closes
+    (exit 141 as a Unix tool killed by SIGPIPE)."""
+    data = json.loads((bundle / mf.MANIFEST).read_text())
+    data["wheels"] = [f"pkg{i}-1.0-py3-none-any.whl" for i in range(3000)]  # a sheet far larger than a pipe
+    write_manifest(bundle, data)
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "inspect", str(bundle), "--format", "md"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.stdout.readline().startswith(b"# Transfer sheet")
+    proc.stdout.close()                                   # the reader is gone, as `head -1` exits
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "error" not in err, err
