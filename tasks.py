@@ -130,6 +130,10 @@ def _cast_errors_are_usage_errors() -> None:
 _cast_errors_are_usage_errors()
 
 
+def _path_or_none(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
 def _with_scheme(url: str) -> str:
     return url if "://" in url else f"http://{url.strip()}"
 
@@ -385,6 +389,10 @@ def preflight(c, path, runtime=None, prefix="/opt/dify", set_=None, json_=False)
     "timeout": "seconds to wait for every service to be running/healthy (default 600)",
     "selinux": "relabel bind mounts with :z: auto (when podman runs with SELinux enforcing), on, off",
     "no_start": "install everything but do not start the stack",
+    "tls_cert": "HTTPS: your CA's certificate (PEM) for this server; checked (key pair, dates, names) then put where "
+                "Dify's nginx reads it, and NGINX_HTTPS_ENABLED=true",
+    "tls_key": "HTTPS: the certificate's private key (PEM, unencrypted), installed mode 0600",
+    "tls_chain": "HTTPS: the intermediate CA certificate(s) (PEM), served after the certificate",
     **TRUST_HELP,
     "json": "print the result as JSON",
     "dry_run": "print every command and file change; change nothing",
@@ -392,19 +400,23 @@ def preflight(c, path, runtime=None, prefix="/opt/dify", set_=None, json_=False)
 @_fails_cleanly
 def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=None, site_file=None, set_=None,
             timeout=600, selinux="auto", no_start=False, json_=False, dry_run=False, model_server=None,
-            public_key=None, expect_digest=None):
+            public_key=None, expect_digest=None, tls_cert=None, tls_key=None, tls_chain=None):
     """Install a bundle on this (air-gapped) host and start Dify: verify, load, .env, overrides, up, wait."""
 
     if selinux not in ("auto", "on", "off"):
         raise UsageError(f"--selinux must be auto, on or off, not {selinux!r}")
+    if bool(tls_cert) != bool(tls_key) or (tls_chain and not tls_cert):
+        raise UsageError("--tls-cert and --tls-key go together (and --tls-chain needs them)")
     engine = engine_for(c, runtime, dry_run=dry_run)
     opts = installer.InstallOptions(bundle=Path(path), runtime=engine.runtime, prefix=Path(prefix),
                                     server_ip=server_ip, base_url=base_url,
-                                    site_file=Path(site_file) if site_file else None,
+                                    site_file=_path_or_none(site_file),
                                     overrides=parse_overrides(set_ or []), model_servers=list(model_server or []),
                                     timeout=float(timeout),
                                     selinux=selinux, start=not no_start, dry_run=dry_run,
-                                    trust=_trust(c, public_key, expect_digest))
+                                    trust=_trust(c, public_key, expect_digest),
+                                    tls_cert=_path_or_none(tls_cert), tls_key=_path_or_none(tls_key),
+                                    tls_chain=_path_or_none(tls_chain))
     report = installer.install(opts)
     _emit(json_, installer.summary(report), report.render)
     if dry_run:
@@ -502,7 +514,7 @@ def env(c, project_dir=None, out=None, server_ip=None, base_url=None, site_file=
     target = Path(out) if out else project / ("middleware.env" if middleware else ".env")
     report = envfile.render_env_file(
         project, target, server_ip=server_ip, base_url=base_url,
-        site_file=Path(site_file) if site_file else None, overrides=envfile.parse_overrides(set_ or []),
+        site_file=_path_or_none(site_file), overrides=envfile.parse_overrides(set_ or []),
         regenerate_secrets=regenerate_secrets, middleware=middleware, dry_run=dry_run,
         upgrade_from=Path(upgrade_from) if upgrade_from else None,
         old_example=Path(old_example) if old_example else None, model_servers=model_server or [])

@@ -19,17 +19,25 @@ missing model (with the models that are there).
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import shlex
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from scripts.core.console import LOG, register_secret
+from scripts.dify import deployment as dep
 from scripts.dify import stack
 from scripts.dify.deployment import Deployment
 from scripts.engine.client import Engine, compose_args
 from scripts.engine.images import local_ref, missing_images
+from scripts.host import tls
 from scripts.host.probes import (
     DEFAULT_TIMEOUT,
     FAIL,
@@ -206,6 +214,35 @@ def websocket_check(base: str, timeout: float, verify_tls: bool) -> Check:
     return judge("websocket via nginx", outcome, lambda data: (PASS, "", ""), timeout, hint=hint)
 
 
+def tls_check(deployment: Deployment, values: Mapping[str, str], timeout: float) -> Check:
+    """nginx's HTTPS port presents the certificate installed in docker/nginx/ssl/, not expired nor about to."""
+    port = int(values.get("EXPOSE_NGINX_SSL_PORT") or 443)
+    url = values.get("APP_WEB_URL") or values.get("CONSOLE_WEB_URL") or ""
+    server = urlsplit(url).hostname or ""
+    installed = (dep.project_dir_for(deployment.prefix) / tls.SSL_DIR
+                 / (values.get("NGINX_SSL_CERT_FILENAME") or tls.CERT_FILE))
+    try:
+        der = tls.served_certificate("127.0.0.1", port, server, timeout)
+    except (OSError, ssl.SSLError) as exc:
+        return Check("https certificate", FAIL, f"no TLS handshake on 127.0.0.1:{port}: {exc}",
+                     "is nginx up with NGINX_HTTPS_ENABLED=true, and EXPOSE_NGINX_SSL_PORT the published port?")
+    served = x509.load_der_x509_certificate(der)
+    days = (served.not_valid_after_utc - _dt.datetime.now(_dt.timezone.utc)).days
+    what = f"{served.subject.rfc4514_string()}, valid until {served.not_valid_after_utc:%Y-%m-%d}"
+    if installed.is_file():
+        leaf = tls.installed_leaf(installed)
+        if leaf.public_bytes(serialization.Encoding.DER) != der:
+            return Check("https certificate", FAIL, f"nginx serves {what}, not {installed} "
+                                                    f"({leaf.subject.rfc4514_string()})",
+                         "restart nginx to read the new file: `invoke install` again, or compose restart nginx")
+    if days < 0:
+        return Check("https certificate", FAIL, f"{what}: EXPIRED", "install a renewed one: invoke install --tls-cert")
+    if days < tls.EXPIRY_WARN_DAYS:
+        return Check("https certificate", WARN, f"{what}: expires in {days} days",
+                     "ask your CA for the renewal now; install it with invoke install --tls-cert")
+    return Check("https certificate", PASS, f"127.0.0.1:{port} serves {installed.name}: {what} ({days} days left)")
+
+
 def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
                      timeout: float = DEFAULT_TIMEOUT, nginx_url: str | None = None,
                      models: Sequence[tuple[str, str]] = ()) -> list[Check]:
@@ -242,6 +279,8 @@ def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
                                        "(a firewall in front of this host does not matter here: this is 127.0.0.1)",
                                   verify_tls=not https))
     checks.append(web_check(base, timeout, verify_tls=not https))
+    if https and not nginx_url:
+        checks.append(tls_check(deployment, values, timeout))
     if "api_websocket" in specs:
         checks.append(websocket_check(base, timeout, verify_tls=not https))
 

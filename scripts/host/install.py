@@ -31,6 +31,7 @@ import sys
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -45,10 +46,12 @@ from scripts.core.waiting import WaitTimeout
 from scripts.dify import deployment as dep
 from scripts.dify import stack
 from scripts.dify.envfile import render_env_file, write_atomic
+from scripts.dify.envsyntax import read_env
 from scripts.engine.client import ComposeProvider, Engine
 from scripts.engine.images import local_ref
-from scripts.host import preflight
+from scripts.host import preflight, tls
 from scripts.host.doctor import selinux_mode
+from scripts.host.tls import SiteCertificate
 
 STATE_DIR = ".dify-airgap"           # under the prefix: backups, previous example, history
 PODMAN_OVERRIDE = "podman.yaml"
@@ -72,6 +75,9 @@ class InstallOptions:
     project_name: str = dep.PROJECT_NAME
     engine_env: dict[str, str] = field(default_factory=dict)  # DOCKER_HOST etc., recorded for check/down
     trust: TrustPolicy = field(default_factory=TrustPolicy)  # --public-key / --expect-digest / site keys
+    tls_cert: Path | None = None   # --tls-cert / --tls-key / --tls-chain: the site's HTTPS certificate (tls.py)
+    tls_key: Path | None = None
+    tls_chain: Path | None = None
 
 
 @dataclass
@@ -234,6 +240,7 @@ class _Run:
     bundle: Path
     manifest: dict
     key: str
+    tls: SiteCertificate | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -266,6 +273,7 @@ def _install(opts: InstallOptions, cleanup: ExitStack) -> InstallReport:
     run = _open_run(opts, cleanup)
     # 1. verify + preflight
     _verify_and_preflight(run)
+    run.tls = _site_certificate(run)  # checked before anything changes
     # 2. compose provider
     compose_argv = _provide_compose(run)
     # 3. images
@@ -274,6 +282,7 @@ def _install(opts: InstallOptions, cleanup: ExitStack) -> InstallReport:
     previous = _previous_deployment(run.prefix)
     _keep_old_example(run)
     _sync_project(run)
+    _install_certificate(run)
     # 5. .env
     _env_step(run)
     # 6. overrides
@@ -308,6 +317,63 @@ def _verify_and_preflight(run: _Run) -> None:
     print(pre.render())
     if not pre.ok:
         raise AirgapError("preflight failed; nothing was changed (fix the FAIL items above)")
+
+
+def _site_certificate(run: _Run) -> SiteCertificate | None:
+    """``--tls-cert``: the pair checked for the server name the URLs use; the certbot way refused offline."""
+    opts = run.opts
+    site = read_env(opts.site_file) if opts.site_file else {}
+    current = read_env(run.env_path) if run.env_path.is_file() else {}
+    tls.refuse_certbot({**current, **site, **opts.overrides})
+    if opts.tls_cert is None:
+        return None
+    if str(opts.overrides.get("NGINX_HTTPS_ENABLED", "true")).lower() != "true":
+        raise AirgapError("--tls-cert turns HTTPS on; --set NGINX_HTTPS_ENABLED=false contradicts it",
+                          hint="drop one of them")
+    if opts.base_url and urlsplit(opts.base_url).scheme != "https":
+        raise AirgapError(f"--base-url {opts.base_url} is not https:// while --tls-cert makes nginx serve HTTPS",
+                          hint="give the https:// URL users type")
+    server = _server_name(opts, current)
+    cert = tls.load_site_certificate(opts.tls_cert, opts.tls_key, opts.tls_chain, server)
+    print(f"TLS certificate for {server}: {cert.describe()}")
+    return cert
+
+
+def _server_name(opts: InstallOptions, current: dict[str, str]) -> str:
+    """The host of Dify's public URLs: --base-url's, --server-ip, else the installed .env's APP_WEB_URL."""
+    url = opts.base_url or (f"http://{opts.server_ip}" if opts.server_ip else current.get("APP_WEB_URL", ""))
+    host = urlsplit(url if "://" in url else f"http://{url}").hostname if url else None
+    if not host:
+        raise AirgapError("--tls-cert needs the server's name to check the certificate against",
+                          hint="add --server-ip HOST_OR_IP or --base-url https://NAME (what users type)")
+    return host
+
+
+def _install_certificate(run: _Run) -> None:
+    """The checked pair into docker/nginx/ssl/ (the key 0600); a differing file there is backed up first."""
+    if run.tls is None:
+        return
+    ssl_dir = run.project / tls.SSL_DIR
+    backup = run.state_dir / f"backup-{run.now}" / "docker" / tls.SSL_DIR
+    changed = []
+    for name, data, mode in ((tls.CERT_FILE, run.tls.fullchain, 0o644), (tls.KEY_FILE, run.tls.key, 0o600)):
+        target = ssl_dir / name
+        if target.is_file() and target.read_bytes() == data:
+            continue
+        changed.append(name)
+        if run.opts.dry_run:
+            print(f"[dry-run] write {target} (mode {mode:o})")
+            continue
+        if target.exists():
+            backup.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(target, backup / name)
+        ssl_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, data.decode("ascii"), mode=mode)  # PEM is ASCII
+    if changed:
+        run.report.actions.append(f"TLS certificate installed: {', '.join(str(tls.SSL_DIR / n) for n in changed)} "
+                                  f"({run.tls.subject}, until {run.tls.not_after:%Y-%m-%d})")
+    else:
+        run.report.unchanged.append("TLS certificate")
 
 
 def _provide_compose(run: _Run) -> list[str]:
@@ -482,8 +548,9 @@ def _not_ready_error(engine: Engine, record: dep.Deployment, active: dict[str, s
 def _env(opts: InstallOptions, bundle: Path, project: Path, env_path: Path, old_example: Path,
          state_dir: Path, now: str) -> list[str]:
     templates = bundle / "env-templates"
+    overrides = {**tls.HTTPS_SETTINGS, **opts.overrides} if opts.tls_cert else opts.overrides
     common = dict(server_ip=opts.server_ip, base_url=opts.base_url, site_file=opts.site_file,
-                  overrides=opts.overrides, templates_dir=templates, model_servers=opts.model_servers)
+                  overrides=overrides, templates_dir=templates, model_servers=opts.model_servers)
     source_dir = project if (project / ".env.example").is_file() else bundle / "docker"
     if not env_path.is_file():
         report = render_env_file(source_dir, env_path, dry_run=opts.dry_run, **common)

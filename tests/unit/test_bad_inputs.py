@@ -49,7 +49,8 @@ ROLES: dict[object, str] = {
     "site_file": "envfile", "env_file": "envfile", "upgrade_from": "envfile", "old_example": "envfile",
     "project_dir": "project", "prefix": "prefix", "snapshot": "snapshot", "daemon_snapshot": "snapshot",
     "backup": "backup", "output": "outdir", "out": "outdir", "cache_dir": "outdir", "wheelhouse": "indir",
-    "source": "source", "compose_file": "composefile",
+    "source": "source", "compose_file": "composefile", "tls_cert": "pem", "tls_key": "pem",
+    "tls_chain": "pem",
     ("env", "out"): "outfile",
 }
 #: options whose value is not a path (a new option must be added here or to ROLES)
@@ -284,6 +285,7 @@ CASES: dict[str, list[Case]] = {
         Case("under-a-file", lambda t: _random(t / "out-file") / ".env"),
     ],
     "indir": [*COMMON],
+    "pem": [*COMMON, Case("not-pem", lambda t: _random(t / "x.pem"))],
     "source": [
         *COMMON,
         Case("random-tarball", lambda t: _random(t / "src.tar.gz")),
