@@ -241,6 +241,7 @@ class _Run:
     manifest: dict
     key: str
     tls: SiteCertificate | None = None
+    tls_changed: bool = False  # a new certificate file: a running nginx must read it again
 
     @property
     def state_dir(self) -> Path:
@@ -369,6 +370,7 @@ def _install_certificate(run: _Run) -> None:
             shutil.copy2(target, backup / name)
         ssl_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(target, data.decode("ascii"), mode=mode)  # PEM is ASCII
+    run.tls_changed = bool(changed)
     if changed:
         run.report.actions.append(f"TLS certificate installed: {', '.join(str(tls.SSL_DIR / n) for n in changed)} "
                                   f"({run.tls.subject}, until {run.tls.not_after:%Y-%m-%d})")
@@ -515,6 +517,8 @@ def _up_and_wait(run: _Run, record: dep.Deployment, active: dict[str, stack.Serv
 
     if opts.dry_run:
         compose(["up", "-d"], timeout=opts.timeout)
+        if run.tls_changed:
+            print("[dry-run] restart nginx if it was running (it reads the certificate at start)")
         return
     current = stack.states(engine_c, record.project_name, compose)
     ready, _problems = stack.readiness(engine_c, active, current)
@@ -525,6 +529,11 @@ def _up_and_wait(run: _Run, record: dep.Deployment, active: dict[str, stack.Serv
     LOG.info("starting the stack (compose up -d)")
     compose(["up", "-d"], timeout=max(opts.timeout, 300), capture=False)
     report.actions.append("compose up -d")
+    nginx = current.get("nginx")
+    if run.tls_changed and nginx is not None and nginx.state == "running":
+        # `up` keeps a container whose settings did not change; the certificate is a mounted file it read at start
+        compose(["restart", "nginx"], timeout=120)
+        report.actions.append("nginx restarted to serve the new TLS certificate")
     try:
         final = stack.wait_ready(engine_c, record.project_name, active, opts.timeout, compose)
     except (WaitTimeout, stack.StackFailed) as exc:

@@ -8,6 +8,7 @@ storage, so every image really comes out of the bundle.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import shutil
@@ -324,4 +325,54 @@ def test_upgrade_across_layouts_1113_to_1160_keeps_settings_secrets_and_data(tmp
         finally:
             if (opts.prefix / dep.STATE_FILE).exists():
                 installer.down(opts.prefix.resolve())
+    assert not _leftovers(engine, opts.project_name)
+
+
+def test_https_with_the_sites_own_ca_served_by_nginx_checked_and_renewed(standin_bundles, tmp_path):
+    """#15: a certificate of a CA made here (root -> intermediate -> server) goes where the release's nginx reads
+    it; nginx serves it over TLS (verified against the root, by name); check sees it; a renewal expiring within
+    30 days is served after the re-run (nginx restarted) and check warns. The certbot way is refused offline."""
+    import ssl
+    import urllib.request
+
+    from scripts.host import check as checks
+    from tests.lab.certs import NOW, SiteCA
+
+    full, _ = standin_bundles
+    engine = require_engine("docker")
+    ca = SiteCA.make()
+    names = ("dify.example.local", "10.1.2.3", "127.0.0.1")
+    cert, key, chain = ca.write(tmp_path / "pki", ca.server(*names))
+    opts = _options(full, tmp_path / "opt-dify", "docker", tls_cert=cert, tls_key=key, tls_chain=chain)
+    ssl_port = opts.overrides["EXPOSE_NGINX_SSL_PORT"]
+    try:
+        report = installer.install(opts)
+        installed = opts.prefix / "docker" / "nginx" / "ssl"
+        assert any(a.startswith("TLS certificate installed") for a in report.actions), report.render()
+        assert stat.S_IMODE((installed / "dify.key").stat().st_mode) == 0o600
+        env = (opts.prefix / "docker" / ".env").read_text()
+        assert "NGINX_HTTPS_ENABLED=true" in env and f"CONSOLE_API_URL=https://10.1.2.3:{ssl_port}" in env
+        (tmp_path / "root.pem").write_bytes(ca.root.cert_pem())
+        trusted = ssl.create_default_context(cafile=str(tmp_path / "root.pem"))
+        with urllib.request.urlopen(f"https://127.0.0.1:{ssl_port}/console/api/ping", timeout=10,
+                                    context=trusted) as resp:  # chain served, name and root verified
+            assert json.loads(resp.read()) == {"result": "pong"}
+        found = {c.name: c for c in checks.check_deployment(dep.load(opts.prefix.resolve()))}
+        assert found["https certificate"].status == "PASS", found["https certificate"]
+        assert "days left" in found["https certificate"].detail
+
+        soon = ca.server(*names, not_after=NOW + _dt.timedelta(days=10))
+        cert.write_bytes(soon.cert_pem())
+        key.write_bytes(soon.key_pem())
+        again = installer.install(opts)
+        assert "nginx restarted to serve the new TLS certificate" in again.actions, again.render()
+        found = {c.name: c for c in checks.check_deployment(dep.load(opts.prefix.resolve()))}
+        assert found["https certificate"].status == "WARN" and "expires in 9 days" in found["https certificate"].detail
+
+        with pytest.raises(AirgapError, match="Let's Encrypt over the internet"):
+            installer.install(_options(full, opts.prefix, "docker", project_name=opts.project_name,
+                                       overrides={**opts.overrides, "CERTBOT_DOMAIN": "dify.example.com"}))
+    finally:
+        if (opts.prefix / dep.STATE_FILE).exists():
+            installer.down(opts.prefix.resolve())
     assert not _leftovers(engine, opts.project_name)
