@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from scripts.dify import external
 from scripts.dify.envsecrets import FIXED_DEFAULTS, SECRET_GROUPS, group_keys, is_secret_key
 from scripts.dify.envsyntax import Line, referenced, resolve_all
 
@@ -27,20 +28,6 @@ REQUIRED_KEYS = (
 DB_HOSTS = {"postgresql": "db_postgres", "mysql": "db_mysql", "oceanbase": "oceanbase", "seekdb": "seekdb"}
 DB_PORTS = {"postgresql": "5432", "mysql": "3306"}
 
-# VECTOR_STORE -> the key that must say where it is
-STORE_ENDPOINTS = {
-    "weaviate": "WEAVIATE_ENDPOINT", "qdrant": "QDRANT_URL", "milvus": "MILVUS_URI", "myscale": "MYSCALE_HOST",
-    "relyt": "RELYT_HOST", "pgvector": "PGVECTOR_HOST", "pgvecto-rs": "PGVECTO_RS_HOST",
-    "chroma": "CHROMA_HOST", "opensearch": "OPENSEARCH_HOST", "oracle": "ORACLE_DSN",
-    "tencent": "TENCENT_VECTOR_DB_URL", "elasticsearch": "ELASTICSEARCH_HOST",
-    "elasticsearch-ja": "ELASTICSEARCH_HOST", "analyticdb": "ANALYTICDB_HOST",
-    "couchbase": "COUCHBASE_CONNECTION_STRING", "vikingdb": "VIKINGDB_HOST", "opengauss": "OPENGAUSS_HOST",
-    "tablestore": "TABLESTORE_ENDPOINT", "vastbase": "VASTBASE_HOST", "tidb": "TIDB_VECTOR_HOST",
-    "tidb_on_qdrant": "TIDB_ON_QDRANT_URL", "baidu": "BAIDU_VECTOR_DB_ENDPOINT", "lindorm": "LINDORM_URL",
-    "huawei_cloud": "HUAWEI_CLOUD_HOSTS", "upstash": "UPSTASH_VECTOR_URL", "matrixone": "MATRIXONE_HOST",
-    "oceanbase": "OCEANBASE_VECTOR_HOST", "seekdb": "OCEANBASE_VECTOR_HOST", "iris": "IRIS_HOST",
-    "alibabacloud_mysql": "ALIBABACLOUD_MYSQL_HOST",
-}
 
 # Public URLs the browser or external callers use; all derived from one base URL.
 PUBLIC_URL_KEYS = ("CONSOLE_API_URL", "CONSOLE_WEB_URL", "SERVICE_API_URL", "TRIGGER_URL", "APP_API_URL",
@@ -157,7 +144,7 @@ def _vector_store(v: Validation) -> None:
     """The vector store's endpoint and credentials."""
     warn = v.warnings.append
     store = v.values.get("VECTOR_STORE", "")
-    endpoint_key = STORE_ENDPOINTS.get(store)
+    endpoint_key = external.STORE_ENDPOINTS.get(store)
     if endpoint_key and endpoint_key in v.example and not v.values.get(endpoint_key, "").strip():
         v.errors.append(f"VECTOR_STORE={store} needs {endpoint_key} (where the store is); it is empty")
     if endpoint_key:  # an external store's credentials are placeholders until the site supplies them
@@ -194,9 +181,10 @@ def _profiles(v: Validation) -> None:
     resolved = resolve_all({**v.values, **v.extras})
     profiles = compose_profiles(v.project_dir, v.middleware)
     active = set(resolved.get("COMPOSE_PROFILES", "").split(","))
+    outside = {e.profile for e in external.find(resolved, compose_services(v.project_dir, v.middleware))}
     for key in ("VECTOR_STORE", "DB_TYPE"):
         value = resolved.get(key, "")
-        if value in profiles and "COMPOSE_PROFILES" in v.values and value not in active:
+        if value in profiles and "COMPOSE_PROFILES" in v.values and value not in active and value not in outside:
             warn(f"{key}={value} but COMPOSE_PROFILES resolves to {resolved['COMPOSE_PROFILES']!r}: "
                  f"the {value} container will not start")
     compose = compose_text(v.project_dir, v.middleware)
@@ -262,17 +250,27 @@ def validate(lines: list[Line], example: Mapping[str, str], values: Mapping[str,
     return v.errors, v.warnings
 
 
-def compose_profiles(project_dir: Path, middleware: bool) -> set[str]:
-    """Profile names declared in the project's compose file (empty if it cannot be read)."""
+def _compose_services(project_dir: Path, middleware: bool) -> dict:
     name = "docker-compose.middleware.yaml" if middleware else "docker-compose.yaml"
     try:
         data = yaml.safe_load((project_dir / name).read_text(encoding="utf-8")) or {}
     except Exception:  # unreadable or invalid compose file: other tasks report it
-        return set()
+        return {}
+    services = data.get("services") if isinstance(data, dict) else None
+    return services if isinstance(services, dict) else {}
+
+
+def compose_profiles(project_dir: Path, middleware: bool) -> set[str]:
+    """Profile names declared in the project's compose file (empty if it cannot be read)."""
     found: set[str] = set()
-    for service in (data.get("services") or {}).values():
+    for service in _compose_services(project_dir, middleware).values():
         found.update((service or {}).get("profiles") or [])
     return found
+
+
+def compose_services(project_dir: Path, middleware: bool) -> set[str]:
+    """The service names of the project's compose file: the hosts inside the stack (empty if unreadable)."""
+    return set(_compose_services(project_dir, middleware))
 
 
 def compose_text(project_dir: Path, middleware: bool) -> str:

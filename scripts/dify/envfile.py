@@ -24,10 +24,12 @@ from scripts.core.console import register_secret, table
 from scripts.core.errors import AirgapError
 from scripts.core.inputs import http_url
 from scripts.core.resources import TEMPLATES_DIR
+from scripts.dify import external
 from scripts.dify.envcheck import (
     DEBUG_HOST_KEY,
     ENDPOINT_TEMPLATE_KEY,
     PUBLIC_URL_KEYS,
+    compose_services,
     suggest,
     validate,
 )
@@ -72,6 +74,7 @@ class EnvReport:
     placed: dict[str, str] = field(default_factory=dict)  # key -> file it was written to (when not in place)
     layer_files: list[str] = field(default_factory=list)  # envs/** files written (a service reads no .env)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)       # what the values mean for the stack (external services)
     dry_run: bool = False
     written: bool = False
     merge: MergeReport | None = None
@@ -99,6 +102,7 @@ class EnvReport:
         counts = (f"{len(self.changed)} key(s) differ from the "
                   f"{'current file' if self.path.exists() else 'example'}, {len(self.generated)} secret(s) "
                   f"generated, {len(self.kept)} kept, {len(self.supplied)} supplied")
+        lines += [f"\n{note}" for note in self.notes]
         lines.append(f"\nwrote {self.path} (mode 0600): {counts}" if self.written
                      else f"\ndry run: nothing written; {self.path} would get: {counts}")
         return "\n".join(lines)
@@ -235,6 +239,7 @@ def render_env_file(project_dir: Path, out: Path, *, server_ip: str | None = Non
     _apply_model_servers(st, model_servers)
     # 6. --set KEY=VALUE
     st.apply("command line", dict(overrides or {}), unknown="check")
+    _apply_external(st, middleware)
 
     _resolve_secrets(st, old_example, regenerate_secrets)
     # CELERY_BROKER_URL carries the redis password: derive it unless the user wrote it themselves
@@ -346,6 +351,27 @@ def _apply_model_servers(st: _Render, model_servers: Iterable[str]) -> None:
         else:
             st.report.warnings.append(f"--model-server: this release's SSRF proxy has no {SSRF_ALLOW_IPS} (it "
                                       "does not deny private ranges before Dify 1.15): nothing to allow")
+
+
+def _apply_external(st: _Render, middleware: bool) -> None:
+    """A database / redis / vector store outside the stack (scripts/dify/external.py): its local container's profile
+    leaves COMPOSE_PROFILES (unless the user wrote COMPOSE_PROFILES), its password must be the site's."""
+    found = external.find(st.values, compose_services(st.project_dir, middleware))
+    if not found:
+        return
+    kept = set(read_env(st.out)) if st.out.is_file() else set()  # a re-run keeps the password given before
+    st.errors += external.missing_secrets(found, set(st.explicit) | kept, set(st.known))
+    dropped = {e.profile for e in found if e.profile}
+    raw = st.values.get("COMPOSE_PROFILES")
+    if dropped and raw is not None and "COMPOSE_PROFILES" not in st.explicit:
+        new = external.profiles_without(raw, st.values, dropped)
+        if new != raw:
+            st.values["COMPOSE_PROFILES"], st.source["COMPOSE_PROFILES"] = new, "external services"
+    for ext in found:
+        local = f"its local container is not started (profile {ext.profile} dropped)" if ext.profile else \
+            external.REDIS_NOTE
+        st.report.notes.append(f"external {ext.what} at {ext.address}: {local}; `invoke check` tests the "
+                               f"connection from the api container")
 
 
 def _resolve_secrets(st: _Render, old_example: Path | None, regenerate_secrets: bool) -> None:
@@ -463,8 +489,16 @@ def _derive_broker_url(values: dict[str, str], source: dict[str, str], explicit:
     if not url or "REDIS_PASSWORD" not in values:
         return
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss") or parts.hostname != values.get("REDIS_HOST", "redis"):
+    redis_host = values.get("REDIS_HOST", "redis")
+    # the example's broker is the local `redis`: with an external REDIS_HOST celery must go there too
+    moved = parts.hostname == "redis" and redis_host != "redis" and "CELERY_BROKER_URL" not in explicit
+    if parts.scheme not in ("redis", "rediss") or (parts.hostname != redis_host and not moved):
         return
+    if moved:
+        parts = urlsplit(urlunsplit((parts.scheme, f"{parts.netloc.rsplit('@', 1)[0]}@{redis_host}:"
+                                     f"{values.get('REDIS_PORT') or 6379}" if "@" in parts.netloc else
+                                     f"{redis_host}:{values.get('REDIS_PORT') or 6379}",
+                                     parts.path, parts.query, parts.fragment)))
     password = values["REDIS_PASSWORD"]
     if "CELERY_BROKER_URL" in explicit:
         if parts.password is not None and parts.password != password:

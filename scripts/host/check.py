@@ -33,8 +33,9 @@ from cryptography.hazmat.primitives import serialization
 
 from scripts.core.console import LOG, register_secret
 from scripts.dify import deployment as dep
-from scripts.dify import stack
+from scripts.dify import external, stack
 from scripts.dify.deployment import Deployment
+from scripts.dify.envcheck import compose_services
 from scripts.engine.client import Engine, compose_args
 from scripts.engine.images import local_ref, missing_images
 from scripts.host import tls
@@ -49,6 +50,7 @@ from scripts.host.probes import (
     WrongPayload,
     check_http_json,
     check_ollama,
+    check_tcp,
     check_through_proxy,
     check_vllm,
     container_get,
@@ -297,6 +299,10 @@ def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
         url = daemon_url if api_up else f"http://localhost:{values.get('PLUGIN_DAEMON_PORT') or 5002}/health/check"
         checks.append(judge("plugin daemon /health/check", container_get(engine, via, url, timeout), _daemon_health,
                             timeout, hint=f"`{engine.runtime} logs --tail 50 {daemon.container}` shows why"))
+    for ext in external.find(values, set(specs) | compose_services(dep.project_dir_for(deployment.prefix), False)):
+        name = f"external {ext.what}"
+        checks.append(check_tcp(engine, api.container, name, ext.host, ext.port, timeout) if api_up else
+                      Check(name, FAIL, "cannot ask: the api container is not running", "see `service api` above"))
     proxy = values.get("SSRF_PROXY_HTTP_URL") or "http://ssrf_proxy:3128"
     for name, url in models:  # as Dify calls them: from the api container, through the SSRF proxy
         checks.append(check_through_proxy(engine, api.container, name, url, proxy, timeout) if api_up else

@@ -412,3 +412,30 @@ def model_urls(ollama_url: str | None, vllm_url: str | None) -> list[tuple[str, 
     if vllm_url:
         out.append(("vllm via dify's proxy", f"{vllm_base(vllm_url)}/v1/models"))
     return out
+
+
+def tcp_argv(host: str, port: int, timeout: float) -> list[str]:
+    """``sh -c`` opening a TCP connection to ``host:port`` from inside a container: python3 (Dify's api image),
+    else bash's /dev/tcp, else busybox nc (exit 0: connected)."""
+    t = str(max(1, round(timeout)))
+    script = ('if command -v python3 >/dev/null 2>&1; then exec python3 -c "import socket, sys; '
+              'socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3])).close()" "$1" "$2" "$3"; '
+              'fi; if command -v bash >/dev/null 2>&1; then exec timeout "$3" bash -c \'exec 3<>"/dev/tcp/$1/$2"\' '
+              'sh "$1" "$2"; fi; exec nc -w "$3" "$1" "$2" </dev/null')
+    return ["sh", "-c", script, "sh", host, str(port), t]
+
+
+def check_tcp(engine: Engine, container: str, name: str, host: str, port: int,
+              timeout: float = DEFAULT_TIMEOUT) -> Check:
+    """Can the api container open a connection to an external service (the site's database, redis...)?"""
+    res = engine.probe(["exec", container, *tcp_argv(host, port, timeout)], timeout=timeout + 30)
+    if res.ok:
+        return Check(name, PASS, f"{host}:{port} accepts connections from the api container")
+    reason = preview(f"{res.stdout}\n{res.stderr}".strip().splitlines()[-1] if (res.stdout + res.stderr).strip()
+                     else f"exit {res.returncode}")
+    if res.returncode in (124, 143):
+        reason = f"no answer within {timeout:g}s"
+    return Check(name, FAIL, f"cannot connect to {host}:{port} from the api container: {reason}",
+                 f"is the server up and listening on {port}, and does a firewall between this host and {host} let "
+                 f"it through? (the address comes from .env / your site file)")
+

@@ -163,10 +163,11 @@ def load_site_certificate(cert: Path, key: Path, chain: Path | None, server: str
 
 def refuse_certbot(values: dict[str, str]) -> None:
     """The certbot profile / ACME challenge asked for offline: refused, with the offline way."""
-    if str(values.get("NGINX_ENABLE_CERTBOT_CHALLENGE", "")).lower() == "true" or values.get("CERTBOT_DOMAIN") \
+    # CERTBOT_DOMAIN alone is not asking for certbot: every release's example sets it (your_domain.com)
+    if str(values.get("NGINX_ENABLE_CERTBOT_CHALLENGE", "")).lower() == "true" \
             or "certbot" in str(values.get("COMPOSE_PROFILES", "")).split(","):
-        raise AirgapError(f"the certbot settings are on (NGINX_ENABLE_CERTBOT_CHALLENGE / CERTBOT_DOMAIN / the "
-                          f"certbot profile): {CERTBOT_OFFLINE}",
+        raise AirgapError(f"the certbot settings are on (NGINX_ENABLE_CERTBOT_CHALLENGE=true or the certbot "
+                          f"profile in COMPOSE_PROFILES): {CERTBOT_OFFLINE}",
                           hint="install your CA's certificate instead: --tls-cert CERT --tls-key KEY [--tls-chain CA]"
                                " (docs/install.md, HTTPS), and drop the certbot settings")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -336,6 +337,7 @@ def test_https_with_the_sites_own_ca_served_by_nginx_checked_and_renewed(standin
     import urllib.request
 
     from scripts.host import check as checks
+    from scripts.host import probes
     from tests.lab.certs import NOW, SiteCA
 
     full, _ = standin_bundles
@@ -358,7 +360,7 @@ def test_https_with_the_sites_own_ca_served_by_nginx_checked_and_renewed(standin
                                     context=trusted) as resp:  # chain served, name and root verified
             assert json.loads(resp.read()) == {"result": "pong"}
         found = {c.name: c for c in checks.check_deployment(dep.load(opts.prefix.resolve()))}
-        assert found["https certificate"].status == "PASS", found["https certificate"]
+        assert found["https certificate"].status == probes.PASS, found["https certificate"]
         assert "days left" in found["https certificate"].detail
 
         soon = ca.server(*names, not_after=NOW + _dt.timedelta(days=10))
@@ -367,12 +369,71 @@ def test_https_with_the_sites_own_ca_served_by_nginx_checked_and_renewed(standin
         again = installer.install(opts)
         assert "nginx restarted to serve the new TLS certificate" in again.actions, again.render()
         found = {c.name: c for c in checks.check_deployment(dep.load(opts.prefix.resolve()))}
-        assert found["https certificate"].status == "WARN" and "expires in 9 days" in found["https certificate"].detail
+        assert found["https certificate"].status == probes.WARN, found["https certificate"]
+        assert "expires in 9 days" in found["https certificate"].detail
 
         with pytest.raises(AirgapError, match="Let's Encrypt over the internet"):
             installer.install(_options(full, opts.prefix, "docker", project_name=opts.project_name,
-                                       overrides={**opts.overrides, "CERTBOT_DOMAIN": "dify.example.com"}))
+                                       overrides={**opts.overrides, "NGINX_ENABLE_CERTBOT_CHALLENGE": "true"}))
     finally:
+        if (opts.prefix / dep.STATE_FILE).exists():
+            installer.down(opts.prefix.resolve())
+    assert not _leftovers(engine, opts.project_name)
+
+
+def _host_address() -> str:
+    """This host's address as containers on any bridge reach it (the source address of its default route)."""
+    out = subprocess.run(["ip", "-4", "route", "get", "1.1.1.1"], capture_output=True, text=True).stdout
+    found = re.search(r"\bsrc (\d+\.\d+\.\d+\.\d+)", out)
+    return found.group(1) if found else subprocess.run(["hostname", "-I"], capture_output=True,
+                                                       text=True).stdout.split()[0]
+
+
+def test_an_external_database_is_used_the_local_one_never_starts_and_check_tests_it(standin_bundles, tmp_path,
+                                                                                  real_postgres):
+    """#15: a site file pointing DB_HOST at a second, REAL PostgreSQL (a container published on this host, playing
+    the site's server): the local db_postgres is not started, the site's password is in .env (not a generated
+    one), check connects from the api container; with the server stopped check names host and port."""
+    from scripts.core.waiting import wait_until
+    from scripts.host import check as checks
+    from scripts.host import probes
+    from tests.integration.dify_stack import PG_ENTRYPOINT, PG_IMAGE
+
+    full, _ = standin_bundles
+    engine = require_engine("docker")
+    name, port, password = f"dal-extdb-{uuid.uuid4().hex[:8]}", free_port(), "site-db-Pass-42"
+    (tmp_path / "pg-entrypoint.sh").write_text(PG_ENTRYPOINT)
+    site = tmp_path / "site.env"
+    host = _host_address()
+    site.write_text(f"DB_HOST={host}\nDB_PORT={port}\nDB_PASSWORD={password}\n")
+    opts = _options(full, tmp_path / "opt-dify", "docker", site_file=site)
+    try:
+        engine.run(["run", "-d", "--name", name, "-p", f"{port}:5432", "-e", f"POSTGRES_PASSWORD={password}",
+                    "-v", f"{tmp_path / 'pg-entrypoint.sh'}:/lab-pg-entrypoint.sh:ro", "--entrypoint", "/bin/sh",
+                    PG_IMAGE, "/lab-pg-entrypoint.sh", "postgres"], timeout=120)
+
+        def accepts() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return True
+        wait_until(accepts, timeout=120, what=f"the external postgres on port {port}",
+                   on_timeout=lambda: engine.probe(["logs", name]).stderr[-2000:])
+
+        report = installer.install(opts)
+        assert "db_postgres" not in report.services, report.render()
+        ps = engine.run(["ps", "-a", "--format", "{{.Names}}", "--filter",
+                         f"label={stack.project_label(engine)}={opts.project_name}"], mutates=False).stdout
+        assert "db_postgres" not in ps, ps
+        env = (opts.prefix / "docker" / ".env").read_text()
+        assert f"DB_PASSWORD={password}" in env and f"DB_HOST={host}" in env
+        found = {c.name: c for c in checks.check_deployment(dep.load(opts.prefix.resolve()))}
+        assert found["external database"].status == probes.PASS, found["external database"]
+
+        engine.run(["rm", "-f", name], timeout=60)
+        found = {c.name: c for c in checks.check_deployment(dep.load(opts.prefix.resolve()), timeout=5)}
+        failed = found["external database"]
+        assert failed.status == probes.FAIL and f"cannot connect to {host}:{port}" in failed.detail, failed
+    finally:
+        engine.run(["rm", "-f", name], check=False, timeout=60)
         if (opts.prefix / dep.STATE_FILE).exists():
             installer.down(opts.prefix.resolve())
     assert not _leftovers(engine, opts.project_name)

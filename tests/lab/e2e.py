@@ -239,7 +239,7 @@ def online_bundle(outer: Engine, work: Path, *, drop_image: str | None = None, t
                 if res.returncode:
                     raise AirgapError(f"invoke bundle failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
                 LOG.info("%s", res.stdout.strip()[-2000:])
-                return next((work / "bundles").glob(f"dify-{version}-airgap-*"))
+                return next(p for p in (work / "bundles").glob(f"dify-{version}-airgap-*") if p.is_dir())
             # a bundle WITHOUT one image, through the same code: the far side must name what is missing
             plan = compose_plan.plan_images(online, project, project / ".env.example")
             for ref in plan.refs:

@@ -388,3 +388,60 @@ def test_public_example_values_of_every_layer_are_never_registered_as_secrets(re
     assert added, "generated secrets must be registered"
     assert "dify" not in added and all(len(v) >= 24 for v in added), sorted(len(v) for v in added)
     assert console.redact("dify-airgap install /tmp/dify images.tar") == "dify-airgap install /tmp/dify images.tar"
+
+
+# --- external services (#15 item 6) ---------------------------------------------------------------------------
+
+def _site(tmp_path: Path, text: str) -> Path:
+    site = tmp_path / "site.env"
+    site.write_text(text)
+    return site
+
+
+def test_an_external_database_and_redis_keep_the_sites_passwords_and_leave_the_local_db_out(release_dir, tmp_path):
+    """Every release: DB_HOST/REDIS_HOST outside the stack -> postgres' profile leaves COMPOSE_PROFILES (the vector
+    store's and the others stay, as written), the site's passwords are used as given, celery goes to that redis."""
+    site = _site(tmp_path, "DB_HOST=10.0.0.9\nDB_PORT=15432\nDB_PASSWORD=site-db-pass-1\n"
+                           "REDIS_HOST=redis.site.local\nREDIS_PASSWORD=site-redis-pass\n")
+    out = tmp_path / ".env"
+    report = render_env_file(release_dir, out, server_ip=IP, site_file=site)
+    env = read_env(out)
+    profiles = resolve_value(env, "COMPOSE_PROFILES").split(",")
+    assert "postgresql" not in profiles and "weaviate" in profiles, profiles
+    assert "${VECTOR_STORE:-weaviate}" in env["COMPOSE_PROFILES"]          # the other items keep their form
+    assert env["DB_PASSWORD"] == "site-db-pass-1" and "DB_PASSWORD" not in report.generated
+    assert env["REDIS_PASSWORD"] == "site-redis-pass" and "REDIS_PASSWORD" not in report.generated
+    broker = urlsplit(env["CELERY_BROKER_URL"])
+    assert (broker.hostname, broker.port, broker.password) == ("redis.site.local", 6379, "site-redis-pass")
+    assert any("external database at 10.0.0.9:15432" in n and "profile postgresql dropped" in n for n in report.notes)
+    assert any("external redis at redis.site.local:6379" in n and "still starts" in n for n in report.notes)
+    assert not any("postgresql container will not start" in w for w in report.warnings), report.warnings
+    # a re-run without the site file keeps the passwords it was given (they are in .env now)
+    again = render_env_file(release_dir, out, server_ip=IP, site_file=_site(tmp_path, "DB_HOST=10.0.0.9\n"))
+    assert read_env(out)["DB_PASSWORD"] == "site-db-pass-1" and "DB_PASSWORD" not in again.generated
+
+
+def test_an_external_server_without_its_password_is_refused_naming_key_and_server(release_dir, tmp_path):
+    site = _site(tmp_path, "DB_HOST=db.site.local\nREDIS_HOST=10.0.0.10\nREDIS_PASSWORD=site-redis-pass\n")
+    with pytest.raises(AirgapError) as caught:
+        render_env_file(release_dir, tmp_path / ".env", server_ip=IP, site_file=site)
+    message = str(caught.value)
+    assert "DB_PASSWORD: the database is external (db.site.local:5432)" in message
+    assert "REDIS_PASSWORD" not in message            # the site gave that one
+    assert not (tmp_path / ".env").exists()
+
+
+def test_an_external_vector_store_drops_its_profile(release_dir, tmp_path):
+    site = _site(tmp_path, "VECTOR_STORE=qdrant\nQDRANT_URL=http://10.0.0.11:6333\n")
+    out = tmp_path / ".env"
+    report = render_env_file(release_dir, out, server_ip=IP, site_file=site)
+    profiles = resolve_value(read_env(out), "COMPOSE_PROFILES").split(",")
+    assert "qdrant" not in profiles and "postgresql" in profiles, profiles
+    assert any("external vector store qdrant at 10.0.0.11:6333" in n for n in report.notes)
+
+
+def test_the_stacks_own_services_are_not_external(release_dir, tmp_path):
+    out = tmp_path / ".env"
+    report = render_env_file(release_dir, out, server_ip=IP,
+                             site_file=_site(tmp_path, "VECTOR_STORE=qdrant\nDB_HOST=db_postgres\n"))
+    assert report.notes == [] and "qdrant" in resolve_value(read_env(out), "COMPOSE_PROFILES").split(",")
