@@ -416,12 +416,17 @@ def model_urls(ollama_url: str | None, vllm_url: str | None) -> list[tuple[str, 
 
 def tcp_argv(host: str, port: int, timeout: float) -> list[str]:
     """``sh -c`` opening a TCP connection to ``host:port`` from inside a container: python3 (Dify's api image),
-    else bash's /dev/tcp, else busybox nc (exit 0: connected)."""
+    else bash's /dev/tcp, else busybox nc (exit 0: connected; a refused one fails at once, an unanswered one after
+    ``timeout``)."""
     t = str(max(1, round(timeout)))
     script = ('if command -v python3 >/dev/null 2>&1; then exec python3 -c "import socket, sys; '
               'socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3])).close()" "$1" "$2" "$3"; '
               'fi; if command -v bash >/dev/null 2>&1; then exec timeout "$3" bash -c \'exec 3<>"/dev/tcp/$1/$2"\' '
-              'sh "$1" "$2"; fi; exec nc -w "$3" "$1" "$2" </dev/null')
+              'sh "$1" "$2"; fi; '
+              # busybox nc has no -z and waits for the server after connecting: still there once its connect
+              # timeout has passed means connected
+              'nc -w "$3" "$1" "$2" </dev/null >/dev/null 2>&1 & pid=$!; sleep "$(( $3 + 1 ))"; '
+              'if kill -0 "$pid" 2>/dev/null; then kill "$pid"; exit 0; fi; wait "$pid"')
     return ["sh", "-c", script, "sh", host, str(port), t]
 
 
