@@ -421,7 +421,8 @@ def tcp_argv(host: str, port: int, timeout: float) -> list[str]:
     t = str(max(1, round(timeout)))
     script = ('if command -v python3 >/dev/null 2>&1; then exec python3 -c "import socket, sys; '
               'socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3])).close()" "$1" "$2" "$3"; '
-              'fi; if command -v bash >/dev/null 2>&1; then exec timeout "$3" bash -c \'exec 3<>"/dev/tcp/$1/$2"\' '
+              'fi; if [ -n "$(bash -c \'echo $BASH_VERSION\' 2>/dev/null)" ]; then '  # busybox calls ash "bash" too
+              'exec timeout "$3" bash -c \'exec 3<>"/dev/tcp/$1/$2"\' '
               'sh "$1" "$2"; fi; '
               # busybox nc has no -z and waits for the server after connecting: still there once its connect
               # timeout has passed means connected

@@ -408,15 +408,15 @@ def test_an_external_database_is_used_the_local_one_never_starts_and_check_tests
     site.write_text(f"DB_HOST={host}\nDB_PORT={port}\nDB_PASSWORD={password}\n")
     opts = _options(full, tmp_path / "opt-dify", "docker", site_file=site)
     try:
-        engine.run(["run", "-d", "--name", name, "-p", f"{port}:5432", "-e", f"POSTGRES_PASSWORD={password}",
+        engine.run(["network", "create", name], timeout=60)  # the lab's dockerd has no default bridge
+        engine.run(["run", "-d", "--name", name, "--network", name, "-p", f"{port}:5432",
+                    "-e", f"POSTGRES_PASSWORD={password}", "-e", "PGDATA=/var/lib/postgresql/data",
                     "-v", f"{tmp_path / 'pg-entrypoint.sh'}:/lab-pg-entrypoint.sh:ro", "--entrypoint", "/bin/sh",
                     PG_IMAGE, "/lab-pg-entrypoint.sh", "postgres"], timeout=120)
 
-        def accepts() -> bool:
-            with socket.create_connection(("127.0.0.1", port), timeout=2):
-                return True
-        wait_until(accepts, timeout=120, what=f"the external postgres on port {port}",
-                   on_timeout=lambda: engine.probe(["logs", name]).stderr[-2000:])
+        # over TCP (the init phase listens on none; the published port accepts before postgres does)
+        wait_until(lambda: engine.probe(["exec", name, "pg_isready", "-q", "-h", "127.0.0.1"]).ok, timeout=120,
+                   what=f"the external postgres {name}", on_timeout=lambda: engine.probe(["logs", name]).stderr[-2000:])
 
         report = installer.install(opts)
         assert "db_postgres" not in report.services, report.render()
@@ -434,6 +434,7 @@ def test_an_external_database_is_used_the_local_one_never_starts_and_check_tests
         assert failed.status == probes.FAIL and f"cannot connect to {host}:{port}" in failed.detail, failed
     finally:
         engine.run(["rm", "-f", name], check=False, timeout=60)
+        engine.run(["network", "rm", name], check=False, timeout=60)
         if (opts.prefix / dep.STATE_FILE).exists():
             installer.down(opts.prefix.resolve())
     assert not _leftovers(engine, opts.project_name)
