@@ -949,7 +949,8 @@ def warm(runtimes: Iterable[str]) -> dict[str, list[str]]:
 
     runtimes = list(runtimes)
     gap = list(e2e.gap_images().values()) if "docker" in runtimes else []
-    roots = [(PG_PACKAGES, "bookworm"), *(((lab.DIND_PACKAGES, "bookworm"),) if "docker" in runtimes else ()),
+    roots = [(PG_PACKAGES, "bookworm"), ((), "bookworm"),  # the fresh Debian of tests/integration/test_readme.py
+             *(((lab.DIND_PACKAGES, "bookworm"),) if "docker" in runtimes else ()),
              *((packages, suite) for _, packages, suite in gap)]
     roots = list(dict.fromkeys((tuple(packages), suite) for packages, suite in roots))
     with ThreadPoolExecutor(max_workers=len(roots)) as pool:
