@@ -34,6 +34,7 @@ from scripts.engine.client import Engine, resolve_runtime
 from scripts.host import check as checks
 from scripts.host import doctor as doc
 from scripts.host import install as installer
+from scripts.host import inventory as inventories
 from scripts.host import preflight as preflights
 from scripts.host import push as pusher
 from scripts.plugins import daemon as plugin_daemon
@@ -698,3 +699,31 @@ def restore_(c, backup, project_dir=None, prefix=None, project_name=None, compos
     engine, stack = _stack_engine(c, prefix, project_dir, project_name, compose_file, runtime, dry_run, new=True)
     result = bk.restore(engine, backup, stack, start=not no_start, force=force, timeout=float(timeout))
     _emit(json_, result, bk.render_restore(result, stack, engine))
+
+
+@task(help={
+    "output": "the inventory file to write (default inventory.json); with --sign-key also OUTPUT.sig",
+    "runtime": RUNTIME_HELP,
+    "prefix": "the install root whose deployment is listed too (default /opt/dify; none there: images only)",
+    "sign_key": "sign the inventory with the site's PKCS#1 private key (invoke plugin-keygen): OUTPUT.sig",
+    "dry_run": "list and print the summary; write nothing",
+    "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)",
+})
+@_fails_cleanly
+def inventory(c, output="inventory.json", runtime=None, prefix="/opt/dify", sign_key=None, dry_run=False,
+              json_=False):
+    """List what this (air-gapped) host holds: images with their layers, the installed Dify; carry it out."""
+    engine = engine_for(c, runtime, prefix=prefix)
+    data = inventories.collect(engine, Path(prefix))
+    if dry_run:
+        raw = inventories.render(data)
+        result = {"dry_run": True, "output": output, "images": len(data["images"]),
+                  "deployment": data["deployment"], "digest": signature.manifest_digest(raw)}
+        _emit(json_, result, f"[dry-run] would write {output} ({len(raw)} bytes): {len(data['images'])} images; "
+                             f"nothing was written")
+        return
+    path, digest, signer = inventories.write(data, Path(output), sign_key)
+    result = {"dry_run": False, "output": str(path), "images": len(data["images"]), "deployment": data["deployment"],
+              "signer": signer, "digest": digest}
+    _emit(json_, result, lambda: inventories.render_text(data, path, digest, signer))
+
