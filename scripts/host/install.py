@@ -31,7 +31,6 @@ import sys
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -328,48 +327,15 @@ def _site_certificate(run: _Run) -> SiteCertificate | None:
     tls.refuse_certbot({**current, **site, **opts.overrides})
     if opts.tls_cert is None:
         return None
-    if str(opts.overrides.get("NGINX_HTTPS_ENABLED", "true")).lower() != "true":
-        raise AirgapError("--tls-cert turns HTTPS on; --set NGINX_HTTPS_ENABLED=false contradicts it",
-                          hint="drop one of them")
-    if opts.base_url and urlsplit(opts.base_url).scheme != "https":
-        raise AirgapError(f"--base-url {opts.base_url} is not https:// while --tls-cert makes nginx serve HTTPS",
-                          hint="give the https:// URL users type")
-    server = _server_name(opts, current)
-    cert = tls.load_site_certificate(opts.tls_cert, opts.tls_key, opts.tls_chain, server)
-    print(f"TLS certificate for {server}: {cert.describe()}")
-    return cert
-
-
-def _server_name(opts: InstallOptions, current: dict[str, str]) -> str:
-    """The host of Dify's public URLs: --base-url's, --server-ip, else the installed .env's APP_WEB_URL."""
-    url = opts.base_url or (f"http://{opts.server_ip}" if opts.server_ip else current.get("APP_WEB_URL", ""))
-    host = urlsplit(url if "://" in url else f"http://{url}").hostname if url else None
-    if not host:
-        raise AirgapError("--tls-cert needs the server's name to check the certificate against",
-                          hint="add --server-ip HOST_OR_IP or --base-url https://NAME (what users type)")
-    return host
+    return tls.checked_for_install(opts.tls_cert, opts.tls_key, opts.tls_chain, overrides=opts.overrides,
+                                   base_url=opts.base_url, server_ip=opts.server_ip, current=current)
 
 
 def _install_certificate(run: _Run) -> None:
-    """The checked pair into docker/nginx/ssl/ (the key 0600); a differing file there is backed up first."""
     if run.tls is None:
         return
-    ssl_dir = run.project / tls.SSL_DIR
-    backup = run.state_dir / f"backup-{run.now}" / "docker" / tls.SSL_DIR
-    changed = []
-    for name, data, mode in ((tls.CERT_FILE, run.tls.fullchain, 0o644), (tls.KEY_FILE, run.tls.key, 0o600)):
-        target = ssl_dir / name
-        if target.is_file() and target.read_bytes() == data:
-            continue
-        changed.append(name)
-        if run.opts.dry_run:
-            print(f"[dry-run] write {target} (mode {mode:o})")
-            continue
-        if target.exists():
-            backup.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(target, backup / name)
-        ssl_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, data.decode("ascii"), mode=mode)  # PEM is ASCII
+    changed = tls.install_files(run.tls, run.project, run.state_dir / f"backup-{run.now}" / "docker",
+                                dry_run=run.opts.dry_run)
     run.tls_changed = bool(changed)
     if changed:
         run.report.actions.append(f"TLS certificate installed: {', '.join(str(tls.SSL_DIR / n) for n in changed)} "

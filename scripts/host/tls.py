@@ -20,10 +20,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import ipaddress
+import shutil
 import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -32,6 +34,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from scripts.core.errors import AirgapError, BadInput
 from scripts.core.inputs import read_bytes
+from scripts.dify.envsyntax import write_atomic
 
 CERT_FILE, KEY_FILE = "dify.crt", "dify.key"  # the release's defaults (NGINX_SSL_CERT_FILENAME / _KEY_FILENAME)
 SSL_DIR = Path("nginx") / "ssl"               # under the project (docker/): mounted at /etc/ssl in nginx
@@ -159,6 +162,52 @@ def load_site_certificate(cert: Path, key: Path, chain: Path | None, server: str
     fullchain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [leaf, *rest])
     return SiteCertificate(fullchain, key_pem, leaf.subject.rfc4514_string(), names, leaf.not_valid_after_utc,
                            hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest())
+
+
+def checked_for_install(cert: Path, key: Path, chain: Path | None, *, overrides: dict[str, str], base_url: str | None,
+                        server_ip: str | None, current: dict[str, str]) -> SiteCertificate:
+    """``install --tls-cert``'s pair, checked for the host of the public URLs before anything changes."""
+    if str(overrides.get("NGINX_HTTPS_ENABLED", "true")).lower() != "true":
+        raise AirgapError("--tls-cert turns HTTPS on; --set NGINX_HTTPS_ENABLED=false contradicts it",
+                          hint="drop one of them")
+    if base_url and urlsplit(base_url).scheme != "https":
+        raise AirgapError(f"--base-url {base_url} is not https:// while --tls-cert makes nginx serve HTTPS",
+                          hint="give the https:// URL users type")
+    server = server_name(base_url, server_ip, current)
+    checked = load_site_certificate(cert, key, chain, server)
+    print(f"TLS certificate for {server}: {checked.describe()}")
+    return checked
+
+
+def server_name(base_url: str | None, server_ip: str | None, current: dict[str, str]) -> str:
+    """The host of Dify's public URLs: --base-url's, --server-ip, else the installed .env's APP_WEB_URL."""
+    url = base_url or (f"http://{server_ip}" if server_ip else current.get("APP_WEB_URL", ""))
+    host = urlsplit(url if "://" in url else f"http://{url}").hostname if url else None
+    if not host:
+        raise AirgapError("--tls-cert needs the server's name to check the certificate against",
+                          hint="add --server-ip HOST_OR_IP or --base-url https://NAME (what users type)")
+    return host
+
+
+def install_files(cert: SiteCertificate, project: Path, backup_root: Path, *, dry_run: bool) -> list[str]:
+    """The checked pair into PROJECT/nginx/ssl/ (the key 0600); a differing file there is first copied under
+    ``backup_root``. Returns the names written (none: both already there, identical)."""
+    ssl_dir = project / SSL_DIR
+    changed = []
+    for name, data, mode in ((CERT_FILE, cert.fullchain, 0o644), (KEY_FILE, cert.key, 0o600)):
+        target = ssl_dir / name
+        if target.is_file() and target.read_bytes() == data:
+            continue
+        changed.append(name)
+        if dry_run:
+            print(f"[dry-run] write {target} (mode {mode:o})")
+            continue
+        if target.exists():
+            (backup_root / SSL_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(target, backup_root / SSL_DIR / name)
+        ssl_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, data.decode("ascii"), mode=mode)  # PEM is ASCII
+    return changed
 
 
 def refuse_certbot(values: dict[str, str]) -> None:

@@ -14,10 +14,12 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import stat
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -26,14 +28,18 @@ import pytest
 from scripts.bundle import build as bundler
 from scripts.bundle.manifest import load_manifest
 from scripts.core.errors import AirgapError, ImageMissing
+from scripts.core.waiting import wait_until
 from scripts.dify import deployment as dep
 from scripts.dify import plan as compose_plan
 from scripts.dify import stack
 from scripts.engine.client import Engine
+from scripts.host import check as checks
 from scripts.host import install as installer
-from scripts.host import preflight
+from scripts.host import preflight, probes
+from tests.integration.dify_stack import PG_ENTRYPOINT, PG_IMAGE
 from tests.lab import host as lab
 from tests.lab import standins
+from tests.lab.certs import NOW, SiteCA
 from tests.lab.host import free_port
 
 from ..conftest import RELEASES, ROOT, release_fixture, require_engine
@@ -333,13 +339,6 @@ def test_https_with_the_sites_own_ca_served_by_nginx_checked_and_renewed(standin
     """#15: a certificate of a CA made here (root -> intermediate -> server) goes where the release's nginx reads
     it; nginx serves it over TLS (verified against the root, by name); check sees it; a renewal expiring within
     30 days is served after the re-run (nginx restarted) and check warns. The certbot way is refused offline."""
-    import ssl
-    import urllib.request
-
-    from scripts.host import check as checks
-    from scripts.host import probes
-    from tests.lab.certs import NOW, SiteCA
-
     full, _ = standin_bundles
     engine = require_engine("docker")
     ca = SiteCA.make()
@@ -394,11 +393,6 @@ def test_an_external_database_is_used_the_local_one_never_starts_and_check_tests
     """#15: a site file pointing DB_HOST at a second, REAL PostgreSQL (a container published on this host, playing
     the site's server): the local db_postgres is not started, the site's password is in .env (not a generated
     one), check connects from the api container; with the server stopped check names host and port."""
-    from scripts.core.waiting import wait_until
-    from scripts.host import check as checks
-    from scripts.host import probes
-    from tests.integration.dify_stack import PG_ENTRYPOINT, PG_IMAGE
-
     full, _ = standin_bundles
     engine = require_engine("docker")
     name, port, password = f"dal-extdb-{uuid.uuid4().hex[:8]}", free_port(), "site-db-Pass-42"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -387,12 +389,6 @@ def test_websocket_check_wants_a_socket_io_handshake_through_nginx():
 def test_the_tcp_probe_script_connects_with_whatever_the_container_has(tmp_path, without):
     """The script `check` runs in the api container for an external server, run here with python3 (Dify's api),
     bash's /dev/tcp, or busybox-like nc only: exit 0 to a listening port, non-zero to a closed one."""
-    import shutil
-    import socket
-    import subprocess
-
-    from scripts.host.probes import tcp_argv
-
     bindir = tmp_path / "bin"
     bindir.mkdir()
     hidden = {"nothing": (), "python3": ("python3",), "python3 and bash": ("python3", "bash"),
@@ -410,9 +406,9 @@ def test_the_tcp_probe_script_connects_with_whatever_the_container_has(tmp_path,
         pytest.skip("no busybox here for its nc")
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
-        open_ = subprocess.run(tcp_argv("127.0.0.1", port, 3), env={"PATH": str(bindir)}, capture_output=True,
+        open_ = subprocess.run(probes.tcp_argv("127.0.0.1", port, 3), env={"PATH": str(bindir)}, capture_output=True,
                                text=True, timeout=30, stdin=subprocess.DEVNULL)
-    closed = subprocess.run(tcp_argv("127.0.0.1", port, 3), env={"PATH": str(bindir)}, capture_output=True,
+    closed = subprocess.run(probes.tcp_argv("127.0.0.1", port, 3), env={"PATH": str(bindir)}, capture_output=True,
                             text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert open_.returncode == 0, open_.stderr
     assert closed.returncode != 0

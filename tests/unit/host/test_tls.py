@@ -7,6 +7,7 @@ import datetime as _dt
 import hashlib
 import socket
 import ssl
+import stat
 import threading
 from pathlib import Path
 
@@ -121,3 +122,33 @@ def test_a_self_signed_certificate_without_chain_is_taken_as_is(tmp_path):
     (tmp_path / "k.pem").write_bytes(alone.key_pem())
     got = tls.load_site_certificate(tmp_path / "c.pem", tmp_path / "k.pem", None, "dify.example.local")
     assert got.fullchain == alone.cert_pem()
+
+
+def test_install_files_writes_the_pair_backs_up_what_differs_and_a_rerun_writes_nothing(ca, tmp_path):
+    server = ca.server("dify.example.local")
+    cert, key, chain = ca.write(tmp_path / "pki", server)
+    checked = tls.load_site_certificate(cert, key, chain, "dify.example.local")
+    project, backup = tmp_path / "docker", tmp_path / "backup"
+    (project / tls.SSL_DIR).mkdir(parents=True)
+    (project / tls.SSL_DIR / tls.CERT_FILE).write_bytes(b"the site's older certificate")
+    assert tls.install_files(checked, project, backup, dry_run=True) == [tls.CERT_FILE, tls.KEY_FILE]
+    assert (project / tls.SSL_DIR / tls.CERT_FILE).read_bytes() == b"the site's older certificate"  # dry run
+    assert tls.install_files(checked, project, backup, dry_run=False) == [tls.CERT_FILE, tls.KEY_FILE]
+    assert (project / tls.SSL_DIR / tls.CERT_FILE).read_bytes() == checked.fullchain
+    assert (backup / tls.SSL_DIR / tls.CERT_FILE).read_bytes() == b"the site's older certificate"
+    assert stat.S_IMODE((project / tls.SSL_DIR / tls.KEY_FILE).stat().st_mode) == 0o600
+    assert tls.install_files(checked, project, backup, dry_run=False) == []
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    (dict(overrides={"NGINX_HTTPS_ENABLED": "false"}), "contradicts"),
+    (dict(base_url="http://dify.example.local"), "is not https://"),
+    (dict(), "needs the server's name"),
+])
+def test_install_refuses_contradicting_options_before_reading_the_pair(ca, tmp_path, kwargs, says):
+    cert, key, chain = ca.write(tmp_path, ca.server("dify.example.local"))
+    args = {"overrides": {}, "base_url": None, "server_ip": None, "current": {}, **kwargs}
+    with pytest.raises(AirgapError, match=says):
+        tls.checked_for_install(cert, key, chain, **args)
+    # the installed .env's URL names the server on a re-run without --server-ip
+    assert tls.server_name(None, None, {"APP_WEB_URL": "https://dify.example.local:8443"}) == "dify.example.local"
