@@ -25,7 +25,7 @@ def test_inventory_lists_every_image_with_its_layers_and_is_read_back(runtime, t
     base = tracker.image(engine, f"localhost/{tracker.name('dal-inv')}-base:1")
     lab.make_busybox_image(engine, base)
     box = tracker.container(engine, tracker.name("dal-inv"))
-    engine.run(["run", "--name", box, base, "sh", "-c", "echo layer-two > /two.txt"], timeout=120)
+    engine.run(["run", "--network", "none", "--name", box, base, "sh", "-c", "echo layer-two > /two.txt"], timeout=120)
     two = tracker.image(engine, f"localhost/{tracker.name('dal-inv')}-two:1")
     engine.run(["commit", box, two], timeout=120)
     want = engine.inspect_image(two)
