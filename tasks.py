@@ -501,7 +501,7 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
     "model_server": "URL of a model server on the site network (Ollama, vLLM...), repeatable: Dify 1.15+'s SSRF "
                     "proxy denies private addresses unless allowed (SSRF_PROXY_ALLOW_PRIVATE_IPS/_DOMAINS)",
     "old_example": "the .env.example your --upgrade-from file was made from (required with --upgrade-from)",
-    "middleware": "render middleware.env from middleware.env.example (middleware/dev compose mode)",
+    "middleware": "render middleware.env from middleware.env.example (envs/ on 1.14+; middleware/dev compose mode)",
     "dry_run": "show which keys would change (never secret values) and write nothing",
     "json": "print the report as JSON (no secret values)",
 }, iterable=["set_", "model_server"])

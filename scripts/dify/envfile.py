@@ -292,9 +292,18 @@ class _Render:
             self.extras[key], self.extra_source[key] = value, layer
 
 
+def middleware_example(project_dir: Path) -> Path:
+    """The middleware (dev compose) example: ``middleware.env.example`` up to 1.13, ``envs/middleware.env.example``
+    from 1.14 (the compose file reads ``./middleware.env`` in both)."""
+    for candidate in (project_dir / MIDDLEWARE_EXAMPLE, project_dir / "envs" / MIDDLEWARE_EXAMPLE):
+        if candidate.is_file():
+            return candidate
+    return project_dir / MIDDLEWARE_EXAMPLE  # missing: the caller names it
+
+
 def _start_render(project_dir: Path, out: Path, middleware: bool, dry_run: bool) -> _Render:
     """Read the example and the release's envs/** layers: the lowest layer, every key at its example value."""
-    example_path = project_dir / (MIDDLEWARE_EXAMPLE if middleware else EXAMPLE)
+    example_path = middleware_example(project_dir) if middleware else project_dir / EXAMPLE
     if not example_path.is_file():
         raise AirgapError(f"{example_path} is missing; --project-dir must be Dify's docker/ directory")
     lines = parse_lines(_read_text(example_path))

@@ -294,18 +294,21 @@ def test_an_upgrade_never_lets_a_changed_upstream_default_undo_a_template(fixtur
     assert [d["key"] for d in report.merge.default_changed if d["key"] == "SQLALCHEMY_POOL_SIZE"]
 
 
-def test_middleware_render(fixture_dir, tmp_path):
+def test_middleware_render(release_dir, tmp_path):
+    """Every release: 1.11.x keeps middleware.env.example beside the compose file, 1.14+ under envs/."""
     out = tmp_path / "middleware.env"
-    report = render_env_file(fixture_dir, out, server_ip=IP, middleware=True)
+    report = render_env_file(release_dir, out, server_ip=IP, middleware=True)
+    source = envfile.middleware_example(release_dir)
+    assert source.is_file() and source.parent.name == ("envs" if (release_dir / "envs").is_dir() else release_dir.name)
     env = read_env(out)
-    example = read_env(fixture_dir / "middleware.env.example")
+    example = read_env(source)
     defaults = envfile.known_defaults(example)
     assert not any(v in defaults for v in env.values())
     assert env["WEAVIATE_AUTHENTICATION_APIKEY_ALLOWED_KEYS"] not in defaults
     assert env["ENDPOINT_URL_TEMPLATE"] == f"http://{IP}:5002/e/{{hook_id}}"
     assert env["MARKETPLACE_ENABLED"] == "false" and "NGINX_CLIENT_MAX_BODY_SIZE" not in env
-    assert skeleton(out) == skeleton(fixture_dir / "middleware.env.example")
-    assert out.read_text().count("PLUGIN_WORKING_PATH=") == 2  # upstream duplicate kept in place
+    assert skeleton(out) == skeleton(source)
+    assert out.read_text().count("PLUGIN_WORKING_PATH=") == source.read_text().count("PLUGIN_WORKING_PATH=")
     assert any("api/.env" in w for w in report.warnings)
 
 
