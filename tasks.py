@@ -7,6 +7,7 @@ Run `invoke --list` for the tasks and `invoke --help TASK` for a task's options.
 from __future__ import annotations
 
 import os
+import select
 import sys
 from contextlib import nullcontext
 from functools import wraps
@@ -86,7 +87,11 @@ def _fails_cleanly(func):
             _fail(as_json, str(exc), exc.hint, exc.exit_code)
         except KeyboardInterrupt:
             raise Exit("interrupted; nothing half-written was kept", code=130) from None
-        except BrokenPipeError:  # `invoke inspect ... | head`: the reader stopped reading; stop quietly, like cat
+        except BrokenPipeError as exc:
+            if not _stdout_closed():  # another pipe (a command's stdin): an error like any other
+                _fail(as_json, f"unexpected BrokenPipeError: {exc} (this is a bug: please report it with the "
+                               f"command line)", None, 1)
+            # `invoke inspect ... | head`: the reader stopped reading; stop quietly, like cat
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush must not fail again
             raise Exit(code=141) from None
         except Exit:
@@ -99,6 +104,16 @@ def _fails_cleanly(func):
                            f"command line)", None, 1)
 
     return wrapper
+
+
+def _stdout_closed() -> bool:
+    """Is our stdout the pipe whose reader went away (poll says POLLERR on its write end)?"""
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _fail(as_json: bool, reason: str, hint: str | None, code: int) -> None:
@@ -321,7 +336,8 @@ def inspect(c, path, format="text", public_key=None, json_=False):
     head = signature.read_head(path)  # an archive: its first two members only
     trust = signature.check(head, _trust(c, public_key, None))
     warn(f"{p.path}: {p.detail}" for p in trust.problems)  # shown, not refused: inspect reads, verify judges
-    sheet = transfer.sheet(data, name, head.digest, head.signature is not None, trust.signer)
+    sheet = transfer.sheet(data, name, head.digest, head.signature is not None, trust.signer,
+                           Path(path).name if archive.is_archive(path) else name)
     if format == "text":
         _emit(json_, manifest.summary(data), lambda: manifest.inspect_text(data) + "\n" + transfer.render_head(sheet))
         return

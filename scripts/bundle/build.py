@@ -428,7 +428,10 @@ def write_transfer_sheet(final: Path, plan: BundlePlan) -> list[Path]:
     """``NAME.TRANSFER.md`` and ``NAME.sbom.cdx.json`` beside the bundle (scripts/bundle/transfer.py)."""
     head = signature.read_head(final)
     signer = signature.fingerprint(signature.signing_key(plan.sign_key).public_key()) if plan.sign_key else None
-    data = transfer.sheet(json.loads(head.manifest), final.name, head.digest, head.signature is not None, signer)
+    name = archive_name(final.name)
+    carried = (name + ".part-000" if plan.chunk_size else name) if plan.archive else final.name
+    data = transfer.sheet(json.loads(head.manifest), final.name, head.digest, head.signature is not None, signer,
+                          carried)
     return transfer.write_beside(final, data)
 
 

@@ -29,6 +29,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from scripts.bundle.manifest import MANIFEST, SIGNATURE
 from scripts.core.console import human_size
+from scripts.core.files import write_file_atomic
 from scripts.engine.savetap import hub_short
 
 FORMATS = ("text", "md", "json", "cdx")
@@ -36,11 +37,13 @@ MD_SUFFIX, CDX_SUFFIX = ".TRANSFER.md", ".sbom.cdx.json"
 PROPERTY = "dify-airgap"  # the namespace of our CycloneDX properties
 
 
-def sheet(manifest: dict, name: str, digest: str, signed: bool, signer: str | None = None) -> dict:
+def sheet(manifest: dict, name: str, digest: str, signed: bool, signer: str | None = None,
+          carried: str | None = None) -> dict:
     """The components of the bundle ``name`` (the directory name), as one plain dict (``--format json``).
 
     ``signer``: the fingerprint of the key that signed (known at bundle time, or when a configured key verified
-    the signature); None with ``signed`` means signed, signer not checked here."""
+    the signature); None with ``signed`` means signed, signer not checked here. ``carried``: what crosses the gap
+    (``NAME``, ``NAME.tar`` or ``NAME.tar.part-000``), the path the receiving side verifies."""
     hashes = {e["path"]: e for e in manifest.get("files", [])}
     wheels = []
     for file in manifest.get("wheels", []):
@@ -60,7 +63,8 @@ def sheet(manifest: dict, name: str, digest: str, signed: bool, signer: str | No
               for i in manifest.get("images", [])]
     archive = manifest.get("image_archive", {})
     return {
-        "bundle": name, "dify_version": manifest.get("dify_version"), "platform": manifest.get("platform"),
+        "bundle": name, "carried": carried or name,
+        "dify_version": manifest.get("dify_version"), "platform": manifest.get("platform"),
         "created": manifest.get("created"), "toolkit_version": manifest.get("toolkit_version"),
         "runtime": manifest.get("runtime"), "digest": digest, "signed": signed, "signer": signer,
         "images": images, "wheels": wheels, "plugins": plugins,
@@ -122,9 +126,11 @@ def render_md(data: dict) -> str:
         f"The digest is the SHA-256 of the bundle's `{MANIFEST}`, which pins every file below; the receiving side "
         f"runs / 받는 쪽에서 실행:",
         "",
-        f"    invoke verify {data['bundle']}.tar --expect-digest {data['digest']}",
+        f"    invoke verify {data['carried']} --expect-digest {data['digest']}",
         "",
-        "and every part alone / 파트별 확인: `sha256sum -c " + f"{data['bundle']}.tar.SHA256SUMS`.",
+        ("and every part alone / 파트별 확인: `sha256sum -c " + f"{data['bundle']}.tar.SHA256SUMS`."
+         if ".tar" in data["carried"] else
+         f"and every file alone / 파일별 확인: `cd {data['bundle']} && sha256sum -c SHA256SUMS`."),
         "",
         f"## Container images / 컨테이너 이미지 ({len(data['images'])})",
         "",
@@ -162,7 +168,10 @@ def render_md(data: dict) -> str:
 def _image_purl(ref: str) -> PackageURL:
     """``pkg:docker/NAMESPACE/NAME@TAG?repository_url=HOST`` (Docker Hub names without ``docker.io/library``)."""
     short = hub_short(ref)
-    path, _, tag = short.rpartition(":") if ":" in short.rsplit("/", 1)[-1] else (short, "", "latest")
+    if "@" in short:  # pinned by digest: the digest is the version
+        path, _, tag = short.partition("@")
+    else:
+        path, _, tag = short.rpartition(":") if ":" in short.rsplit("/", 1)[-1] else (short, "", "latest")
     first = path.split("/", 1)[0]
     registry = first if "/" in path and ("." in first or ":" in first or first == "localhost") else "docker.io"
     if registry != "docker.io":
@@ -229,8 +238,6 @@ def write_beside(final: Path, data: dict) -> list[Path]:
     written = []
     for suffix, text in ((MD_SUFFIX, render_md(data)), (CDX_SUFFIX, render_cdx(data))):
         path = final.parent / f"{final.name}{suffix}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_file_atomic(path, text.encode("utf-8"))
         written.append(path)
     return written

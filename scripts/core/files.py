@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
+
+from scripts.core.errors import BadInput
+from scripts.core.inputs import os_reason
 
 HASH_CHUNK = 1 << 20
 
@@ -97,3 +102,26 @@ def fresh_sibling(target: Path, tag: str, stamp: str) -> Path:
         else:
             stale.unlink(missing_ok=True)
     return target.with_name(f".{target.name}.{tag}-{stamp}")
+
+
+def write_file_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """``data`` to ``path`` whole or not at all: a new temporary file beside it (mkstemp: never a name planted in
+    advance, never through a link), chmod, fsync, rename. An OSError is a BadInput naming the file."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {os_reason(exc)}", hint="pass a file in a directory you can write to") \
+            from None
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise BadInput(f"cannot write {path}: {os_reason(exc)}", hint="free space or fix the permissions, then "
+                                                                      "run this again") from None
+

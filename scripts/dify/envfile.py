@@ -368,8 +368,8 @@ def _apply_external(st: _Render, middleware: bool) -> None:
     found = external.find(st.values, compose_services(st.project_dir, middleware))
     if not found:
         return
-    kept = set(read_env(st.out)) if st.out.is_file() else set()  # a re-run keeps the password given before
-    st.errors += external.missing_secrets(found, set(st.explicit) | kept, set(st.known))
+    before = read_env(st.out) if st.out.is_file() else {}  # a re-run keeps the password given before
+    st.errors += external.missing_secrets(found, set(st.explicit), set(st.known), before)
     dropped = {e.profile for e in found if e.profile}
     raw = st.values.get("COMPOSE_PROFILES")
     if dropped and raw is not None and "COMPOSE_PROFILES" not in st.explicit:
@@ -504,10 +504,10 @@ def _derive_broker_url(values: dict[str, str], source: dict[str, str], explicit:
     if parts.scheme not in ("redis", "rediss") or (parts.hostname != redis_host and not moved):
         return
     if moved:
-        parts = urlsplit(urlunsplit((parts.scheme, f"{parts.netloc.rsplit('@', 1)[0]}@{redis_host}:"
-                                     f"{values.get('REDIS_PORT') or 6379}" if "@" in parts.netloc else
-                                     f"{redis_host}:{values.get('REDIS_PORT') or 6379}",
-                                     parts.path, parts.query, parts.fragment)))
+        host = f"[{redis_host}]" if ":" in redis_host else redis_host  # an IPv6 literal
+        address = f"{host}:{values.get('REDIS_PORT') or 6379}"
+        netloc = f"{parts.netloc.rsplit('@', 1)[0]}@{address}" if "@" in parts.netloc else address
+        parts = urlsplit(urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)))
     password = values["REDIS_PASSWORD"]
     if "CELERY_BROKER_URL" in explicit:
         if parts.password is not None and parts.password != password:
@@ -515,7 +515,8 @@ def _derive_broker_url(values: dict[str, str], source: dict[str, str], explicit:
                                    "REDIS_PASSWORD for the same redis host: celery will not connect")
         return
     user = parts.username or ""
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}"
+    hostname = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{hostname}"
     if parts.port:
         netloc += f":{parts.port}"
     values["CELERY_BROKER_URL"] = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

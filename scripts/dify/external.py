@@ -46,6 +46,7 @@ REDIS_NOTE = "the local redis container still starts (the release's api requires
 class External:
     """One service the site runs itself."""
     what: str                 # "database", "redis", "vector store qdrant"
+    host_key: str             # the key naming the server (DB_HOST, REDIS_HOST, QDRANT_URL...)
     host: str
     port: int
     profile: str | None       # the compose profile its local container has (None: redis)
@@ -75,16 +76,19 @@ def find(values: Mapping[str, str], local_names: set[str]) -> list[External]:
     (none known, e.g. no compose file beside the example: nothing is judged external)."""
     if not local_names:
         return []
-    local = {n.lower() for n in local_names} | {"localhost", "127.0.0.1"}
+    # the releases' own examples point some stores at the Docker host (MILVUS_URI=http://host.docker.internal:19530,
+    # ELASTICSEARCH_HOST=0.0.0.0): that is the stack's container published there, not a site server
+    local = {n.lower() for n in local_names} | {"localhost", "127.0.0.1", "0.0.0.0", "host.docker.internal",
+                                                 "host.containers.internal"}
     found = []
     db_host = _resolved(values, "DB_HOST").strip()
     if db_host and db_host.lower() not in local:
         db_type = _resolved(values, "DB_TYPE") or "postgresql"
-        found.append(External("database", db_host, _port(_resolved(values, "DB_PORT"), 5432), db_type,
+        found.append(External("database", "DB_HOST", db_host, _port(_resolved(values, "DB_PORT"), 5432), db_type,
                               ("DB_PASSWORD",)))
     redis_host = _resolved(values, "REDIS_HOST").strip()
     if redis_host and redis_host.lower() not in local:
-        found.append(External("redis", redis_host, _port(_resolved(values, "REDIS_PORT"), 6379), None,
+        found.append(External("redis", "REDIS_HOST", redis_host, _port(_resolved(values, "REDIS_PORT"), 6379), None,
                               ("REDIS_PASSWORD",)))
     store = _resolved(values, "VECTOR_STORE").strip()
     key = STORE_ENDPOINTS.get(store)
@@ -92,8 +96,13 @@ def find(values: Mapping[str, str], local_names: set[str]) -> list[External]:
     parts = urlsplit(raw if "://" in raw else f"http://{raw}") if raw else None
     host = parts.hostname if parts else None
     if host and host.lower() not in local and store in DEFAULT_PORTS:
-        port = parts.port or _port(_resolved(values, key.replace("_HOST", "_PORT")), DEFAULT_PORTS[store])
-        found.append(External(f"vector store {store}", host, port, store, ()))
+        try:
+            given = parts.port
+        except ValueError:  # a port that is no number: envcheck and the store's client say so; not judged here
+            return found
+        fallback = 443 if raw.startswith("https://") else DEFAULT_PORTS[store]
+        port = given or _port(_resolved(values, key.replace("_HOST", "_PORT")), fallback)
+        found.append(External(f"vector store {store}", key, host, port, store, ()))
     return found
 
 
@@ -105,12 +114,16 @@ def profiles_without(raw: str, values: Mapping[str, str], dropped: set[str]) -> 
     return ",".join(kept)
 
 
-def missing_secrets(externals: list[External], explicit: set[str], known: set[str]) -> list[str]:
-    """One line per external service whose password the site did not give (it would be generated)."""
+def missing_secrets(externals: list[External], explicit: set[str], known: set[str],
+                    before: Mapping[str, str]) -> list[str]:
+    """One line per external service whose password the site did not give (it would be generated). A password in
+    the installed env (``before``) counts only when that env already pointed at the same server: moving a local
+    database outside must not send the generated password to the site's server."""
     lines = []
     for ext in externals:
+        same_server = str(before.get(ext.host_key, "")).strip() == ext.host
         for key in ext.secrets:
-            if key in known and key not in explicit:
+            if key in known and key not in explicit and not (same_server and key in before):
                 lines.append(f"{key}: the {ext.what} is external ({ext.address}); give its password in the site "
                              f"file or with --set {key}=... (a generated one would not be the server's)")
     return lines

@@ -236,7 +236,8 @@ def tls_check(deployment: Deployment, values: Mapping[str, str], timeout: float)
         if leaf.public_bytes(serialization.Encoding.DER) != der:
             return Check("https certificate", FAIL, f"nginx serves {what}, not {installed} "
                                                     f"({leaf.subject.rfc4514_string()})",
-                         "restart nginx to read the new file: `invoke install` again, or compose restart nginx")
+                         "nginx reads the certificate when it starts: restart it (in PREFIX/docker: "
+                         "docker compose restart nginx, or podman-compose restart nginx)")
     if days < 0:
         return Check("https certificate", FAIL, f"{what}: EXPIRED", "install a renewed one: invoke install --tls-cert")
     if days < tls.EXPIRY_WARN_DAYS:

@@ -324,7 +324,8 @@ def _site_certificate(run: _Run) -> SiteCertificate | None:
     opts = run.opts
     site = read_env(opts.site_file) if opts.site_file else {}
     current = read_env(run.env_path) if run.env_path.is_file() else {}
-    tls.refuse_certbot({**current, **site, **opts.overrides})
+    # --tls-cert itself turns the certbot challenge off: only what remains after it is refused
+    tls.refuse_certbot({**current, **site, **(tls.HTTPS_SETTINGS if opts.tls_cert else {}), **opts.overrides})
     if opts.tls_cert is None:
         return None
     return tls.checked_for_install(opts.tls_cert, opts.tls_key, opts.tls_chain, overrides=opts.overrides,
@@ -455,6 +456,13 @@ def _installed_at(previous: dep.Deployment | None, key: str) -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def _image_record(manifest: dict, ref: str, services: list[str]) -> dict:
+    """An image of the deployment as the record keeps it: with the ids the bundle pins (inventory, check)."""
+    pinned = next((i for i in manifest.get("images", []) if i.get("ref") == ref), {})
+    return {"ref": ref, "services": services,
+            **{key: pinned[key] for key in ("id", "config_id") if pinned.get(key)}}
+
+
 def _record_deployment(run: _Run, previous: dep.Deployment | None, files: list[str],
                        needed: dict[str, list[str]], compose_argv: list[str]) -> dep.Deployment:
     # record the deployment before starting, so `invoke down` works even if start-up fails
@@ -462,7 +470,7 @@ def _record_deployment(run: _Run, previous: dep.Deployment | None, files: list[s
     record = dep.Deployment(prefix=run.prefix, runtime=run.engine.runtime, project_name=opts.project_name,
                             engine_env=dict(opts.engine_env), dify_version=run.manifest.get("dify_version", ""),
                             bundle=key, compose_files=files, profiles=[],
-                            images=[{"ref": r, "services": s} for r, s in needed.items()],
+                            images=[_image_record(run.manifest, r, s) for r, s in needed.items()],
                             installed_at=_installed_at(previous, key),
                             compose_argv=compose_argv or (previous.compose_argv if previous else []))
     if previous and previous.bundle != key and not opts.dry_run:
@@ -524,7 +532,11 @@ def _env(opts: InstallOptions, bundle: Path, project: Path, env_path: Path, old_
          state_dir: Path, now: str) -> list[str]:
     templates = bundle / "env-templates"
     overrides = {**tls.HTTPS_SETTINGS, **opts.overrides} if opts.tls_cert else opts.overrides
-    common = dict(server_ip=opts.server_ip, base_url=opts.base_url, site_file=opts.site_file,
+    server_ip = opts.server_ip
+    if opts.tls_cert and not (server_ip or opts.base_url) and env_path.is_file():
+        # a re-run adding HTTPS: every public URL is derived again, https:// on the host it had
+        server_ip = tls.server_name(None, None, read_env(env_path))
+    common = dict(server_ip=server_ip, base_url=opts.base_url, site_file=opts.site_file,
                   overrides=overrides, templates_dir=templates, model_servers=opts.model_servers)
     source_dir = project if (project / ".env.example").is_file() else bundle / "docker"
     if not env_path.is_file():

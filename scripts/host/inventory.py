@@ -20,6 +20,7 @@ from pathlib import Path
 
 from scripts.bundle import signature
 from scripts.core.errors import AirgapError
+from scripts.core.files import write_file_atomic
 from scripts.core.inputs import output_file, parse_json, read_bytes
 from scripts.dify import deployment as dep
 from scripts.engine.client import Engine
@@ -60,7 +61,7 @@ def deployment_facts(prefix: Path | None) -> dict | None:
     record = dep.load(prefix)
     return {"prefix": str(record.prefix), "dify_version": record.dify_version, "bundle": record.bundle,
             "runtime": record.runtime, "project_name": record.project_name,
-            "images": [{"ref": i.get("ref"), "id": i.get("id")} for i in record.images]}
+            "images": [{"ref": i.get("ref"), "id": i.get("config_id") or i.get("id")} for i in record.images]}
 
 
 def collect(engine: Engine, prefix: Path | None) -> dict:
@@ -86,10 +87,7 @@ def write(data: dict, output: Path, sign_key: str | None = None) -> tuple[Path, 
         key = signature.signing_key(sign_key)
         sig, signer = signature.sign_manifest(raw, key), signature.fingerprint(key.public_key())
     for target, body in ((path, raw), *(((path.with_name(path.name + SIG_SUFFIX), sig),) if sig else ())):
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(body)
-        tmp.chmod(0o644)
-        os.replace(tmp, target)
+        write_file_atomic(target, body)
     stale = path.with_name(path.name + SIG_SUFFIX)
     if not sig and stale.is_file() and not stale.is_symlink():
         stale.unlink()  # a signature of an earlier inventory would not verify: never leave one beside

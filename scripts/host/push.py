@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from scripts.bundle import archive, signature
-from scripts.bundle.load import load_images
+from scripts.bundle.load import load_images, pinned_ids
 from scripts.bundle.manifest import load_manifest
 from scripts.core.console import LOG, progress, table
 from scripts.core.errors import AirgapError, CommandFailed
@@ -101,6 +101,7 @@ class PushItem:
     image_id: str
     target: str
     services: list[str] = field(default_factory=list)
+    pinned: tuple[str, ...] = ()  # every id the manifest pins (load.pinned_ids: the build host's and the config's)
 
 
 @dataclass
@@ -137,7 +138,8 @@ def make_plan(bundle: Path, manifest: dict, registry: str, *, insecure: bool = F
             raise AirgapError(f"{image['ref']} and {seen[target]} would both be pushed as {target}; "
                               f"push them to different --registry prefixes")
         seen[target] = image["ref"]
-        items.append(PushItem(image["ref"], str(image.get("id") or ""), target, list(image.get("services") or [])))
+        items.append(PushItem(image["ref"], str(image.get("id") or ""), target, list(image.get("services") or []),
+                              tuple(sorted(pinned_ids(image)))))
     output = output_dir(output or Path.cwd(), "--output", create=False)
     return PushPlan(bundle=bundle, registry=registry.strip().rstrip("/"), insecure=insecure, items=items,
                     output=output.resolve())
@@ -151,8 +153,14 @@ def push_argv(engine: Engine, target: str, insecure: bool) -> list[str]:
 
 
 def source_name(engine: Engine, item: PushItem) -> str:
-    """Tag by image id when the bundle recorded one: the pushed image is then exactly the bundled one."""
-    return item.image_id.removeprefix("sha256:") if item.image_id else local_ref(engine, item.ref)
+    """Tag by image id when the bundle recorded one: the pushed image is then exactly the bundled one. The id is
+    the one the engine gives the loaded image, among those the manifest pins (a build host on Docker's containerd
+    store pins its manifest-list digest AND the config digest podman and Docker's classic store load it as)."""
+    if not item.pinned:
+        return local_ref(engine, item.ref)
+    res = engine.probe(["image", "inspect", "--format", "{{.Id}}", local_ref(engine, item.ref)])
+    have = res.stdout.strip().removeprefix("sha256:") if res.ok else ""
+    return have if have in item.pinned else item.pinned[0]
 
 
 def push_one(engine: Engine, item: PushItem, insecure: bool, retries: int = PUSH_RETRIES) -> None:

@@ -39,7 +39,7 @@ from scripts.dify.envsyntax import write_atomic
 CERT_FILE, KEY_FILE = "dify.crt", "dify.key"  # the release's defaults (NGINX_SSL_CERT_FILENAME / _KEY_FILENAME)
 SSL_DIR = Path("nginx") / "ssl"               # under the project (docker/): mounted at /etc/ssl in nginx
 EXPIRY_WARN_DAYS = 30
-#: what install sets in .env with --tls-cert (a --set of the same key beats it, except contradicting HTTPS)
+#: what install sets in .env with --tls-cert (a --set contradicting them is refused)
 HTTPS_SETTINGS = {"NGINX_HTTPS_ENABLED": "true", "NGINX_SSL_CERT_FILENAME": CERT_FILE,
                   "NGINX_SSL_CERT_KEY_FILENAME": KEY_FILE, "NGINX_ENABLE_CERTBOT_CHALLENGE": "false"}
 CERTBOT_OFFLINE = ("certbot gets certificates from Let's Encrypt over the internet, which a closed network cannot "
@@ -160,6 +160,10 @@ def load_site_certificate(cert: Path, key: Path, chain: Path | None, server: str
                            f"{leaf.issuer.rfc4514_string()}, the chain starts with {rest[0].subject.rfc4514_string()}",
                            hint="give the intermediate CA that signed this certificate first (--tls-chain)") from None
     fullchain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [leaf, *rest])
+    # written as nginx needs it and nothing else: text before -----BEGIN (openssl pkcs12's "Bag Attributes",
+    # a friendlyName in any script) is dropped
+    key_pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
     return SiteCertificate(fullchain, key_pem, leaf.subject.rfc4514_string(), names, leaf.not_valid_after_utc,
                            hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest())
 
@@ -170,6 +174,11 @@ def checked_for_install(cert: Path, key: Path, chain: Path | None, *, overrides:
     if str(overrides.get("NGINX_HTTPS_ENABLED", "true")).lower() != "true":
         raise AirgapError("--tls-cert turns HTTPS on; --set NGINX_HTTPS_ENABLED=false contradicts it",
                           hint="drop one of them")
+    renamed = [k for k in ("NGINX_SSL_CERT_FILENAME", "NGINX_SSL_CERT_KEY_FILENAME")
+               if k in overrides and overrides[k] != HTTPS_SETTINGS[k]]
+    if renamed:
+        raise AirgapError(f"--tls-cert installs {CERT_FILE} and {KEY_FILE}; --set {' and '.join(renamed)} names "
+                          f"other files nginx would look for", hint="drop those --set options")
     if base_url and urlsplit(base_url).scheme != "https":
         raise AirgapError(f"--base-url {base_url} is not https:// while --tls-cert makes nginx serve HTTPS",
                           hint="give the https:// URL users type")

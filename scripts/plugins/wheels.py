@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from packaging.markers import InvalidMarker, Marker
+from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
@@ -295,6 +295,13 @@ def _applies(marker: str | None, target: Target) -> bool:
         parsed = Marker(marker.strip().lstrip(";").strip())
     except InvalidMarker:
         return True
+    try:
+        return _evaluate(parsed, target)
+    except (UndefinedComparison, UndefinedEnvironmentName):  # `python_version ~= "3"`: not decidable here
+        return True
+
+
+def _evaluate(parsed: Marker, target: Target) -> bool:
     return parsed.evaluate({
         "python_version": target.python, "python_full_version": f"{target.python}.0",
         "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",

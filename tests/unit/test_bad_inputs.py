@@ -626,3 +626,13 @@ def test_purge_data_not_confirmed_is_an_error_like_any_other(offline, monkeypatc
     assert ran.code == 1 and doc["error"] == "not confirmed; nothing was changed" and "--yes" in doc["hint"], ran.output
     ran = run_task(["down", "--prefix", str(offline / "opt"), "--purge-data"])
     assert ran.code == 1 and ran.stderr.strip().startswith("error: not confirmed; nothing was changed"), ran.output
+
+
+def test_a_broken_pipe_that_is_not_our_stdout_is_an_error_not_silence(offline, monkeypatch):
+    """Only a reader closing OUR stdout (`| head`) ends a task quietly; a pipe to a command dying is reported."""
+    def boom(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(tasks.archive, "verify", boom)
+    ran = run_task(["verify", str(offline)])
+    assert ran.code == 1 and "error: unexpected BrokenPipeError" in ran.stderr, ran.output

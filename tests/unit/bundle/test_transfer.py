@@ -14,7 +14,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from invoke import Config, Context, Exit
 
-from scripts.bundle import archive, signature
+from scripts.bundle import archive, signature, transfer
 from scripts.bundle import manifest as mf
 from scripts.plugins import sign
 from tests.unit.bundle.bundles import NAME, build_bundle, write_manifest
@@ -71,6 +71,8 @@ def test_every_component_with_its_hash_in_all_three_formats_of_both_forms(bundle
     assert data["images"][1]["config_id"] == "sha256:" + "e" * 64       # no config_id recorded: the id
 
     md = _inspect(path, capsys, "md")
+    assert f"invoke verify {path.name} --expect-digest {digest}" in md   # what crosses the gap, as carried
+    assert ("tar.SHA256SUMS" in md) is (form == "archive")
     for needle in (digest, files[f"wheels/{WHEEL}"]["sha256"], files[PLUGIN]["sha256"],
                    files["images.tar.zst"]["sha256"], CONFIG, "b" * 64, "postgres:15-alpine", "반입 자료",
                    "컨테이너 이미지", f"--expect-digest {digest}"):
@@ -107,7 +109,7 @@ def test_the_signer_is_named_when_a_key_verifies_and_a_wrong_key_is_warned_not_r
 def test_bundle_writes_the_sheet_beside_the_bundle_not_inside(bundle: Path, tmp_path: Path):
     private, _ = sign.write_keypair(tmp_path / "keys", name="site", bits=2048)
     signature.sign_bundle(bundle, private)
-    plan = type("Plan", (), {"sign_key": str(private)})()
+    plan = type("Plan", (), {"sign_key": str(private), "archive": False, "chunk_size": None})()
     from scripts.bundle import build
 
     written = build.write_transfer_sheet(bundle, plan)
@@ -142,3 +144,12 @@ def test_a_reader_that_stops_early_ends_the_output_quietly(bundle: Path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, err
     assert "Traceback" not in err and "error" not in err, err
+
+
+@pytest.mark.parametrize("ref, purl", [
+    ("nginx@sha256:" + "a" * 64, "pkg:docker/nginx@sha256:" + "a" * 64 + "?repository_url=docker.io"),
+    ("localhost:5000/site/dify-api:1.16.0", "pkg:docker/site/dify-api@1.16.0?repository_url=localhost:5000"),
+    ("busybox", "pkg:docker/busybox@latest?repository_url=docker.io"),
+])
+def test_image_package_urls(ref, purl):
+    assert transfer._image_purl(ref).to_string() == purl

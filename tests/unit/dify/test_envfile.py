@@ -448,3 +448,31 @@ def test_the_stacks_own_services_are_not_external(release_dir, tmp_path):
     report = render_env_file(release_dir, out, server_ip=IP,
                              site_file=_site(tmp_path, "VECTOR_STORE=qdrant\nDB_HOST=db_postgres\n"))
     assert report.notes == [] and "qdrant" in resolve_value(read_env(out), "COMPOSE_PROFILES").split(",")
+
+
+def test_the_examples_own_docker_host_endpoints_are_not_external(release_dir, tmp_path):
+    """MILVUS_URI=http://host.docker.internal:19530 and ELASTICSEARCH_HOST=0.0.0.0 are the release's defaults: the
+    stack's own container published on the Docker host, whose profile must stay."""
+    for store in ("milvus", "elasticsearch"):
+        out = tmp_path / f"{store}.env"
+        report = render_env_file(release_dir, out, server_ip=IP, overrides={"VECTOR_STORE": store})
+        assert store in resolve_value(read_env(out), "COMPOSE_PROFILES").split(","), store
+        assert report.notes == []
+
+
+def test_moving_a_local_database_outside_needs_the_sites_password_again(release_dir, tmp_path):
+    """The .env of a local install holds a GENERATED DB_PASSWORD: pointing DB_HOST outside later must not send it."""
+    out = tmp_path / ".env"
+    render_env_file(release_dir, out, server_ip=IP)
+    with pytest.raises(AirgapError, match=r"DB_PASSWORD: the database is external \(10\.0\.0\.9:5432\)"):
+        render_env_file(release_dir, out, server_ip=IP, site_file=_site(tmp_path, "DB_HOST=10.0.0.9\n"))
+
+
+def test_an_ipv6_external_redis_and_an_https_vector_store(release_dir, tmp_path):
+    out = tmp_path / ".env"
+    report = render_env_file(release_dir, out, server_ip=IP, site_file=_site(
+        tmp_path, "REDIS_HOST=fd00::5\nREDIS_PASSWORD=site-redis-pass\nVECTOR_STORE=qdrant\n"
+                  "QDRANT_URL=https://qdrant.site.local\n"))
+    broker = urlsplit(read_env(out)["CELERY_BROKER_URL"])
+    assert (broker.hostname, broker.port) == ("fd00::5", 6379)
+    assert any("external vector store qdrant at qdrant.site.local:443" in n for n in report.notes), report.notes

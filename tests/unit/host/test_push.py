@@ -9,7 +9,7 @@ import yaml
 
 from scripts.bundle import archive, signature
 from scripts.core.errors import AirgapError
-from scripts.engine.client import Engine
+from scripts.engine.client import Engine, Result
 from scripts.host import push
 from scripts.plugins import sign
 from tests.unit.bundle.bundles import NAME, build_bundle
@@ -117,3 +117,22 @@ def test_a_damaged_archive_is_refused_before_any_engine_call_dry_run_or_not(tmp_
     with pytest.raises(AirgapError, match=r"images\.tar\.zst +corrupted +sha256 differs"):
         push.open_bundle(tar, signature.policy(), dry_run=dry_run)
     assert [p.name for p in out.iterdir() if p.is_dir()] == [], "nothing may be unpacked beside the archive"
+
+
+def test_push_tags_the_id_the_engine_loaded_the_image_as_among_the_pinned_ones():
+    """A bundle from Docker's containerd store pins its manifest-list digest (id) and the config digest (config_id):
+    podman loads it as the config digest, and `tag` must use that one (the other is unknown to podman)."""
+    loaded = {"docker.io/library/busybox:latest": "sha256:" + "c" * 64}
+
+    def runner(argv, **kwargs):
+        ref = argv[-1]
+        return Result(tuple(argv), 0, loaded[ref] + "\n", "") if ref in loaded else Result(tuple(argv), 1, "", "no")
+
+    engine = Engine("podman", runner=runner)
+    item = push.PushItem("busybox:latest", "sha256:" + "i" * 64, "reg/busybox:latest",
+                         pinned=("c" * 64, "i" * 64))
+    assert push.source_name(engine, item) == "c" * 64
+    loaded.clear()                                     # not loaded under that name: the first pinned id
+    assert push.source_name(engine, item) == "c" * 64
+    assert push.source_name(engine, push.PushItem("busybox:latest", "", "reg/busybox:latest")) == \
+        "docker.io/library/busybox:latest"

@@ -142,6 +142,7 @@ def test_install_files_writes_the_pair_backs_up_what_differs_and_a_rerun_writes_
 
 @pytest.mark.parametrize("kwargs, says", [
     (dict(overrides={"NGINX_HTTPS_ENABLED": "false"}), "contradicts"),
+    (dict(overrides={"NGINX_SSL_CERT_FILENAME": "site.crt"}, server_ip="dify.example.local"), "names other files"),
     (dict(base_url="http://dify.example.local"), "is not https://"),
     (dict(), "needs the server's name"),
 ])
@@ -152,3 +153,18 @@ def test_install_refuses_contradicting_options_before_reading_the_pair(ca, tmp_p
         tls.checked_for_install(cert, key, chain, **args)
     # the installed .env's URL names the server on a re-run without --server-ip
     assert tls.server_name(None, None, {"APP_WEB_URL": "https://dify.example.local:8443"}) == "dify.example.local"
+
+
+def test_a_key_exported_with_bag_attributes_in_any_script_is_written_as_plain_pem(ca, tmp_path):
+    """`openssl pkcs12 -nodes` writes "Bag Attributes" (a friendlyName may be Korean) before the key: nginx gets the
+    key alone, and the write never fails on the text around it."""
+    server = ca.server("dify.example.local")
+    cert, key, chain = ca.write(tmp_path / "pki", server)
+    key.write_bytes("Bag Attributes\n    friendlyName: 디파이 서버\n".encode() + server.key_pem())
+    checked = tls.load_site_certificate(cert, key, chain, "dify.example.local")
+    written = tls.install_files(checked, tmp_path / "docker", tmp_path / "backup", dry_run=False)
+    assert written == [tls.CERT_FILE, tls.KEY_FILE]
+    text = (tmp_path / "docker" / tls.SSL_DIR / tls.KEY_FILE).read_text(encoding="ascii")
+    assert text.startswith("-----BEGIN PRIVATE KEY-----")
+    assert tls.load_site_certificate(cert, tmp_path / "docker" / tls.SSL_DIR / tls.KEY_FILE, None,
+                                     "dify.example.local").fingerprint == checked.fingerprint

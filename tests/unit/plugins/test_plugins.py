@@ -473,8 +473,8 @@ def test_lock_remote_sources_and_dependency_groups():
 
 
 @pytest.mark.parametrize("target, names", [
-    (Target("3.12", "amd64"), ["uvloop", "bar", "odd"]),
-    (Target("3.10", "arm64"), ["uvloop", "onarm", "tomli", "bar", "odd"]),
+    (Target("3.12", "amd64"), ["uvloop", "bar", "odd", "undecided"]),
+    (Target("3.10", "arm64"), ["uvloop", "onarm", "tomli", "bar", "odd", "undecided"]),
 ])
 def test_the_exact_pins_checked_one_by_one_are_those_whose_marker_holds_on_the_daemon(tmp_path, target, names):
     """When uv cannot resolve (an sdist-only pin), the pins are checked one by one: a Windows-only or
@@ -486,5 +486,6 @@ def test_the_exact_pins_checked_one_by_one_are_those_whose_marker_holds_on_the_d
                    "tomli==2.0.1 ; python_version < '3.11'  # a comment\n"
                    "bar[x]==2\n"
                    "odd==1 ; this is not a marker\n"
+                   "undecided==1 ; python_version ~= '3'\n"
                    "-r other.txt\nloose>=1\n")
     assert [p.name for p in plugin_wheels._exact_pins(req, target)] == names
