@@ -30,7 +30,7 @@ from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_f
 from scripts.bundle.manifest import verify as verify_directory
 from scripts.core.console import LOG, human_size, progress, redact
 from scripts.core.errors import AirgapError, ImageMissing
-from scripts.core.lock import hold
+from scripts.core.lock import hold, shared_cache
 from scripts.core.resources import PACKAGE_DIR, TOOLKIT_ROOT
 from scripts.dify.plan import ImagePlan
 from scripts.engine.client import Engine, normalize_arch
@@ -286,19 +286,22 @@ def download_wheels(dest: Path, target_python: str, arch: str, wheelhouse: Path 
     if wheelhouse:
         argv += ["--no-index", "--find-links", str(wheelhouse)]
     LOG.info("+ %s", shlex.join(argv))
-    res = subprocess.run(argv, capture_output=True, text=True)
-    if res.returncode:
-        raise AirgapError(f"could not get wheels for python {target_python} ({arch}):\n{res.stderr[-2500:]}\n"
-                          f"Check PyPI access or pass --wheelhouse DIR with the wheels.")
-    dest.mkdir(parents=True, exist_ok=True)
-    names = []
-    for wheel in sorted(cache.glob("*.whl")):
-        target = dest / wheel.name
-        try:
-            os.link(wheel, target)
-        except OSError:
-            shutil.copy2(wheel, target)
-        names.append(wheel.name)
+    # two bundles at once share the cache: pip must not copy over the other's files, nor a half-written wheel
+    # be linked into a bundle
+    with shared_cache(cache, "the wheel cache"):
+        res = subprocess.run(argv, capture_output=True, text=True)
+        if res.returncode:
+            raise AirgapError(f"could not get wheels for python {target_python} ({arch}):\n{res.stderr[-2500:]}\n"
+                              f"Check PyPI access or pass --wheelhouse DIR with the wheels.")
+        dest.mkdir(parents=True, exist_ok=True)
+        names = []
+        for wheel in sorted(cache.glob("*.whl")):
+            target = dest / wheel.name
+            try:
+                os.link(wheel, target)
+            except OSError:
+                shutil.copy2(wheel, target)
+            names.append(wheel.name)
     return names
 
 

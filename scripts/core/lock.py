@@ -130,3 +130,21 @@ def holding_output(what: str, doing: str) -> Callable:
                 return step(engine, plan)
         return held
     return wrap
+
+
+@contextmanager
+def shared_cache(directory: Path, what: str) -> Iterator[None]:
+    """One writer at a time in a cache that concurrent runs share (the wheel cache of two bundles made side by
+    side): the second WAITS for the first (a cache is not an output to refuse), saying so once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".dify-airgap-cache.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            LOG.info("waiting for another run writing %s (%s)", what, directory)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+

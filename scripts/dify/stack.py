@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from scripts.core.console import LOG
 from scripts.core.waiting import GiveUp, wait_until
 from scripts.dify.envsyntax import interpolate, read_env, resolve_all
 from scripts.engine.client import Engine
@@ -152,6 +153,7 @@ def wait_ready(engine: Engine, project_name: str, specs: Mapping[str, ServiceSpe
     """Wait until every active service is running (healthy where it has a healthcheck) and one-shot
     services exited 0. Raises WaitTimeout listing what is not ready; returns the final states."""
     last: dict = {"problems": []}
+    restarted: dict[str, int] = {}
 
     def ready():
         current = states(engine, project_name, compose)
@@ -159,6 +161,8 @@ def wait_ready(engine: Engine, project_name: str, specs: Mapping[str, ServiceSpe
         last["problems"] = problems
         if failed_for_good(specs, current):
             raise StackFailed(failed_for_good(specs, current), problems)
+        if not ok and engine.is_podman:
+            _start_exited_again(engine, specs, current, restarted)
         if not ok and engine.is_podman:  # no systemd: podman 4.3 never runs healthchecks by itself
             for name, spec in specs.items():
                 st = current.get(name)
@@ -168,6 +172,27 @@ def wait_ready(engine: Engine, project_name: str, specs: Mapping[str, ServiceSpe
 
     return wait_until(ready, timeout=timeout, what=f"every service of {project_name} to be ready",
                       interval=2.0, on_timeout=lambda: "not ready: " + "; ".join(last["problems"]))
+
+
+#: how often a long-running service that exited is started again while waiting (podman), as `restart:` would
+RESTARTS = 3
+
+
+def _start_exited_again(engine: Engine, specs: Mapping[str, ServiceSpec], current: Mapping[str, ServiceState],
+                        restarted: dict[str, int]) -> None:
+    """podman (4.3, no systemd) was seen leaving a `restart: always` service stopped when it exited at start-up
+    (nginx: "host not found in upstream" while aardvark-dns did not answer for a container started the same
+    second): what Docker's restart policy does, done here, at most :data:`RESTARTS` times per service."""
+    for name, spec in specs.items():
+        st = current.get(name)
+        if spec.one_shot or st is None or st.state not in ("exited", "stopped"):
+            continue
+        if restarted.get(name, 0) >= RESTARTS:
+            continue
+        restarted[name] = restarted.get(name, 0) + 1
+        LOG.info("%s exited (code %s) and podman did not restart it: starting it again (%d/%d)", name,
+                 st.exit_code, restarted[name], RESTARTS)
+        engine.run(["start", st.container], check=False, timeout=120)
 
 
 class StackFailed(GiveUp):

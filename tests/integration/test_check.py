@@ -50,7 +50,9 @@ def standin_deployment(engine: Engine, prefix: Path):
     dep.save()
     try:
         dep.compose(engine, ["up", "-d"], timeout=300)
-        wait_until(lambda: all_up(engine, project, name, SERVICES), timeout=180,
+        # the product's own wait (install's): podman's exited `restart: always` services are started again
+        stack.wait_ready(engine, name, specs, 180, lambda args, **kw: dep.compose(engine, args, **kw))
+        wait_until(lambda: all_up(engine, project, name, SERVICES), timeout=60,
                    what="every Dify service running/healthy and init_permissions exited 0",
                    on_timeout=lambda: json.dumps(service_states(engine, project, name), indent=1)[-3000:])
         if engine.is_podman:  # the up fixed the project's bridge MACs (scripts/engine/bridges.py)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,8 @@ import pytest
 
 from scripts.bundle import build as bundler
 from scripts.core.errors import Busy
-from scripts.core.lock import LOCK_NAME, hold, lock_path
+from scripts.core.lock import LOCK_NAME, hold, lock_path, shared_cache
+from scripts.core.waiting import wait_until
 from scripts.data import backup as bk
 from scripts.data import snapshot as snap
 from scripts.host import install as installer
@@ -171,3 +173,33 @@ def test_restores_lock_the_install_root_they_write(tmp_path, holder, monkeypatch
     monkeypatch.setattr(snap, "_restore_daemon", lambda *a: pytest.fail("restored while locked"))
     with pytest.raises(Busy, match=f"install root .*pid {other.pid}"):
         snap.restore_daemon(engine, tmp_path, stack)
+
+
+def test_a_shared_cache_makes_the_second_writer_wait_not_fail(tmp_path, caplog):
+    """Two bundles side by side share the wheel cache: the second waits for the first (and says so), never both."""
+    order, entered = [], threading.Event()
+    release = threading.Event()
+
+    def first():
+        with shared_cache(tmp_path / "cache", "the wheel cache"):
+            entered.set()
+            order.append("first in")
+            release.wait(10)
+            order.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert entered.wait(10)
+    with caplog.at_level(logging.INFO, logger="dify_airgap"):
+        second = threading.Thread(target=_second_writer, args=(tmp_path, order))
+        second.start()
+        wait_until(lambda: "waiting for another run writing the wheel cache" in caplog.text, 10, "the wait line")
+        release.set()
+        thread.join(10)
+        second.join(10)
+    assert order == ["first in", "first out", "second in"]
+
+
+def _second_writer(tmp_path, order):
+    with shared_cache(tmp_path / "cache", "the wheel cache"):
+        order.append("second in")
