@@ -64,7 +64,7 @@ def check_loaded_ids(engine: Engine, images: Sequence[dict]) -> None:
     wrong = []
     for img in images:
         want = pinned_ids(img)
-        have = _image_id(engine, local_ref(engine, img["ref"]))
+        have = image_id(engine, local_ref(engine, img["ref"]))
         if want and have not in want:
             wrong.append(f"{img['ref']} is {have[:12] or 'absent'}, the manifest pins "
                          f"{' or '.join(sorted(w[:12] for w in want))}")
@@ -82,10 +82,10 @@ def _qualify_podman_names(engine: Engine, images: Sequence[dict]) -> None:
     for img in images:
         ref, pinned = img["ref"], pinned_ids(img)
         want, short = local_ref(engine, ref), f"localhost/{ref}"
-        have = _image_id(engine, want)
+        have = image_id(engine, want)
         if have and (not pinned or have in pinned):
             continue
-        loaded = _image_id(engine, short)
+        loaded = image_id(engine, short)
         if loaded and (not pinned or loaded in pinned):
             engine.run(["tag", short, want])
             engine.run(["untag", short, short], check=False)
@@ -103,14 +103,14 @@ def _bare_id(image_id: object) -> str:
     return str(image_id or "").removeprefix("sha256:")
 
 
-def _image_id(engine: Engine, ref: str) -> str:
+def image_id(engine: Engine, ref: str) -> str:
     """The engine's image id for ``ref`` (without ``sha256:``), "" when it has no such image."""
     res = engine.probe(["image", "inspect", "--format", "{{.Id}}", ref])
     return _bare_id(res.stdout.strip()) if res.ok else ""
 
 
 def _has_same_image(engine: Engine, image: dict) -> bool:
-    have, want = _image_id(engine, local_ref(engine, image["ref"])), pinned_ids(image)
+    have, want = image_id(engine, local_ref(engine, image["ref"])), pinned_ids(image)
     return bool(have) and (not want or have in want)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from scripts.bundle import archive, signature
-from scripts.bundle.load import load_images, pinned_ids
+from scripts.bundle.load import image_id, load_images, pinned_ids
 from scripts.bundle.manifest import load_manifest
 from scripts.core.console import LOG, progress, table
 from scripts.core.errors import AirgapError, CommandFailed
@@ -158,8 +158,7 @@ def source_name(engine: Engine, item: PushItem) -> str:
     store pins its manifest-list digest AND the config digest podman and Docker's classic store load it as)."""
     if not item.pinned:
         return local_ref(engine, item.ref)
-    res = engine.probe(["image", "inspect", "--format", "{{.Id}}", local_ref(engine, item.ref)])
-    have = res.stdout.strip().removeprefix("sha256:") if res.ok else ""
+    have = image_id(engine, local_ref(engine, item.ref))
     return have if have in item.pinned else item.pinned[0]
 
 

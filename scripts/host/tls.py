@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 
 from scripts.core.errors import AirgapError, BadInput
+from scripts.core.files import write_file_atomic
 from scripts.core.inputs import read_bytes
-from scripts.dify.envsyntax import write_atomic
 
 CERT_FILE, KEY_FILE = "dify.crt", "dify.key"  # the release's defaults (NGINX_SSL_CERT_FILENAME / _KEY_FILENAME)
 SSL_DIR = Path("nginx") / "ssl"               # under the project (docker/): mounted at /etc/ssl in nginx
@@ -215,7 +215,7 @@ def install_files(cert: SiteCertificate, project: Path, backup_root: Path, *, dr
             (backup_root / SSL_DIR).mkdir(parents=True, exist_ok=True)
             shutil.copy2(target, backup_root / SSL_DIR / name)
         ssl_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, data.decode("ascii"), mode=mode)  # PEM is ASCII
+        write_file_atomic(target, data, mode)
     return changed
 
 

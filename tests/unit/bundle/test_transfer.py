@@ -14,7 +14,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from invoke import Config, Context, Exit
 
-from scripts.bundle import archive, signature, transfer
+from scripts.bundle import archive, build, signature, transfer
 from scripts.bundle import manifest as mf
 from scripts.plugins import sign
 from tests.unit.bundle.bundles import NAME, build_bundle, write_manifest
@@ -110,8 +110,6 @@ def test_bundle_writes_the_sheet_beside_the_bundle_not_inside(bundle: Path, tmp_
     private, _ = sign.write_keypair(tmp_path / "keys", name="site", bits=2048)
     signature.sign_bundle(bundle, private)
     plan = type("Plan", (), {"sign_key": str(private), "archive": False, "chunk_size": None})()
-    from scripts.bundle import build
-
     written = build.write_transfer_sheet(bundle, plan)
     assert written == [bundle.parent / f"{NAME}.TRANSFER.md", bundle.parent / f"{NAME}.sbom.cdx.json"]
     assert f"key / 키 `{signature.fingerprint(sign.load_private_key(private).public_key())}`" in written[0].read_text()
