@@ -30,7 +30,7 @@ from scripts.data import stackdata
 from scripts.dify import deployment, envfile
 from scripts.dify import plan as compose_plan
 from scripts.dify.envfile import parse_overrides
-from scripts.dify.project import COMPOSE_FILE, resolve_env_file, resolve_project_dir
+from scripts.dify.project import COMPOSE_FILE, resolve_env_file, resolve_project_dir, stack_mode
 from scripts.engine.client import Engine, resolve_runtime
 from scripts.host import check as checks
 from scripts.host import doctor as doc
@@ -61,6 +61,10 @@ def task(*args, **kwargs):
     return invoke.task(*args, klass=_Task, **kwargs)
 
 
+MIDDLEWARE_HELP = ("middleware mode: docker-compose.middleware.yaml with middleware.env (databases, redis, sandbox, "
+                   "plugin daemon, SSRF proxy, vector store for a Dify api run outside compose; docs/middleware.md)")
+EXPECT_MIDDLEWARE_HELP = ("the deployment at PREFIX must be the middleware stack (install --middleware), else refused; "
+                          "optional: the install record knows its stack")
 RUNTIME_HELP = "docker or podman (default: invoke.yaml airgap.runtime, then $DIFY_AIRGAP_RUNTIME, then auto-detect)"
 TRUST_HELP = {
     "public_key": "the site's bundle public key (PKCS#1 PEM, `invoke plugin-keygen`), repeatable: manifest.json.sig "
@@ -222,16 +226,17 @@ def _split(value) -> list[str]:
     "db_type": "override DB_TYPE (postgresql or mysql) for planning",
     "version": "expected Dify version: refused unless the compose file runs it (also finds ./dify-VERSION/docker)",
     "runtime": RUNTIME_HELP,
+    "middleware": MIDDLEWARE_HELP,
     "json": "print the plan as JSON",
 })
 @_fails_cleanly
 def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, vector_stores="",
-           db_type=None, version=None, runtime=None, json_=False):
+           db_type=None, version=None, runtime=None, middleware=False, json_=False):
     """List the exact images the Dify compose project needs, with the services needing each."""
-    project = resolve_project_dir(project_dir, version)
-    plan = compose_plan.plan_images(engine_for(c, runtime), project, resolve_env_file(project, env_file),
+    project, mode = resolve_project_dir(project_dir, version), stack_mode(middleware)
+    plan = compose_plan.plan_images(engine_for(c, runtime), project, resolve_env_file(project, env_file, mode),
                                     profiles=_split(profiles), vector_stores=_split(vector_stores),
-                                    all_profiles=all_profiles, db_type=db_type)
+                                    all_profiles=all_profiles, db_type=db_type, mode=mode)
     compose_plan.check_version(plan, version)
     _emit(json_, plan.to_dict(), plan.render)
 
@@ -265,13 +270,15 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
     "sign_key": "sign the bundle's manifest.json with the site's PKCS#1 private key (invoke plugin-keygen): "
                 "writes manifest.json.sig, checked by verify/install/push --public-key (docs/security.md)",
     "dry_run": "print the plan and the exact commands; change nothing",
+    "middleware": MIDDLEWARE_HELP,
     "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)",
 }, iterable=["plugins"])
 @_fails_cleanly
 def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
            vector_stores="", all_profiles=False, platform=None, compression="zstd", chunk_size=None,
            pull="missing", target_python="3.9", wheelhouse=None, plugins=None, plugin_sign_key=None,
-           source=None, archive=False, dry_run=False, daemon_snapshot=None, sign_key=None, json_=False):
+           source=None, archive=False, dry_run=False, daemon_snapshot=None, sign_key=None, middleware=False,
+           json_=False):
     """Make the offline bundle: images, Dify's docker/ dir, toolkit and wheels, with checksums."""
 
     if source and project_dir:
@@ -281,10 +288,11 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
     engine = engine_for(c, runtime, dry_run=dry_run)
     checkout = sources.checkout(source, version, dry_run=dry_run) if source else \
         nullcontext(resolve_project_dir(project_dir, version))
+    mode = stack_mode(middleware)
     with checkout as project:
-        image_plan = compose_plan.plan_images(engine, project, resolve_env_file(project, env_file),
+        image_plan = compose_plan.plan_images(engine, project, resolve_env_file(project, env_file, mode),
                                               profiles=_split(profiles), vector_stores=_split(vector_stores),
-                                              all_profiles=all_profiles)
+                                              all_profiles=all_profiles, mode=mode)
         compose_plan.check_version(image_plan, version)
         plan = bundler.make_plan(image_plan, version=image_plan.dify_version, project_dir=project, output=Path(output),
                                  platform=platform or bundler.host_platform(), compression=compression,
@@ -411,19 +419,22 @@ def preflight(c, path, runtime=None, prefix="/opt/dify", set_=None, json_=False)
     "tls_key": "HTTPS: the certificate's private key (PEM, unencrypted), installed mode 0600",
     "tls_chain": "HTTPS: the intermediate CA certificate(s) (PEM), served after the certificate",
     **TRUST_HELP,
+    "middleware": MIDDLEWARE_HELP + "; a bundle made with --middleware is installed so without it",
     "json": "print the result as JSON",
     "dry_run": "print every command and file change; change nothing",
 }, iterable=["set_", "model_server", "public_key"])
 @_fails_cleanly
 def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=None, site_file=None, set_=None,
             timeout=600, selinux="auto", no_start=False, json_=False, dry_run=False, model_server=None,
-            public_key=None, expect_digest=None, tls_cert=None, tls_key=None, tls_chain=None):
+            public_key=None, expect_digest=None, tls_cert=None, tls_key=None, tls_chain=None, middleware=False):
     """Install a bundle on this (air-gapped) host and start Dify: verify, load, .env, overrides, up, wait."""
 
     if selinux not in ("auto", "on", "off"):
         raise UsageError(f"--selinux must be auto, on or off, not {selinux!r}")
     if bool(tls_cert) != bool(tls_key) or (tls_chain and not tls_cert):
         raise UsageError("--tls-cert and --tls-key go together (and --tls-chain needs them)")
+    if middleware and tls_cert:
+        raise UsageError("--tls-cert is for the full stack's nginx; the middleware stack has no nginx")
     engine = engine_for(c, runtime, dry_run=dry_run)
     opts = installer.InstallOptions(bundle=Path(path), runtime=engine.runtime, prefix=Path(prefix),
                                     server_ip=server_ip, base_url=base_url,
@@ -433,7 +444,7 @@ def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=
                                     selinux=selinux, start=not no_start, dry_run=dry_run,
                                     trust=_trust(c, public_key, expect_digest),
                                     tls_cert=_path_or_none(tls_cert), tls_key=_path_or_none(tls_key),
-                                    tls_chain=_path_or_none(tls_chain))
+                                    tls_chain=_path_or_none(tls_chain), middleware=middleware)
     report = installer.install(opts)
     _emit(json_, installer.summary(report), report.render)
     if dry_run:
@@ -444,12 +455,15 @@ def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=
     "prefix": PREFIX_HELP,
     "purge_data": "ALSO delete the volumes and docker/volumes (database, storage): asks for confirmation",
     "yes": "with --purge-data: do not ask (for scripts)",
+    "middleware": EXPECT_MIDDLEWARE_HELP,
     "dry_run": "print the commands; change nothing",
     "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)",
 })
 @_fails_cleanly
-def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False, json_=False):
+def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False, middleware=False, json_=False):
     """Stop the stack and remove its containers; data is kept unless --purge-data."""
+    if middleware:
+        deployment.expect_mode(prefix, middleware)
 
     if purge_data and not yes and not dry_run:
         if not sys.stdin.isatty():
@@ -477,11 +491,12 @@ def down(c, prefix="/opt/dify", purge_data=False, yes=False, dry_run=False, json
     "wait": "re-check every 5 s while anything fails, for up to this many seconds (right after install "
             "or a reboot; default 0 = check once)",
     "skip_deployment": "check only --ollama-url/--vllm-url, no Dify deployment needed (e.g. before install)",
+    "middleware": EXPECT_MIDDLEWARE_HELP,
     "json": "print the report as JSON",
 })
 @_fails_cleanly
 def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=None, vllm_api_key=None,
-          vllm_model=None, timeout=10, wait=0, skip_deployment=False, json_=False):
+          vllm_model=None, timeout=10, wait=0, skip_deployment=False, middleware=False, json_=False):
     """Is Dify up? Containers, images, API health, console via nginx, plugin daemon, model servers."""
     register_secret(vllm_api_key or "")
     # HOST:PORT means http://HOST:PORT (docs/check.md); anything else must be an http(s) URL
@@ -493,9 +508,11 @@ def check(c, prefix="/opt/dify", ollama_url=None, ollama_model=None, vllm_url=No
         raise UsageError("--vllm-model and --vllm-api-key need --vllm-url")
     if skip_deployment and not (ollama_url or vllm_url):
         raise UsageError("--skip-deployment checks only model servers: give --ollama-url or --vllm-url")
+    if skip_deployment and middleware:
+        raise UsageError("--middleware names the deployment to check; --skip-deployment checks none")
     dep = engine = None
     if not skip_deployment:
-        dep = deployment.load(prefix)
+        dep = deployment.expect_mode(prefix, middleware)
         engine = engine_for(c, None, prefix=prefix)  # the runtime, engine env and compose provider install recorded
     report = checks.run_checks(dep, engine=engine, ollama_url=ollama_url, ollama_model=ollama_model,
                                vllm_url=vllm_url, vllm_api_key=vllm_api_key, vllm_model=vllm_model,

@@ -114,7 +114,7 @@ class BundlePlan:
         return {"version": self.version, "name": self.name, "output": str(self.output), "platform": self.platform,
                 "compression": self.compression, "chunk_size": self.chunk_size, "source": self.source,
                 "project_dir": str(self.project_dir), "images": self.image_plan.refs, "plugins": self.plugins,
-                "profiles": self.image_plan.profiles, "sign_key": self.sign_key,
+                "profiles": self.image_plan.profiles, "mode": self.image_plan.mode, "sign_key": self.sign_key,
                 "daemon_snapshot": self.daemon_snapshot}
 
     @property
@@ -132,7 +132,8 @@ class BundlePlan:
                  f"  platform {self.platform}, compression {self.compression}, "
                  f"chunks {human_size(self.chunk_size) if self.chunk_size else 'none'}, pull {self.pull}",
                  f"  profiles {', '.join(self.image_plan.profiles)}; "
-                 f"vector stores {', '.join(self.image_plan.vector_stores)}",
+                 f"vector stores {', '.join(self.image_plan.vector_stores)}"
+                 + (f"; mode {self.image_plan.mode}" if self.image_plan.mode != "full" else ""),
                  f"  wheels for python {self.target_python} "
                  f"({'from ' + str(self.wheelhouse) if self.wheelhouse else 'pip download'})",
                  "", "commands:"]
@@ -149,8 +150,9 @@ class BundlePlan:
         return "\n".join(lines)
 
 
-def bundle_name(version: str, platform: str) -> str:
-    return f"dify-{version}-airgap-{parse_platform(platform)[1]}"
+def bundle_name(version: str, platform: str, mode: str = "full") -> str:
+    """``dify-1.16.0-airgap-amd64``; a middleware bundle: ``dify-1.16.0-middleware-airgap-amd64``."""
+    return f"dify-{version}{'' if mode == 'full' else '-' + mode}-airgap-{parse_platform(platform)[1]}"
 
 
 
@@ -356,7 +358,7 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
     if sign_key:
         signature.signing_key(sign_key)  # a wrong key fails now, not after the pull and the save
     return BundlePlan(version=version, project_dir=project_dir, output=output.resolve(),
-                      name=bundle_name(version, platform), platform=platform, compression=compression,
+                      name=bundle_name(version, platform, image_plan.mode), platform=platform, compression=compression,
                       chunk_size=parse_chunk_size(chunk_size), pull=pull, target_python=target_python,
                       image_plan=image_plan, wheelhouse=Path(wheelhouse).resolve() if wheelhouse else None,
                       plugins=list(plugins), plugin_sign_key=plugin_sign_key, archive=archive,
@@ -533,6 +535,7 @@ def write_manifest(staging: Path, plan: BundlePlan, records: list[dict], archive
         "runtime": runtime,
         "profiles": plan.image_plan.profiles,
         "vector_stores": plan.image_plan.vector_stores,
+        "mode": plan.image_plan.mode,  # full, or middleware: the compose stack install runs (project.StackMode)
         "target_python": plan.target_python,
         "source": plan.source or str(plan.project_dir),
         "chunk_size": plan.chunk_size,

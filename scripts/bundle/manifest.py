@@ -106,6 +106,7 @@ BUNDLE_SCHEMA = {
     "images": [{"ref": str, "architecture": str, "size": int, "services": [str], "?id": (str, type(None))}],
     "image_archive": {"compression": str, "size": int, "parts": [ENTRY], "?uncompressed_size": int},
     "?plugins": [{"identifier": str, "size": int}], "?wheels": [str], "?chunk_size": (int, type(None)),
+    "?mode": str,  # full (absent in bundles made before it existed) or middleware
 }
 RECOPY = "re-copy it from the source medium (or re-make it with the toolkit version that made it)"
 
@@ -292,7 +293,9 @@ def inspect_text(manifest: dict) -> str:
     lines = [
         f"Dify {manifest['dify_version']} bundle for {manifest['platform']}, made {manifest['created']} "
         f"by dify-airgap {manifest['toolkit_version']} ({manifest['runtime']})",
-        f"profiles: {', '.join(manifest['profiles'])}; vector stores: {', '.join(manifest['vector_stores'])}",
+        f"profiles: {', '.join(manifest['profiles'])}; vector stores: {', '.join(manifest['vector_stores'])}"
+        + (f"; mode {manifest['mode']} (install runs docker-compose.middleware.yaml)"
+           if manifest.get("mode", "full") != "full" else ""),
         f"images: {len(manifest['images'])}, archive {human_size(archive['size'])} ({archive['compression']}, "
         f"{len(archive['parts'])} part(s)), unpacked {human_size(sum(i['size'] for i in manifest['images']))}",
         "",

@@ -3,7 +3,7 @@
 One install root (``--prefix``, default ``/opt/dify``)::
 
     PREFIX/docker/               Dify's docker/ directory from the bundle (compose runs here; volumes/ live here)
-    PREFIX/docker/.env           rendered once, then kept and merged (mode 0600)
+    PREFIX/docker/.env           rendered once, then kept and merged (mode 0600); middleware mode: middleware.env
     PREFIX/compose-overrides/    the overrides chosen for this host (offline, podman, selinux)
     PREFIX/dify-airgap.json      this record
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from scripts.core.errors import BadInput
 from scripts.core.inputs import read_json
+from scripts.dify.project import MODES, StackMode, stack_mode
 from scripts.engine.client import RUNTIMES, Engine
 
 DEFAULT_PREFIX = "/opt/dify"
@@ -37,6 +38,11 @@ class Deployment:
     installed_at: str = ""
     compose_argv: list[str] = field(default_factory=list)  # e.g. the venv's podman-compose; empty: detect
     engine_env: dict[str, str] = field(default_factory=dict)  # e.g. DOCKER_HOST, CONTAINERS_STORAGE_CONF
+    mode: str = "full"  # or "middleware": docker-compose.middleware.yaml with middleware.env (project.StackMode)
+
+    @property
+    def stack(self) -> StackMode:
+        return stack_mode(self.mode)
 
     @property
     def project_dir(self) -> Path:
@@ -44,7 +50,7 @@ class Deployment:
 
     @property
     def env_file(self) -> Path:
-        return env_file_for(self.prefix)
+        return env_file_for(self.prefix, self.stack)
 
     @property
     def state_path(self) -> Path:
@@ -76,15 +82,16 @@ def project_dir_for(prefix: Path) -> Path:
     return Path(prefix) / "docker"
 
 
-def env_file_for(prefix: Path) -> Path:
-    """The .env an install under PREFIX renders (mode 0600)."""
-    return project_dir_for(prefix) / ".env"
+def env_file_for(prefix: Path, mode: StackMode | None = None) -> Path:
+    """The .env (middleware mode: middleware.env) an install under PREFIX renders (mode 0600)."""
+    return project_dir_for(prefix) / (mode.env_name if mode else ".env")
 
 
 #: what check, down, backup and the data commands read from the record
 RECORD_SCHEMA = {"runtime": str, "?prefix": (str, type(None)), "?dify_version": str, "?bundle": str,
                  "?project_name": str, "?compose_files": [str], "?profiles": [str], "?images": [dict],
-                 "?installed_at": str, "?compose_argv": [str], "?engine_env": dict}
+                 "?installed_at": str, "?compose_argv": [str], "?engine_env": dict,
+                 "?mode": str}
 
 
 def load(prefix: str | os.PathLike = DEFAULT_PREFIX) -> Deployment:
@@ -98,6 +105,17 @@ def load(prefix: str | os.PathLike = DEFAULT_PREFIX) -> Deployment:
     data = read_json(path, "the install record", fix, RECORD_SCHEMA)
     if data["runtime"] not in RUNTIMES:
         raise BadInput(f"{path}: runtime {data['runtime']!r} is not one of {', '.join(RUNTIMES)}", hint=fix)
+    if data.get("mode", "full") not in MODES:
+        raise BadInput(f"{path}: mode {data['mode']!r} is not one of {', '.join(MODES)}", hint=fix)
     data["prefix"] = Path(data.get("prefix") or prefix)
     known = set(Deployment.__dataclass_fields__)
     return Deployment(**{k: v for k, v in data.items() if k in known})
+
+
+def expect_mode(prefix: str | os.PathLike, middleware: bool) -> Deployment:
+    """The deployment at PREFIX; with ``middleware`` it must be the middleware stack (a script's guard)."""
+    record = load(prefix)
+    if middleware and not record.stack.middleware:
+        raise BadInput(f"{prefix} runs the {record.mode} Dify stack, not the middleware one (--middleware)",
+                       hint="drop --middleware, or pass the --prefix the middleware stack was installed under")
+    return record

@@ -33,7 +33,7 @@ from scripts.dify.envcheck import (
     suggest,
     validate,
 )
-from scripts.dify.envlayers import ReleaseLayers, release_layers, render_layer_file
+from scripts.dify.envlayers import ReleaseLayers, middleware_layers, release_layers, render_layer_file
 from scripts.dify.envmerge import MergeReport, three_way_merge
 from scripts.dify.envsecrets import (
     SECRET_GROUPS,
@@ -50,9 +50,9 @@ from scripts.dify.envsyntax import (
     render_text,
     write_atomic,
 )
+from scripts.dify.project import middleware_example
 
 EXAMPLE = ".env.example"
-MIDDLEWARE_EXAMPLE = "middleware.env.example"
 
 
 # --- reports -------------------------------------------------------------------------------------
@@ -93,8 +93,9 @@ class EnvReport:
                  "(secret)" if is_secret_key(k) else self.values.get(k, "")) for k in keys]
         lines = [table(["KEY", "FROM", "VS CURRENT", "FILE", "VALUE"], rows)]
         if self.placed:
-            lines.append(f"\n{len(self.placed)} key(s) this release declares in envs/** went to the block at the end "
-                         f"of {self.path.name} (compose reads .env last, so they win)"
+            where = "its compose file, not its example," if self.example.name.startswith("middleware") else "envs/**"
+            lines.append(f"\n{len(self.placed)} key(s) this release declares in {where} went to the block at the "
+                         f"end of {self.path.name} (compose reads {self.path.name} last, so they win)"
                          + (f"; also written: {', '.join(self.layer_files)}" if self.layer_files else ""))
         if self.merge:
             lines.append("\nupgrade merge:")
@@ -292,15 +293,6 @@ class _Render:
             self.extras[key], self.extra_source[key] = value, layer
 
 
-def middleware_example(project_dir: Path) -> Path:
-    """The middleware (dev compose) example: ``middleware.env.example`` up to 1.13, ``envs/middleware.env.example``
-    from 1.14 (the compose file reads ``./middleware.env`` in both)."""
-    for candidate in (project_dir / MIDDLEWARE_EXAMPLE, project_dir / "envs" / MIDDLEWARE_EXAMPLE):
-        if candidate.is_file():
-            return candidate
-    return project_dir / MIDDLEWARE_EXAMPLE  # missing: the caller names it
-
-
 def _start_render(project_dir: Path, out: Path, middleware: bool, dry_run: bool) -> _Render:
     """Read the example and the release's envs/** layers: the lowest layer, every key at its example value."""
     example_path = middleware_example(project_dir) if middleware else project_dir / EXAMPLE
@@ -308,7 +300,7 @@ def _start_render(project_dir: Path, out: Path, middleware: bool, dry_run: bool)
         raise AirgapError(f"{example_path} is missing; --project-dir must be Dify's docker/ directory")
     lines = parse_lines(_read_text(example_path))
     example = env_from_lines(lines)
-    layers = ReleaseLayers() if middleware else release_layers(project_dir, example)
+    layers = middleware_layers(project_dir, example) if middleware else release_layers(project_dir, example)
     known = {**layers.defaults, **example}  # every key the release reads, .env.example's first
     report = EnvReport(path=out, example=example_path, dry_run=dry_run)
     return _Render(project_dir=project_dir, out=out, example_path=example_path, lines=lines, example=example,

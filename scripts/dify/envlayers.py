@@ -63,6 +63,25 @@ def release_layers(project_dir: Path, example: Mapping[str, str]) -> ReleaseLaye
     return layers
 
 
+#: ``${KEY}``, ``${KEY:-default}``, ``${KEY-default}`` in a compose file (``$${...}`` is an escaped dollar)
+INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def middleware_layers(project_dir: Path, example: Mapping[str, str]) -> ReleaseLayers:
+    """The keys the middleware compose file interpolates that its example does not declare (e.g.
+    ``EXPOSE_WEAVIATE_GRPC_PORT``), with the file's own default: settable, written to middleware.env only
+    when set (compose reads that file for interpolation)."""
+    from_compose = compose_text(project_dir, True)
+    layers = ReleaseLayers()
+    for m in INTERPOLATION.finditer(from_compose):
+        key = m.group(1)
+        if key not in example and key not in layers.defaults:
+            layers.defaults[key] = m.group(2) or ""
+            layers.origin[key] = ["docker-compose.middleware.yaml"]
+            layers.interpolated.add(key)
+    return layers
+
+
 def render_layer_file(project_dir: Path, rel: str, values: Mapping[str, str], dry_run: bool) -> bool:
     """Write ``envs/X.env`` from ``envs/X.env.example`` with ``values`` in place (0600); True if changed."""
     example = project_dir / f"{rel}.example"

@@ -19,10 +19,11 @@ import yaml
 from scripts.core.console import LOG, table
 from scripts.core.errors import AirgapError
 from scripts.dify.envsyntax import interpolate, read_env
-from scripts.dify.project import COMPOSE_FILE, ComposeProject
+from scripts.dify.project import COMPOSE_FILE, FULL, ComposeProject, StackMode
 from scripts.engine.client import Engine
 
 ALL = "*"
+MIDDLEWARE_NOTE = "docker-compose.middleware.yaml with middleware.env, no api/web/nginx"
 
 
 @dataclass
@@ -43,6 +44,7 @@ class ImagePlan:
     dropped_services: list[str] = field(default_factory=list)
     dify_version: str = ""  # the langgenius/dify-api tag of the compose file
     daemon_version: str = ""  # the plugin daemon's version (its image tag)
+    mode: str = FULL.name  # full, or middleware (docker-compose.middleware.yaml: project.StackMode)
 
     @property
     def refs(self) -> list[str]:
@@ -59,7 +61,8 @@ class ImagePlan:
                 for img in self.images]
         lines = [f"project: {self.project_dir}", f"dify: {self.dify_version or 'unknown'} "
                  f"(plugin daemon {self.daemon_version or 'unknown'})", f"env file: {self.env_file}",
-                 f"profiles: {', '.join(self.profiles) or '(none)'}", "",
+                 f"profiles: {', '.join(self.profiles) or '(none)'}"
+                 + (f" (mode {self.mode}: {MIDDLEWARE_NOTE})" if self.mode != FULL.name else ""), "",
                  table(["image", "services", "profiles"], rows), "",
                  f"{len(self.images)} distinct images"]
         lines += [f"warning: {w}" for w in self.warnings]
@@ -73,7 +76,7 @@ def declared_profiles(project_dir: Path | ComposeProject, files: Sequence[str] =
     for doc in project.documents():
         for service in (doc.get("services") or {}).values():
             for profile in (service or {}).get("profiles") or []:
-                if profile not in found:
+                if profile and profile not in found:  # the middleware file lists "" (no --profile names it)
                     found.append(profile)
     return found
 
@@ -202,10 +205,15 @@ def compose_config(engine: Engine, project_dir: Path, env_file: Path, profiles: 
 
 def plan_images(engine: Engine, project_dir: Path, env_file: Path, *, profiles: Iterable[str] = (),
                 vector_stores: Iterable[str] = (), all_profiles: bool = False, db_type: str | None = None,
-                files: Sequence[str] = ()) -> ImagePlan:
-    """The de-duplicated image set with the services and profiles that need each image."""
-    compose_files = list(files) or [COMPOSE_FILE]
+                files: Sequence[str] = (), mode: StackMode = FULL) -> ImagePlan:
+    """The de-duplicated image set with the services and profiles that need each image.
+
+    ``mode``: the full stack, or the middleware one (its compose file; the release is still read from
+    ``docker-compose.yaml``, the file that runs the dify-api image)."""
+    compose_files = list(files) or [mode.compose_file]
+    files = compose_files
     project = ComposeProject(project_dir, tuple(compose_files))  # the YAML is read once for the whole plan
+    release = project if mode == FULL else ComposeProject(project_dir)
     declared = declared_profiles(project)
     if not all_profiles:
         check_store_names(env_file, declared, db_type, vector_stores)
@@ -240,8 +248,8 @@ def plan_images(engine: Engine, project_dir: Path, env_file: Path, *, profiles: 
         LOG.warning("warning: %s", w)
     return ImagePlan(project_dir=str(project_dir), env_file=str(env_file), profiles=chosen,
                      vector_stores=stores, images=sorted(images.values(), key=lambda i: i.ref),
-                     warnings=warnings, dropped_services=dropped, dify_version=project.dify_version,
-                     daemon_version=project.daemon_version)
+                     warnings=warnings, dropped_services=dropped, dify_version=release.dify_version,
+                     daemon_version=project.daemon_version or release.daemon_version, mode=mode.name)
 
 
 def check_version(plan: ImagePlan, expected: str | None) -> None:

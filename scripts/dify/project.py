@@ -17,6 +17,50 @@ from scripts.core.errors import AirgapError, BadInput
 
 PROJECT_ENV_VAR = "DIFY_AIRGAP_PROJECT_DIR"
 COMPOSE_FILE = "docker-compose.yaml"
+MIDDLEWARE_COMPOSE = "docker-compose.middleware.yaml"
+MIDDLEWARE_EXAMPLE = "middleware.env.example"
+
+
+@dataclass(frozen=True)
+class StackMode:
+    """Which of the release's two compose stacks: the full Dify (``docker-compose.yaml`` with ``.env``), or
+    the middleware a developer's api runs against (``docker-compose.middleware.yaml`` with ``middleware.env``:
+    databases, redis, sandbox, plugin daemon, SSRF proxy, vector store; no api, web or nginx)."""
+
+    name: str
+    compose_file: str
+    env_name: str
+
+    @property
+    def middleware(self) -> bool:
+        return self.name == "middleware"
+
+    def example(self, project_dir: Path) -> Path:
+        """The env example of this stack in ``project_dir`` (the middleware one moved to ``envs/`` in 1.14)."""
+        return middleware_example(project_dir) if self.middleware else Path(project_dir) / ".env.example"
+
+
+FULL = StackMode("full", COMPOSE_FILE, ".env")
+MIDDLEWARE = StackMode("middleware", MIDDLEWARE_COMPOSE, "middleware.env")
+MODES = {m.name: m for m in (FULL, MIDDLEWARE)}
+
+
+def stack_mode(middleware: bool | str | None) -> StackMode:
+    """``True`` / ``"middleware"`` -> MIDDLEWARE; ``False`` / ``None`` / ``"full"`` / ``""`` -> FULL."""
+    if isinstance(middleware, str) and middleware:
+        if middleware not in MODES:
+            raise BadInput(f"unknown stack mode {middleware!r} (known: {', '.join(MODES)})")
+        return MODES[middleware]
+    return MIDDLEWARE if middleware is True else FULL
+
+
+def middleware_example(project_dir: Path) -> Path:
+    """The middleware (dev compose) example: ``middleware.env.example`` up to 1.13, ``envs/middleware.env.example``
+    from 1.14 (the compose file reads ``./middleware.env`` in both)."""
+    for candidate in (Path(project_dir) / MIDDLEWARE_EXAMPLE, Path(project_dir) / "envs" / MIDDLEWARE_EXAMPLE):
+        if candidate.is_file():
+            return candidate
+    return Path(project_dir) / MIDDLEWARE_EXAMPLE  # missing: the caller names it
 
 
 def candidates(version: str | None = None) -> list[Path]:
@@ -45,20 +89,47 @@ def resolve_project_dir(project_dir: str | os.PathLike | None, version: str | No
                       f"or set ${PROJECT_ENV_VAR}")
 
 
-def resolve_env_file(project_dir: Path, env_file: str | os.PathLike | None = None) -> Path:
-    """``--env-file`` if given, else the project's ``.env`` if present, else its ``.env.example``."""
+def resolve_env_file(project_dir: Path, env_file: str | os.PathLike | None = None, mode: StackMode = FULL) -> Path:
+    """``--env-file`` if given, else the project's ``.env`` if present, else its ``.env.example``
+    (middleware mode: ``middleware.env``, else the release's middleware example)."""
     if env_file:
         path = Path(env_file).expanduser()
         if not path.is_file():
             raise AirgapError(f"env file {path} does not exist; pass an existing --env-file")
         return path.resolve()
-    for name in (".env", ".env.example"):
-        if (project_dir / name).is_file():
-            return project_dir / name
-    raise AirgapError(f"{project_dir} has neither .env nor .env.example; pass --env-file")
+    for path in (project_dir / mode.env_name, mode.example(project_dir)):
+        if path.is_file():
+            return path
+    raise AirgapError(f"{project_dir} has neither {mode.env_name} nor {mode.example(project_dir).name}; "
+                      f"pass --env-file")
 
 
 # --- the compose project as data ------------------------------------------------------------------
+
+class _ComposeLoader(yaml.SafeLoader):
+    """The safe loader plus compose's merge tags (``!override``, ``!reset``): their value as written
+    (``!reset``: nothing). Our own overrides use ``!override`` (install.host_gateway_override)."""
+
+
+def _merge_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node):
+    if suffix == "reset":
+        return None
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_ComposeLoader.add_multi_constructor("!", lambda loader, suffix, node:
+                                     _merge_tag(loader, suffix, node) if suffix in ("override", "reset")
+                                     else loader.construct_undefined(node))
+
+
+def load_compose_yaml(text: str):
+    """A compose file's YAML (safe; compose's ``!override`` / ``!reset`` understood, any other tag refused)."""
+    return yaml.load(text, Loader=_ComposeLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 DIFY_API_IMAGE = "langgenius/dify-api"
 DAEMON_IMAGE = "langgenius/dify-plugin-daemon"
@@ -96,7 +167,7 @@ class ComposeProject:
                 try:
                     if path.stat().st_size > MAX_COMPOSE_BYTES:
                         raise AirgapError(f"{path} is larger than {MAX_COMPOSE_BYTES >> 20} MiB: not a compose file")
-                    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+                    doc = load_compose_yaml(path.read_text(encoding="utf-8")) or {}
                 except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
                     raise BadInput(f"cannot read compose file {path}: {exc}",
                                    hint="pass Dify's docker/ directory of a release") from None
@@ -179,4 +250,6 @@ class ComposeProject:
                         (root / candidate).parent.mkdir(parents=True, exist_ok=True)
                         shutil.copyfile(self.directory / candidate, root / candidate)
             shutil.copyfile(env_file, root / ".env")
+            if MIDDLEWARE_COMPOSE in self.files:  # its services list ./middleware.env as a required env_file
+                shutil.copyfile(env_file, root / MIDDLEWARE.env_name)
             yield root

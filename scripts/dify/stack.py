@@ -12,11 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from scripts.core.console import LOG
 from scripts.core.waiting import GiveUp, wait_until
 from scripts.dify.envsyntax import interpolate, read_env, resolve_all
+from scripts.dify.project import load_compose_yaml
 from scripts.engine.client import Engine
 
 
@@ -84,7 +83,7 @@ def load_specs(project_dir: Path, files: Sequence[str], values: Mapping[str, str
     merged: dict[str, dict] = {}
     for name in files:
         path = Path(name) if Path(name).is_absolute() else project_dir / name
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_compose_yaml(path.read_text()) or {}
         for service, body in (data.get("services") or {}).items():
             merged.setdefault(service, {}).update(body or {})
     specs = {}

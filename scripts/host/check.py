@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import shlex
+import socket
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -73,14 +74,15 @@ def _compose_cmd(engine: Engine, deployment: Deployment, args: Sequence[str]) ->
     if provider is None:
         return f"{engine.runtime} compose " + shlex.join(list(args))
     argv = list(provider.argv) + compose_args(provider, project_dir=".", files=deployment.compose_files,
-                                              env_file=".env", profiles=deployment.profiles,
+                                              env_file=deployment.stack.env_name, profiles=deployment.profiles,
                                               project_name=deployment.project_name) + list(args)
     return f"cd {shlex.quote(str(deployment.project_dir))} && {shlex.join(argv)}"
 
 
 def _expected_services(deployment: Deployment, values: Mapping[str, str]) -> dict:
     """{service: ServiceSpec} of the deployment's active services, from its compose files."""
-    specs = stack.load_specs(deployment.project_dir, deployment.compose_files or ["docker-compose.yaml"], values)
+    specs = stack.load_specs(deployment.project_dir, deployment.compose_files or [deployment.stack.compose_file],
+                             values)
     return stack.active_services(specs, deployment.profiles or stack.active_profiles(values))
 
 
@@ -264,6 +266,8 @@ def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
                                                                         if deployment.dify_version else ""))]
     checks += service_checks(engine, deployment, current, specs)
     checks.append(image_check(engine, deployment))
+    if deployment.stack.middleware:
+        return checks + middleware_checks(engine, values, specs, current, timeout)
 
     api = current.get("api")
     api_up = api is not None and api.state == "running"
@@ -309,6 +313,45 @@ def check_deployment(deployment: Deployment, engine: Engine | None = None, *,
         checks.append(check_through_proxy(engine, api.container, name, url, proxy, timeout) if api_up else
                       Check(name, FAIL, "cannot ask: the api container is not running", "see `service api` above"))
     return checks
+
+
+def middleware_checks(engine: Engine, values: Mapping[str, str], specs: Mapping, current: Mapping,
+                      timeout: float) -> list[Check]:
+    """The middleware stack (no api, no nginx): what a developer's api connects to must answer on THIS host.
+
+    The plugin daemon's ``/health/check`` asked inside its own container, and every published port of the
+    active services opened from this host (the api runs here, outside compose)."""
+    checks = []
+    daemon = current.get("plugin_daemon")
+    if "plugin_daemon" in specs:
+        if daemon is None or daemon.state != "running":
+            checks.append(Check("plugin daemon /health/check", FAIL,
+                                f"cannot ask: the plugin_daemon container is {daemon.state if daemon else 'missing'}",
+                                "see `service plugin_daemon` above"))
+        else:
+            url = f"http://localhost:{values.get('PLUGIN_DAEMON_PORT') or 5002}/health/check"
+            checks.append(judge("plugin daemon /health/check", container_get(engine, daemon.container, url, timeout),
+                                _daemon_health, timeout,
+                                hint=f"`{engine.runtime} logs --tail 50 {daemon.container}` shows why"))
+    for name, spec in sorted(specs.items()):
+        for published in spec.ports:
+            host, _, port = published.rpartition(":")
+            if port.isdigit():
+                checks.append(host_port_check(name, host, int(port), timeout))
+    return checks
+
+
+def host_port_check(service: str, host: str, port: int, timeout: float) -> Check:
+    """Item "port N": service's published port accepts a TCP connection on this host."""
+    target = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host.strip("[]")
+    label = f"port {port} ({service})"
+    try:
+        socket.create_connection((target, port), timeout=timeout).close()
+    except OSError as exc:
+        return Check(label, FAIL, f"{target}:{port} does not accept connections: {exc.strerror or exc}",
+                     f"is {service} running and publishing {port}? (see `service {service}` above; "
+                     f"the port is set in middleware.env)")
+    return Check(label, PASS, f"{target}:{port} accepts connections")
 
 
 def run_checks(deployment: Deployment | None = None, *, engine: Engine | None = None,

@@ -20,7 +20,7 @@ from pathlib import Path
 from scripts.core.console import human_size, table
 from scripts.dify import deployment as dep
 from scripts.dify import stack
-from scripts.dify.project import ComposeProject
+from scripts.dify.project import FULL, ComposeProject, StackMode
 from scripts.engine.client import ComposeProvider, Engine, normalize_arch, version_tuple
 from scripts.host.doctor import selinux_mode
 
@@ -68,9 +68,10 @@ class PreflightReport:
         return table(["result", "check", "detail"], rows) + "\n" + verdict
 
 
-def _project_env(bundle: Path, prefix: Path, overrides: Mapping[str, str]) -> Path | None:
-    """The env file the install will start from: the deployed .env if any, else the bundle's example."""
-    for candidate in (prefix / "docker" / ".env", bundle / "docker" / ".env.example"):
+def _project_env(bundle: Path, prefix: Path, mode: StackMode = FULL) -> Path | None:
+    """The env file the install will start from: the deployed .env if any, else the bundle's example
+    (middleware mode: middleware.env, else the release's middleware example)."""
+    for candidate in (prefix / "docker" / mode.env_name, mode.example(bundle / "docker")):
         if candidate.is_file():
             return candidate
     return None
@@ -126,20 +127,21 @@ def bundle_key(bundle: Path, manifest: dict) -> str:
 
 
 def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,
-        overrides: Mapping[str, str] | None = None, wheels_can_provide_compose: bool = True) -> PreflightReport:
-    """All checks; never raises for a failed check (each becomes an item)."""
+        overrides: Mapping[str, str] | None = None, wheels_can_provide_compose: bool = True,
+        mode: StackMode = FULL) -> PreflightReport:
+    """All checks; never raises for a failed check (each becomes an item). ``mode``: the stack to run."""
     report = PreflightReport()
     overrides = dict(overrides or {})
-    compose_file = bundle / "docker" / "docker-compose.yaml"
+    compose_file = bundle / "docker" / mode.compose_file
     facts = check_engine(report, engine)
     check_compose(report, engine, compose_file, manifest, wheels_can_provide_compose)
     check_architecture(report, manifest, facts)
     check_disk(report, engine, manifest, prefix, facts)
     existing = _load_existing(prefix)
-    check_ports(report, engine, compose_file, _project_env(bundle, prefix, overrides), overrides, facts,
+    check_ports(report, engine, compose_file, _project_env(bundle, prefix, mode), overrides, facts,
                 _running_here(engine, existing))
     check_selinux(report, engine)
-    check_existing(report, engine, bundle, manifest, prefix, existing)
+    check_existing(report, engine, bundle, manifest, prefix, existing, mode)
     return report
 
 
@@ -274,7 +276,7 @@ def check_ports(report: PreflightReport, engine: Engine, compose_file: Path, env
     if not (compose_file.is_file() and env_file):
         return
     values = stack.env_values(env_file, overrides)
-    specs = stack.load_specs(compose_file.parent, ["docker-compose.yaml"], values)
+    specs = stack.load_specs(compose_file.parent, [compose_file.name], values)
     active = stack.active_services(specs, stack.active_profiles(values))
     lowest = unprivileged_port_start()
     for name, spec in sorted(active.items()):
@@ -314,8 +316,8 @@ def check_selinux(report: PreflightReport, engine: Engine) -> None:
 
 
 def check_existing(report: PreflightReport, engine: Engine, bundle: Path, manifest: dict, prefix: Path,
-                   existing) -> None:
-    """Items "existing deployment" and "runtime change": what is already installed at prefix."""
+                   existing, mode: StackMode = FULL) -> None:
+    """Items "existing deployment", "runtime change" and "stack change": what is already installed at prefix."""
     if existing:
         same = existing.bundle == bundle_key(bundle, manifest)
         report.add("existing deployment", PASS if same else WARN,
@@ -325,6 +327,10 @@ def check_existing(report: PreflightReport, engine: Engine, bundle: Path, manife
         if existing.runtime != engine.runtime:
             report.add("runtime change", FAIL, f"{prefix} runs on {existing.runtime}, not {engine.runtime}",
                        f"`invoke down --prefix {prefix}` first, or use --runtime {existing.runtime}")
+        if existing.mode != mode.name:
+            report.add("stack change", FAIL, f"{prefix} runs the {existing.mode} stack, not the {mode.name} one",
+                       f"install the {mode.name} stack under another --prefix (or `invoke down --prefix {prefix}` "
+                       f"first: its data stays in {prefix}/docker/volumes)")
     elif (prefix / "docker" / "docker-compose.yaml").exists():
         report.add("existing deployment", WARN, f"{prefix}/docker exists but was not installed by dify-airgap",
                    "its .env and volumes are kept; changed files are backed up before being replaced")

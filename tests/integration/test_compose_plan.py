@@ -15,7 +15,7 @@ import pytest
 
 from scripts.core.errors import AirgapError
 from scripts.dify.plan import plan_images
-from scripts.dify.project import ComposeProject
+from scripts.dify.project import MIDDLEWARE, ComposeProject
 from scripts.engine.client import Engine
 
 from ..conftest import ROOT
@@ -133,3 +133,24 @@ def test_bundle_dry_run_names_the_release_the_compose_file_runs(release_dir, tmp
     version = release_dir.name.removeprefix("dify-")
     assert f"dify-{version}-airgap-" in res.stdout and f"langgenius/dify-api:{version}" in res.stdout
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("db_type", ["postgresql", "mysql"])
+def test_middleware_plan_equals_compose_config_of_the_middleware_file(compose_engine, tmp_path, release_dir, db_type):
+    """--middleware plans docker-compose.middleware.yaml with the release's middleware example (envs/ on 1.14+):
+    the same images compose itself lists for that file, the release still read from docker-compose.yaml."""
+    project = tmp_path / "docker"
+    shutil.copytree(release_dir, project)
+    example = MIDDLEWARE.example(project)
+    example.write_text(example.read_text().replace("DB_TYPE=postgresql", f"DB_TYPE={db_type}"))
+    plan = plan_images(compose_engine, project, example, mode=MIDDLEWARE)
+    ref = tmp_path / "reference"
+    shutil.copytree(project, ref)
+    shutil.copyfile(MIDDLEWARE.example(ref), ref / "middleware.env")
+    res = compose_engine.compose_run(["config", "--images"], project_dir=str(ref), env_file=str(ref / "middleware.env"),
+                                     files=[MIDDLEWARE.compose_file], mutates=False)
+    assert set(plan.refs) == set(res.stdout.split()) and plan.refs
+    assert plan.mode == "middleware" and plan.dify_version == ComposeProject(release_dir).dify_version
+    assert not any(r.startswith(("langgenius/dify-api", "langgenius/dify-web", "nginx")) for r in plan.refs)
+    assert any(r.startswith("mysql" if db_type == "mysql" else "postgres") for r in plan.refs)
+    assert not (project / "middleware.env").exists(), "planning wrote into the project"

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from scripts.bundle import build as bundler
 from scripts.bundle.manifest import load_manifest
@@ -32,6 +33,7 @@ from scripts.core.waiting import wait_until
 from scripts.dify import deployment as dep
 from scripts.dify import plan as compose_plan
 from scripts.dify import stack
+from scripts.dify.project import MIDDLEWARE
 from scripts.engine.client import Engine
 from scripts.host import check as checks
 from scripts.host import install as installer
@@ -431,4 +433,89 @@ def test_an_external_database_is_used_the_local_one_never_starts_and_check_tests
         engine.run(["network", "rm", name], check=False, timeout=60)
         if (opts.prefix / dep.STATE_FILE).exists():
             installer.down(opts.prefix.resolve())
+    assert not _leftovers(engine, opts.project_name)
+
+
+# --- middleware mode (docker-compose.middleware.yaml with middleware.env) ------------------------------------
+
+def _middleware_services(project: Path, profiles: set[str]) -> set[str]:
+    """The middleware file's services the env's profiles start (a service listing "" starts under none)."""
+    services = yaml.safe_load((project / MIDDLEWARE.compose_file).read_text())["services"]
+    return {name for name, svc in services.items() if not svc.get("profiles") or set(svc["profiles"]) & profiles}
+
+
+def _middleware_ports(project: Path) -> dict[str, str]:
+    """Every published port of the middleware file on a free one (the example's own and the file's ${...:-N})."""
+    services = yaml.safe_load((project / MIDDLEWARE.compose_file).read_text())["services"]
+    keys = [key for svc in services.values() for key in standins.published_port_keys(svc.get("ports"))]
+    return {key: str(free_port()) for key in keys}
+
+
+@pytest.fixture(scope="module", params=RELEASES)
+def middleware_bundle(request, tmp_path_factory):
+    """A middleware bundle of a real release's project (--middleware), made from the stand-ins."""
+    engine = require_engine("docker")
+    root = tmp_path_factory.mktemp(f"middleware-{request.param}")
+    with standins.present(engine, standins.default_images(request.param)):
+        project = standins.complete_project(root / "dify" / "docker", fixture=release_fixture(request.param))
+        plan = compose_plan.plan_images(engine, project, MIDDLEWARE.example(project), mode=MIDDLEWARE)
+        yield bundler.build(engine, bundler.make_plan(
+            plan, version=plan.dify_version, project_dir=project, output=root / "out", platform=bundler.host_platform(),
+            compression="zstd", chunk_size=None, pull="never",
+            target_python=f"{sys.version_info[0]}.{sys.version_info[1]}"))
+
+
+@pytest.mark.parametrize("runtime", ["docker", "podman"])
+def test_middleware_bundle_installs_the_dev_stack_checks_its_ports_reruns_and_goes_down(runtime, middleware_bundle,
+                                                                                      tmp_path, request):
+    manifest = load_manifest(middleware_bundle)
+    version = manifest["dify_version"]
+    assert manifest["mode"] == "middleware" and middleware_bundle.name == f"dify-{version}-middleware-airgap-" \
+        f"{bundler.parse_platform(bundler.host_platform())[1]}"
+    refs = {i["ref"] for i in manifest["images"]}
+    assert not any(r.startswith(("langgenius/dify-api", "langgenius/dify-web", "nginx")) for r in refs), refs
+    if runtime == "docker":
+        engine, env = require_engine("docker"), {}
+    else:
+        env = request.getfixturevalue("podman_store")
+        engine = Engine("podman", env=env)
+        lab.allow_podman_internal_networks()
+    project = middleware_bundle / "docker"
+    ports = _middleware_ports(project)
+    opts = _options(middleware_bundle, tmp_path / "opt-dify", runtime, engine_env=env, overrides=ports)
+    prefix = opts.prefix.resolve()
+    try:
+        report = installer.install(opts)
+        expected = _middleware_services(project, {"postgresql", "weaviate"})
+        assert {"db_postgres", "redis", "plugin_daemon", "weaviate"} <= expected
+        assert set(report.services) == expected, report.render()
+        env_file = prefix / "docker" / "middleware.env"
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600 and not (prefix / "docker" / ".env").exists()
+        text = env_file.read_text()
+        assert f"EXPOSE_POSTGRES_PORT={ports['EXPOSE_POSTGRES_PORT']}" in text
+        assert f"EXPOSE_WEAVIATE_GRPC_PORT={ports['EXPOSE_WEAVIATE_GRPC_PORT']}" in text  # declared by compose only
+        assert "DB_PASSWORD=difyai123456" not in text  # a generated secret, not the public default
+        record = dep.load(prefix)
+        assert record.mode == "middleware" and record.compose_files[0] == MIDDLEWARE.compose_file
+        assert record.env_file == env_file
+        result = checks.run_checks(record, engine=engine, wait=120)
+        found = {c.name: c for c in result.checks}
+        assert result.ok, result.render()
+        assert found["plugin daemon /health/check"].status == probes.PASS
+        for key in ("EXPOSE_POSTGRES_PORT", "EXPOSE_REDIS_PORT", "EXPOSE_PLUGIN_DAEMON_PORT"):
+            assert any(name.startswith(f"port {ports[key]} ") and c.status == probes.PASS for name, c in found.items())
+        assert not any("nginx" in name or "api /health" in name for name in found), sorted(found)
+        daemon = yaml.safe_load((project / MIDDLEWARE.compose_file).read_text())["services"]["plugin_daemon"]
+        for entry in daemon.get("extra_hosts") or []:  # 1.16: host.docker.internal:host-gateway, on podman < 4.7 too
+            container = stack.states(engine, record.project_name,
+                                     lambda args, **kw: record.compose(engine, args, **kw))["plugin_daemon"].container
+            hosts = engine.run(["exec", container, "cat", "/etc/hosts"], mutates=False).stdout
+            assert re.search(r"^\d+\.\d+\.\d+\.\d+\s+" + re.escape(entry.split(":")[0]) + r"\b", hosts, re.M), hosts
+        before = (env_file.read_bytes(), record.to_json())
+        again = installer.install(opts)
+        assert not again.changed, again.render()
+        assert (env_file.read_bytes(), dep.load(prefix).to_json()) == before
+    finally:
+        if (prefix / dep.STATE_FILE).exists():
+            installer.down(prefix)
     assert not _leftovers(engine, opts.project_name)

@@ -26,6 +26,7 @@ from scripts.dify.envfile import (
 from scripts.dify.envmerge import merge_upgrade
 from scripts.dify.envsecrets import KNOWN_DEFAULT_SECRETS
 from scripts.dify.envsyntax import resolve_value
+from scripts.dify.project import middleware_example
 
 ROOT = Path(__file__).resolve().parents[3]
 IP = "10.0.0.5"
@@ -298,7 +299,7 @@ def test_middleware_render(release_dir, tmp_path):
     """Every release: 1.11.x keeps middleware.env.example beside the compose file, 1.14+ under envs/."""
     out = tmp_path / "middleware.env"
     report = render_env_file(release_dir, out, server_ip=IP, middleware=True)
-    source = envfile.middleware_example(release_dir)
+    source = middleware_example(release_dir)
     assert source.is_file() and source.parent.name == ("envs" if (release_dir / "envs").is_dir() else release_dir.name)
     env = read_env(out)
     example = read_env(source)
@@ -476,3 +477,15 @@ def test_an_ipv6_external_redis_and_an_https_vector_store(release_dir, tmp_path)
     broker = urlsplit(read_env(out)["CELERY_BROKER_URL"])
     assert (broker.hostname, broker.port) == ("fd00::5", 6379)
     assert any("external vector store qdrant at qdrant.site.local:443" in n for n in report.notes), report.notes
+
+
+def test_middleware_keys_only_its_compose_file_reads_can_be_set_and_land_in_middleware_env(release_dir, tmp_path):
+    """EXPOSE_WEAVIATE_GRPC_PORT is interpolated by docker-compose.middleware.yaml but not in its example."""
+    out = tmp_path / "middleware.env"
+    render_env_file(release_dir, out, middleware=True, overrides={"EXPOSE_WEAVIATE_GRPC_PORT": "15051"})
+    values = read_env(out)
+    assert values["EXPOSE_WEAVIATE_GRPC_PORT"] == "15051"
+    assert "EXPOSE_WEAVIATE_GRPC_PORT" not in read_env(middleware_example(release_dir))
+    with pytest.raises(AirgapError, match="EXPOSE_WEAVIATE_GRPC_PROT .*did you mean EXPOSE_WEAVIATE_GRPC_PORT"):
+        render_env_file(release_dir, tmp_path / "typo.env", middleware=True,
+                        overrides={"EXPOSE_WEAVIATE_GRPC_PROT": "1"})

@@ -5,9 +5,17 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 
 from scripts.core.errors import AirgapError
-from scripts.dify.project import ComposeProject
+from scripts.dify.project import (
+    FULL,
+    MIDDLEWARE,
+    ComposeProject,
+    load_compose_yaml,
+    resolve_env_file,
+    stack_mode,
+)
 
 
 def test_versions_come_from_the_compose_files_images(release_dir):
@@ -46,3 +54,25 @@ def test_a_file_that_is_not_a_compose_mapping_is_refused_by_name(tmp_path):
     (tmp_path / "docker-compose.yaml").write_text("- just\n- a list\n")
     with pytest.raises(AirgapError, match="docker-compose.yaml is not a compose file"):
         ComposeProject(tmp_path).services()
+
+
+def test_the_middleware_stack_reads_its_own_file_and_example_on_every_release(release_dir, tmp_path):
+    """1.11-1.13 keep middleware.env.example beside the compose file, 1.14+ under envs/; both read ./middleware.env."""
+    example = MIDDLEWARE.example(release_dir)
+    assert example.is_file() and example.name == "middleware.env.example"
+    assert resolve_env_file(release_dir, mode=MIDDLEWARE) == example
+    project = ComposeProject(release_dir, (MIDDLEWARE.compose_file,))
+    assert {ref.path for svc in project.services() for ref in project.env_files(svc)} == {"middleware.env"}
+    with project.staged(example) as staged:  # compose needs the required ./middleware.env to read the file
+        assert (staged / "middleware.env").read_bytes() == example.read_bytes()
+    assert stack_mode(True) == MIDDLEWARE and stack_mode("full") == FULL and stack_mode(None) == FULL
+    with pytest.raises(AirgapError, match="unknown stack mode 'dev'"):
+        stack_mode("dev")
+
+
+def test_compose_yaml_understands_compose_merge_tags_and_refuses_any_other_tag():
+    text = "services:\n  a:\n    extra_hosts: !override\n      - 'h:10.0.0.1'\n    ports: !reset []\n"
+    assert load_compose_yaml(text) == {"services": {"a": {"extra_hosts": ["h:10.0.0.1"], "ports": None}}}
+    for hostile in ("a: !!python/object/apply:os.system ['true']\n", "a: !include other.yaml\n"):
+        with pytest.raises(yaml.YAMLError):
+            load_compose_yaml(hostile)

@@ -412,3 +412,22 @@ def test_the_tcp_probe_script_connects_with_whatever_the_container_has(tmp_path,
                             text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert open_.returncode == 0, open_.stderr
     assert closed.returncode != 0
+
+
+def test_middleware_flag_refuses_a_full_deployment_naming_both(tmp_path):
+    Deployment(prefix=tmp_path, runtime="docker", dify_version="1.16.0").save()
+    res = _invoke("--prefix", str(tmp_path), "--middleware", "--json")
+    doc = json.loads(res.stdout)
+    assert res.returncode == 1 and "runs the full Dify stack, not the middleware one" in doc["error"]
+    assert "drop --middleware" in doc["hint"]
+
+
+def test_a_middleware_port_that_answers_passes_and_one_that_does_not_fails_naming_service_and_file():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        ok = check.host_port_check("redis", "0.0.0.0", port, 5)
+    assert ok.status == PASS and f"127.0.0.1:{port}" in ok.detail
+    bad = check.host_port_check("redis", "", port, 5)  # the listener is closed now
+    assert bad.status == FAIL and "redis" in bad.hint and "middleware.env" in bad.hint

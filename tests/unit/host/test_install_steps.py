@@ -11,6 +11,7 @@ import yaml
 from scripts.bundle import archive, signature
 from scripts.core.errors import AirgapError, ImageMissing
 from scripts.dify import deployment as dep
+from scripts.dify.project import FULL, MIDDLEWARE, load_compose_yaml
 from scripts.engine.client import ComposeProvider, Engine, Result
 from scripts.host import install as installer
 from scripts.plugins import sign
@@ -313,3 +314,89 @@ def test_a_dry_run_on_podman_without_podman_compose_plans_its_install(tmp_path, 
     assert f"[dry-run] podman-compose is missing: would install it from {tmp_path / 'bundle' / 'wheels'}" in out
     assert ("this Python is not a venv" in out) is (not in_venv)
     assert engine.runner.calls == []                                  # nothing ran
+
+
+# --- middleware mode: the overrides follow the stack's compose file ---------------------------------------------
+
+MIDDLEWARE_COMPOSE = """\
+services:
+  db_postgres:
+    image: postgres:15-alpine
+    volumes:
+      - ./volumes/db/data:/var/lib/postgresql/data
+  plugin_daemon:
+    image: langgenius/dify-plugin-daemon:0.6.3-local
+    extra_hosts:
+      - "host.docker.internal:host-gateway"
+      - "mirror.local:10.0.0.7"
+"""
+PODMAN_TEXT = "# podman\nnetworks:\n  default: {}\nservices:\n  nginx:\n    entrypoint: [sh]\n"
+
+
+class VersionRunner(FakeRunner):
+    def __init__(self, version: str):
+        super().__init__()
+        self.version = version
+
+    def __call__(self, argv, **kwargs) -> Result:
+        if tuple(argv[1:3]) == ("version", "--format"):
+            return Result(tuple(argv), 0, self.version + "\n", "")
+        return super().__call__(argv, **kwargs)
+
+
+def _middleware_bundle(tmp_path):
+    bundle = _bundle(tmp_path, podman_text=PODMAN_TEXT, signing=False)
+    (bundle / "docker" / MIDDLEWARE.compose_file).write_text(MIDDLEWARE_COMPOSE)
+    return bundle
+
+
+def test_middleware_overrides_cover_the_middleware_services_and_drop_podmans_nginx(tmp_path, monkeypatch):
+    monkeypatch.setattr(installer, "host_address", lambda: "10.9.8.7")
+    bundle = _middleware_bundle(tmp_path)
+    engine = Engine("podman", runner=VersionRunner("4.3.1"))
+    wanted = installer._wanted_overrides(bundle, tmp_path / "opt" / "docker", engine, "on", MIDDLEWARE)
+    assert list(wanted) == ["offline.yaml", installer.PODMAN_OVERRIDE, "podman-host-gateway.yaml", "selinux.yaml"]
+    assert set(yaml.safe_load(wanted["offline.yaml"])["services"]) == {"db_postgres", "plugin_daemon"}
+    podman = yaml.safe_load(wanted[installer.PODMAN_OVERRIDE])
+    assert podman == {"networks": {"default": {}}} and "nginx left out" in wanted[installer.PODMAN_OVERRIDE]
+    assert set(yaml.safe_load(wanted["selinux.yaml"])["services"]) == {"db_postgres"}
+    gateway = load_compose_yaml(wanted["podman-host-gateway.yaml"])
+    assert gateway == {"services": {"plugin_daemon": {"extra_hosts": ["host.docker.internal:10.9.8.7",
+                                                                      "mirror.local:10.0.0.7"]}}}
+    assert "extra_hosts: !override" in wanted["podman-host-gateway.yaml"]
+
+
+@pytest.mark.parametrize("runtime, version", [("podman", "4.7.0"), ("podman", "5.2.2"), ("docker", "20.10.24")])
+def test_host_gateway_is_left_to_engines_that_resolve_it(tmp_path, runtime, version):
+    bundle = _middleware_bundle(tmp_path)
+    engine = Engine(runtime, runner=VersionRunner(version))
+    assert installer.host_gateway_override(bundle / "docker" / MIDDLEWARE.compose_file, engine) is None
+
+
+def test_host_gateway_without_a_host_address_is_refused_naming_the_service(tmp_path, monkeypatch):
+    monkeypatch.setattr(installer, "host_address", lambda: None)
+    bundle = _middleware_bundle(tmp_path)
+    with pytest.raises(AirgapError, match="plugin_daemon of docker-compose.middleware.yaml map a name to host-gateway"):
+        installer.host_gateway_override(bundle / "docker" / MIDDLEWARE.compose_file,
+                                        Engine("podman", runner=VersionRunner("4.3.1")))
+
+
+def test_only_services_of_keeps_an_override_whose_services_all_exist(tmp_path):
+    bundle = _bundle(tmp_path)
+    text = "# keep me\nservices:\n  api:\n    pull_policy: never\n"
+    assert installer.only_services_of(text, bundle / "docker" / "docker-compose.yaml") == text
+
+
+def test_host_address_is_an_ipv4_address_not_loopback():
+    address = installer.host_address()
+    assert address is None or (address.count(".") == 3 and not address.startswith("127."))
+
+
+def test_a_middleware_bundle_refuses_tls_options(tmp_path):
+    opts = installer.InstallOptions(bundle=tmp_path, runtime="docker", tls_cert=tmp_path / "c.pem",
+                                    tls_key=tmp_path / "k.pem")
+    with pytest.raises(AirgapError, match="middleware stack has no nginx"):
+        installer._mode(opts, {"mode": "middleware"})
+    assert installer._mode(installer.InstallOptions(bundle=tmp_path, runtime="docker"), {}) == FULL
+    flagged = installer.InstallOptions(bundle=tmp_path, runtime="docker", middleware=True)
+    assert installer._mode(flagged, {}) == MIDDLEWARE

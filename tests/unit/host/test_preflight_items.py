@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from scripts.core.console import human_size
+from scripts.dify.project import FULL, MIDDLEWARE
 from scripts.engine.client import ComposeProvider, normalize_arch
 from scripts.host import preflight
 from scripts.host.preflight import FAIL, PASS, WARN, PreflightReport
@@ -255,8 +256,8 @@ def test_selinux_enforcing_warns_for_podman_only(monkeypatch, runtime, mode, sta
 
 # --- existing deployment -------------------------------------------------------------------------
 
-def existing(bundle: str, runtime: str = "docker"):
-    return SimpleNamespace(bundle=bundle, runtime=runtime, dify_version="1.11.3", project_name="dify")
+def existing(bundle: str, runtime: str = "docker", mode: str = "full"):
+    return SimpleNamespace(bundle=bundle, runtime=runtime, dify_version="1.11.3", project_name="dify", mode=mode)
 
 
 def test_same_bundle_already_installed_passes(tmp_path):
@@ -265,6 +266,18 @@ def test_same_bundle_already_installed_passes(tmp_path):
     report = PreflightReport()
     preflight.check_existing(report, FakeEngine(), tmp_path, manifest, tmp_path / "opt", existing(key))
     assert only(report).status == PASS
+
+
+@pytest.mark.parametrize("installed, wanted", [("full", MIDDLEWARE), ("middleware", FULL)])
+def test_a_stack_change_at_the_same_prefix_fails_naming_both(tmp_path, installed, wanted):
+    manifest = {"files": [{"path": "docker/a", "sha256": "ab"}]}
+    key = preflight.bundle_key(tmp_path, manifest)
+    report = PreflightReport()
+    preflight.check_existing(report, FakeEngine(), tmp_path, manifest, tmp_path / "opt", existing(key, mode=installed),
+                             wanted)
+    item = next(i for i in report.items if i.name == "stack change")
+    assert item.status == FAIL and f"runs the {installed} stack, not the {wanted.name}" in item.detail
+    assert "another --prefix" in item.hint
 
 
 def test_other_bundle_warns_of_an_upgrade_and_a_runtime_change_fails(tmp_path):
