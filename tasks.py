@@ -271,14 +271,18 @@ def images(c, project_dir=None, env_file=None, profiles="", all_profiles=False, 
                 "writes manifest.json.sig, checked by verify/install/push --public-key (docs/security.md)",
     "dry_run": "print the plan and the exact commands; change nothing",
     "middleware": MIDDLEWARE_HELP,
+    "against": "cut an UPGRADE (delta) bundle: only what the air-gapped host lacks. The host's inventory "
+               "(invoke inventory there; its digest/signature checked with --public-key or the site keys) or the "
+               "bundle it runs (directory or archive); docs/upgrade.md",
+    "public_key": "with --against INVENTORY: a site public key that may have signed it (repeatable)",
     "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)",
-}, iterable=["plugins"])
+}, iterable=["plugins", "public_key"])
 @_fails_cleanly
 def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", runtime=None, profiles="",
            vector_stores="", all_profiles=False, platform=None, compression="zstd", chunk_size=None,
            pull="missing", target_python="3.9", wheelhouse=None, plugins=None, plugin_sign_key=None,
            source=None, archive=False, dry_run=False, daemon_snapshot=None, sign_key=None, middleware=False,
-           json_=False):
+           against=None, public_key=None, json_=False):
     """Make the offline bundle: images, Dify's docker/ dir, toolkit and wheels, with checksums."""
 
     if source and project_dir:
@@ -286,6 +290,7 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
     if source and not version:
         raise UsageError("--source needs --version (the release tag to fetch, e.g. 1.16.0)")
     engine = engine_for(c, runtime, dry_run=dry_run)
+    base = inventories.against(engine, against, _trust(c, public_key, None)) if against else None
     checkout = sources.checkout(source, version, dry_run=dry_run) if source else \
         nullcontext(resolve_project_dir(project_dir, version))
     mode = stack_mode(middleware)
@@ -301,7 +306,7 @@ def bundle(c, version=None, project_dir=None, env_file=None, output="bundles", r
                                  plugin_sign_key=plugin_sign_key, archive=archive,
                                  source=sources.shown(source) if source else None,
                                  daemon_snapshot=daemon_snapshot, add_snapshot=snap.add_to_bundle,
-                                 sign_key=sign_key)
+                                 sign_key=sign_key, against=base)
         print(plan.render(engine))
         if dry_run:
             _emit(json_, {"dry_run": True, **plan.to_dict()}, "\n[dry-run] nothing was pulled, saved or written")

@@ -39,6 +39,7 @@ from scripts.bundle.manifest import (
     Problem,
     VerifyReport,
     check_manifest,
+    delta_line,
     find_bundle_dir,
     load_manifest,
     manifest_digest,
@@ -334,7 +335,8 @@ def _walk(path: str | os.PathLike, on_file) -> tuple[dict, str, VerifyReport]:
     """Stream the archive; ``on_file(rel, member, data_chunks)`` sees each listed file's bytes."""
     stem, files = archive_files(path)
     manifest, root, raw, signature = read_head(files[0])
-    report = VerifyReport(str(stem), digest=manifest_digest(raw), signed=signature is not None)
+    report = VerifyReport(str(stem), digest=manifest_digest(raw), signed=signature is not None,
+                          delta=delta_line(manifest["delta"]) if manifest.get("delta") else "")
     entries = {e["path"]: e for e in manifest["files"]}
     entries[MANIFEST] = {"path": MANIFEST, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
     if signature is not None:  # the head's signature: checked against keys by bundle/signature.py

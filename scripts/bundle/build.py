@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts import __version__
-from scripts.bundle import signature, transfer
+from scripts.bundle import delta, signature, transfer
 from scripts.bundle.archive import archive_name, ensure_archive
 from scripts.bundle.manifest import FORMAT_VERSION, MANIFEST, file_entry, walk_files, write_sums
 from scripts.bundle.manifest import verify as verify_directory
@@ -104,6 +104,7 @@ class BundlePlan:
     # copies a verified snapshot into the staging dir: data.snapshot.add_to_bundle, given by the caller
     # (bundle sits below data in the layers, docs/architecture.md)
     add_snapshot: Callable[[str, Path], dict] | None = None
+    against: delta.Base | None = None  # --against: what the target holds (bundle/delta.py)
 
     @property
     def final_dir(self) -> Path:
@@ -134,6 +135,9 @@ class BundlePlan:
                  f"  profiles {', '.join(self.image_plan.profiles)}; "
                  f"vector stores {', '.join(self.image_plan.vector_stores)}"
                  + (f"; mode {self.image_plan.mode}" if self.image_plan.mode != "full" else ""),
+                 *([f"  delta against {self.against.kind} {self.against.source} (Dify "
+                    f"{self.against.dify_version or 'not recorded'}): images and layers it holds are left out"]
+                   if self.against else []),
                  f"  wheels for python {self.target_python} "
                  f"({'from ' + str(self.wheelhouse) if self.wheelhouse else 'pip download'})",
                  "", "commands:"]
@@ -150,9 +154,11 @@ class BundlePlan:
         return "\n".join(lines)
 
 
-def bundle_name(version: str, platform: str, mode: str = "full") -> str:
-    """``dify-1.16.0-airgap-amd64``; a middleware bundle: ``dify-1.16.0-middleware-airgap-amd64``."""
-    return f"dify-{version}{'' if mode == 'full' else '-' + mode}-airgap-{parse_platform(platform)[1]}"
+def bundle_name(version: str, platform: str, mode: str = "full", base: delta.Base | None = None) -> str:
+    """``dify-1.16.0-airgap-amd64``; a middleware bundle: ``dify-1.16.0-middleware-airgap-amd64``; a delta bundle:
+    ``dify-1.16.0-from-1.11.3-airgap-amd64`` (``-delta-`` when the base's release is not known)."""
+    cut = "" if base is None else f"-from-{base.dify_version}" if base.dify_version else "-delta"
+    return f"dify-{version}{'' if mode == 'full' else '-' + mode}{cut}-airgap-{parse_platform(platform)[1]}"
 
 
 
@@ -347,7 +353,8 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
               wheelhouse: str | None = None, plugins: Sequence[str] = (),
               plugin_sign_key: str | None = None, archive: bool = False,
               source: str | None = None, daemon_snapshot: str | None = None,
-              add_snapshot: Callable[[str, Path], dict] | None = None, sign_key: str | None = None) -> BundlePlan:
+              add_snapshot: Callable[[str, Path], dict] | None = None, sign_key: str | None = None,
+              against: delta.Base | None = None) -> BundlePlan:
     if compression not in EXTENSIONS:
         raise AirgapError(f"--compression {compression!r}: choose zstd or gzip")
     if pull not in ("always", "missing", "never"):
@@ -358,7 +365,8 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
     if sign_key:
         signature.signing_key(sign_key)  # a wrong key fails now, not after the pull and the save
     return BundlePlan(version=version, project_dir=project_dir, output=output.resolve(),
-                      name=bundle_name(version, platform, image_plan.mode), platform=platform, compression=compression,
+                      name=bundle_name(version, platform, image_plan.mode, against), against=against,
+                      platform=platform, compression=compression,
                       chunk_size=parse_chunk_size(chunk_size), pull=pull, target_python=target_python,
                       image_plan=image_plan, wheelhouse=Path(wheelhouse).resolve() if wheelhouse else None,
                       plugins=list(plugins), plugin_sign_key=plugin_sign_key, archive=archive,
@@ -369,8 +377,8 @@ def make_plan(image_plan: ImagePlan, *, version: str, project_dir: Path, output:
 def up_to_date(plan: BundlePlan, records: list[dict]) -> bool:
     """Does the finished bundle already hold exactly these images, made the same way?"""
     manifest_path = plan.final_dir / MANIFEST
-    if not manifest_path.is_file() or plan.daemon_snapshot:  # a snapshot is always copied afresh
-        return False
+    if not manifest_path.is_file() or plan.daemon_snapshot or plan.against:  # a snapshot is always copied afresh,
+        return False                                                         # a delta is cut against its base again
     try:
         old = json.loads(manifest_path.read_text())
     except ValueError:
@@ -470,12 +478,18 @@ def build_directory(engine: Engine, plan: BundlePlan) -> Path:
         shutil.rmtree(staging)
     staging.mkdir()
     try:
-        estimate = sum(r["size"] for r in records)
-        LOG.info("saving %d images (%s unpacked) in one stream", len(refs), human_size(estimate))
-        archive = save_compressed(engine, refs, staging, plan.archive_name, plan.compression,
-                                  plan.chunk_size, estimate)
+        cut = delta.plan(engine, refs, plan.against) if plan.against else None
+        saved = cut.saved if cut else refs
+        estimate = sum(r["size"] for r in records if r["ref"] in saved)
+        LOG.info("saving %d images (%s unpacked) in one stream", len(saved), human_size(estimate))
+        rewrite = delta.LayerFilter(cut.placeholders, staging) if cut else None
+        archive = save_compressed(engine, saved, staging, plan.archive_name, plan.compression,
+                                  plan.chunk_size, estimate, rewrite)
         LOG.info("images: %s -> %s (%s)", human_size(archive["uncompressed_size"]), human_size(archive["size"]),
                  f"{len(archive['parts'])} part(s)")
+        if cut:
+            archive["delta"] = delta.summary(cut, rewrite)
+            LOG.info("delta: %s", delta.render_summary(archive["delta"]))
         add_config_ids(records, archive.pop("config_ids", {}))
         copy_tree(plan.project_dir, staging / "docker", PROJECT_EXCLUDES)
         copy_toolkit(staging / "toolkit")
@@ -536,6 +550,7 @@ def write_manifest(staging: Path, plan: BundlePlan, records: list[dict], archive
         "profiles": plan.image_plan.profiles,
         "vector_stores": plan.image_plan.vector_stores,
         "mode": plan.image_plan.mode,  # full, or middleware: the compose stack install runs (project.StackMode)
+        **({"delta": archive.pop("delta")} if "delta" in archive else {}),  # bundle/delta.py: base, what it needs
         "target_python": plan.target_python,
         "source": plan.source or str(plan.project_dir),
         "chunk_size": plan.chunk_size,

@@ -107,6 +107,8 @@ BUNDLE_SCHEMA = {
     "image_archive": {"compression": str, "size": int, "parts": [ENTRY], "?uncompressed_size": int},
     "?plugins": [{"identifier": str, "size": int}], "?wheels": [str], "?chunk_size": (int, type(None)),
     "?mode": str,  # full (absent in bundles made before it existed) or middleware
+    "?delta": {"base": {"kind": str, "source": str, "digest": str, "dify_version": str}, "kept_images": [str],
+               "placeholder_layers": [str], "required_chains": dict, "bytes_left_out": int, "layer_level": bool},
 }
 RECOPY = "re-copy it from the source medium (or re-make it with the toolkit version that made it)"
 
@@ -152,6 +154,7 @@ class VerifyReport:
     signer_key: str | None = None     # the key file that verified it
     keys: list[str] = field(default_factory=list)     # the public key files tried
     ignored: list[str] = field(default_factory=list)  # unlisted but known entries (INSTALL_VENV)
+    delta: str = ""                   # a delta bundle: its base (delta_line)
 
     @property
     def ok(self) -> bool:
@@ -163,6 +166,7 @@ class VerifyReport:
     def trust_lines(self) -> list[str]:
         """The digest and who signed it, for the operator to compare with what the sender gave them."""
         lines = [f"digest: {self.digest}"] if self.digest else []
+        lines += [self.delta] if self.delta else []
         if self.signer:
             lines.append(f"signed: {SIGNATURE} verifies with {self.signer_key} (key {self.signer})")
         elif self.signed and self.keys:
@@ -199,7 +203,8 @@ def verify(path: str | os.PathLike, deep: bool = True, allowed: tuple[str, ...] 
     bundle = find_bundle_dir(path)
     manifest = load_manifest(bundle, schema)
     report = VerifyReport(str(bundle), digest=manifest_digest((bundle / MANIFEST).read_bytes()),
-                          signed=(bundle / SIGNATURE).is_file())
+                          signed=(bundle / SIGNATURE).is_file(),
+                          delta=delta_line(manifest["delta"]) if manifest.get("delta") else "")
     entries = list(manifest.get("files", []))
     listed = {e["path"] for e in entries}
     report.problems += consistency(manifest, listed)
@@ -287,6 +292,14 @@ def summary(manifest: dict) -> dict:
     return {k: v for k, v in manifest.items() if k != "files"}
 
 
+def delta_line(data: dict) -> str:
+    """What ``inspect`` and ``verify`` say of a delta bundle's base."""
+    base = data["base"]
+    return (f"DELTA bundle: cut against the {base['kind']} {base['source']} ({base['digest']}, Dify "
+            f"{base['dify_version'] or 'not recorded'}); {len(data['kept_images'])} image(s) and "
+            f"{len(data['placeholder_layers'])} layer(s) left out: the target must hold them (install checks)")
+
+
 def inspect_text(manifest: dict) -> str:
     """What is inside a bundle, from its manifest alone (nothing is unpacked)."""
     archive = manifest["image_archive"]
@@ -296,6 +309,7 @@ def inspect_text(manifest: dict) -> str:
         f"profiles: {', '.join(manifest['profiles'])}; vector stores: {', '.join(manifest['vector_stores'])}"
         + (f"; mode {manifest['mode']} (install runs docker-compose.middleware.yaml)"
            if manifest.get("mode", "full") != "full" else ""),
+        *([delta_line(manifest["delta"])] if manifest.get("delta") else []),
         f"images: {len(manifest['images'])}, archive {human_size(archive['size'])} ({archive['compression']}, "
         f"{len(archive['parts'])} part(s)), unpacked {human_size(sum(i['size'] for i in manifest['images']))}",
         "",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import zstandard
 
@@ -38,6 +40,20 @@ def missing_images(engine: Engine, refs: Sequence[str]) -> list[str]:
     return [ref for ref in refs if not engine.image_exists(ref)]
 
 
+INSPECT_BATCH = 50
+
+
+def all_images(engine: Engine) -> list[dict]:
+    """``image inspect`` of every image the engine holds, each once (read-only: list, then inspect in batches)."""
+    listed = engine.run(["image", "ls", "-q", "--no-trunc"], mutates=False, timeout=120).stdout.split()
+    ids = list(dict.fromkeys(listed))
+    found: list[dict] = []
+    for start in range(0, len(ids), INSPECT_BATCH):
+        res = engine.run(["image", "inspect", *ids[start:start + INSPECT_BATCH]], mutates=False, timeout=300)
+        found += json.loads(res.stdout or "[]")
+    return found
+
+
 READ_CHUNK = 1 << 20
 
 
@@ -48,14 +64,24 @@ def save_argv(engine: Engine, refs: Sequence[str]) -> list[str]:
     return ["docker", "save", *refs]
 
 
+class StreamFilter(Protocol):
+    """Rewrites the save stream on its way to the compressor (bundle.delta.LayerFilter)."""
+
+    def feed(self, data: bytes) -> Iterable[bytes]: ...
+
+    def close(self) -> Iterable[bytes]: ...
+
+
 def save_compressed(engine: Engine, refs: Sequence[str], directory: Path, name: str, compression: str,
-                    chunk_size: int | None, estimate: int) -> dict:
+                    chunk_size: int | None, estimate: int, rewrite: StreamFilter | None = None) -> dict:
     """``save`` all refs in one stream, compress on the fly into (parts of) ``directory/name``.
 
-    ``config_ids`` in the answer: each image's config digest, read from the stream's manifest.json."""
-    argv = save_argv(engine, refs)
+    ``config_ids`` in the answer: each image's config digest, read from the stream's manifest.json. ``rewrite``
+    sees the stream before the compressor (``uncompressed_size`` counts what it let through). No refs: an empty
+    tar (a delta bundle whose every image is already on the target)."""
+    argv = save_argv(engine, refs) if refs else ["true"]
     tap = SaveTap()
-    LOG.info("+ %s | %s", shlex.join(argv), compression)
+    LOG.info("+ %s | %s", shlex.join(argv) if refs else "(no image to save: an empty archive)", compression)
     writer = PartWriter(directory, name, chunk_size)
     env = {**os.environ, **engine.env}
     raw = 0
@@ -68,11 +94,19 @@ def save_compressed(engine: Engine, refs: Sequence[str], directory: Path, name: 
             else:
                 sink = gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0)
             with sink:
+                def put(out: bytes) -> None:
+                    nonlocal raw
+                    sink.write(out)
+                    tap.feed(out)
+                    raw += len(out)
                 for block in iter(lambda: proc.stdout.read(READ_CHUNK), b""):
-                    sink.write(block)
-                    tap.feed(block)
-                    raw += len(block)
+                    for out in (rewrite.feed(block) if rewrite else (block,)):
+                        put(out)
                     bar.update(len(block))
+                for out in (rewrite.close() if rewrite else ()):
+                    put(out)
+                if not refs:
+                    put(bytes(1024))  # the end-of-archive blocks of an empty tar
         finally:
             bar.close()
             stderr = proc.stderr.read().decode(errors="replace")

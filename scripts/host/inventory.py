@@ -18,17 +18,17 @@ import json
 import os
 from pathlib import Path
 
-from scripts.bundle import signature
+from scripts.bundle import archive, delta, manifest, signature
 from scripts.core.errors import AirgapError
 from scripts.core.files import write_file_atomic
 from scripts.core.inputs import output_file, parse_json, read_bytes
 from scripts.dify import deployment as dep
 from scripts.engine.client import Engine
+from scripts.engine.images import all_images
 
 KIND = "dify-airgap-inventory"
 FORMAT_VERSION = 1
 SIG_SUFFIX = ".sig"
-INSPECT_BATCH = 50
 SCHEMA = {"kind": str, "format_version": int, "created": str, "runtime": str, "?host": str, "?engine_version": str,
           "?deployment": (dict, type(None)),
           "images": [{"id": str, "names": [str], "layers": [str], "?architecture": str, "?os": str, "?size": int}]}
@@ -44,14 +44,7 @@ def _image_entry(info: dict) -> dict:
 
 def images(engine: Engine) -> list[dict]:
     """Every image of the engine with its layer diff-ids, by id (read-only: list, then inspect in batches)."""
-    listed = engine.run(["image", "ls", "-q", "--no-trunc"], mutates=False, timeout=120).stdout.split()
-    ids = list(dict.fromkeys(listed))
-    found = []
-    for start in range(0, len(ids), INSPECT_BATCH):
-        batch = ids[start:start + INSPECT_BATCH]
-        res = engine.run(["image", "inspect", *batch], mutates=False, timeout=300)
-        found += [_image_entry(info) for info in json.loads(res.stdout or "[]")]
-    return sorted(found, key=lambda image: image["id"])
+    return sorted((_image_entry(info) for info in all_images(engine)), key=lambda image: image["id"])
 
 
 def deployment_facts(prefix: Path | None) -> dict | None:
@@ -123,3 +116,20 @@ def render_text(data: dict, path: Path, digest: str, signer: str | None) -> str:
              f"signed: {path.name}{SIG_SUFFIX} (key {signer})" if signer else "signed: no",
              f"digest: {digest}"]
     return "\n".join(lines)
+
+
+def against(engine: Engine, path: str | os.PathLike, trust: signature.TrustPolicy) -> delta.Base:
+    """``bundle --against PATH``: an inventory carried out (trusted like a bundle: digest, signature), or the
+    bundle the target was installed from (a directory, its manifest, or its archive)."""
+    path = Path(path)
+    if path.is_file() and not archive.is_archive(path) and path.name != signature.MANIFEST:
+        data = read(path, trust)
+        return delta.base_from_inventory(data, str(path), signature.manifest_digest(path.read_bytes()))
+    if not path.exists():
+        raise AirgapError(f"--against {path} does not exist",
+                          hint="give the target's inventory (invoke inventory there) or the bundle it runs")
+    if archive.is_archive(path):
+        data, _name, _ = archive.read_manifest(path)
+    else:
+        data = manifest.load_manifest(manifest.find_bundle_dir(path))
+    return delta.base_from_bundle(engine, data, str(path), signature.read_head(path).digest)

@@ -51,7 +51,7 @@ ROLES: dict[object, str] = {
     "backup": "backup", "output": "outdir", "out": "outdir", "cache_dir": "outdir", "wheelhouse": "indir",
     "source": "source", "compose_file": "composefile", "tls_cert": "pem", "tls_key": "pem",
     "tls_chain": "pem",
-    ("env", "out"): "outfile", ("inventory", "output"): "outfile",
+    ("env", "out"): "outfile", ("inventory", "output"): "outfile", ("bundle", "against"): "bundle",
 }
 #: options whose value is not a path (a new option must be added here or to ROLES)
 NOT_PATHS = {
