@@ -29,15 +29,22 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scripts.bundle.load import image_id, pinned_ids
 from scripts.core.errors import AirgapError
+from scripts.dify.project import DIFY_API_IMAGE
 from scripts.engine.client import Engine
-from scripts.engine.images import all_images
+from scripts.engine.images import all_images, local_ref
 from scripts.engine.savetap import META_TYPES, _name, _pax_records, _size, hub_short
 
 BLOCK = 512
 LEGACY_LAYER = re.compile(r"^(?:\./)?[0-9a-f]{64}/layer\.tar$")      # docker save (classic store)
 NAMED_LAYER = re.compile(r"^(?:\./)?([0-9a-f]{64})\.tar$")          # podman save --format docker-archive
 COPY_CHUNK = 1 << 20
+
+
+def bare(image_id: object) -> str:
+    """An image id without its ``sha256:`` (podman prints none, docker does)."""
+    return str(image_id or "").removeprefix("sha256:")
 
 
 def chain_ids(diff_ids: Iterable[str]) -> list[str]:
@@ -56,7 +63,7 @@ class Base:
     source: str               # the path given to --against
     digest: str               # the inventory's sha256 / the old bundle manifest's digest
     dify_version: str         # the Dify the target runs ("" when the inventory has no deployment)
-    images: dict[str, set[str]] = field(default_factory=dict)  # short name -> ids it is known by on the target
+    images: dict[str, set[str]] = field(default_factory=dict)  # short name -> ids (bare hex) it has on the target
     chains: set[str] = field(default_factory=set)              # chain ids the target holds
     unknown_layers: list[str] = field(default_factory=list)    # base images whose layers could not be read
 
@@ -70,8 +77,12 @@ def base_from_inventory(data: Mapping, source: str, digest: str) -> Base:
     base = Base("inventory", source, digest, str(deployment.get("dify_version") or ""))
     for image in data["images"]:
         for name in image["names"]:
-            base.images.setdefault(hub_short(name), set()).add(image["id"])
+            base.images.setdefault(hub_short(name), set()).add(bare(image["id"]))  # podman: no "sha256:"
         base.chains.update(chain_ids(image["layers"]))
+    if not base.dify_version:  # no install record given: the one dify-api release the engine holds, if one
+        tags = {name.rpartition(":")[2].lstrip("v") for name in base.images
+                if name.rpartition(":")[0].endswith(DIFY_API_IMAGE)}
+        base.dify_version = tags.pop() if len(tags) == 1 else ""
     return base
 
 
@@ -81,7 +92,7 @@ def base_from_bundle(engine: Engine, manifest: Mapping, source: str, digest: str
     base = Base("bundle", source, digest, str(manifest.get("dify_version") or ""))
     for image in manifest["images"]:
         ids = {i for i in (image.get("id"), image.get("config_id")) if i}
-        base.images.setdefault(hub_short(image["ref"]), set()).update(ids)
+        base.images.setdefault(hub_short(image["ref"]), set()).update(bare(i) for i in ids)
         info = next((engine.inspect_image(i) for i in sorted(ids) if engine.image_exists(i)), None)
         if info is None:
             base.unknown_layers.append(image["ref"])
@@ -119,8 +130,7 @@ def plan(engine: Engine, refs: Iterable[str], base: Base) -> DeltaPlan:
     kept, saved, chains_of = [], [], {}
     for ref in refs:
         info = engine.inspect_image(ref)
-        ids = {str(info.get("Id", ""))}
-        if ids & base.images.get(hub_short(ref), set()):
+        if bare(info.get("Id")) in base.images.get(hub_short(ref), set()):
             kept.append(ref)
             continue
         saved.append(ref)
@@ -289,7 +299,7 @@ class LayerFilter:
 
 # --- the target side --------------------------------------------------------------------------------------------
 
-def missing_on_target(engine: Engine, manifest: Mapping, local_ref) -> list[str]:
+def missing_on_target(engine: Engine, manifest: Mapping) -> list[str]:
     """What a delta bundle needs that the engine lacks, one line per image (empty: the base is all there)."""
     delta = manifest.get("delta") or {}
     if not delta:
@@ -297,10 +307,7 @@ def missing_on_target(engine: Engine, manifest: Mapping, local_ref) -> list[str]
     problems = []
     for ref in delta.get("kept_images") or []:
         record = next((i for i in manifest["images"] if i["ref"] == ref), {})
-        hexes = {str(i).split(":")[-1] for i in (record.get("id"), record.get("config_id")) if i}
-        name = local_ref(engine, ref)
-        info = engine.inspect_image(name) if engine.image_exists(name) else {}
-        if str(info.get("Id", "")).split(":")[-1] not in hexes:
+        if image_id(engine, local_ref(engine, ref)) not in pinned_ids(record):
             problems.append(f"{ref} (not carried: the base had it)")
     required = delta.get("required_chains") or {}
     if required:

@@ -291,7 +291,7 @@ def _verify_and_preflight(run: _Run) -> None:
 
 def _check_delta_base(run: _Run) -> None:
     """A delta bundle left out what its base holds: the engine must hold it, or nothing is changed."""
-    missing = delta.missing_on_target(run.engine, run.manifest, local_ref)
+    missing = delta.missing_on_target(run.engine, run.manifest)
     if missing:
         base = run.manifest["delta"]["base"]
         raise AirgapError(f"this is an upgrade (delta) bundle cut against the {base['kind']} {base['source']} "

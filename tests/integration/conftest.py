@@ -12,6 +12,7 @@ import pytest
 
 from scripts.engine.client import Engine
 from tests.conftest import require_engine
+from tests.lab import host as lab
 from tests.lab import standins
 
 
@@ -62,3 +63,11 @@ def real_postgres():
         engine = Engine(runtime)
         if engine.client_path() and engine.answers():
             standins.ensure_real_postgres(engine)
+
+
+@pytest.fixture
+def podman_store():
+    """Throwaway podman storage (graphroot/runroot), as engine env: nothing of the lab's is visible."""
+    require_engine("podman")
+    with lab.podman_storage() as env:
+        yield env

@@ -18,7 +18,6 @@ import ssl
 import stat
 import subprocess
 import sys
-import tempfile
 import urllib.request
 import uuid
 from pathlib import Path
@@ -81,20 +80,6 @@ LATEST_ONLY = pytest.mark.parametrize("standin_bundles", [RELEASES[-1]], indirec
 
 def bundle_release(bundle: Path) -> str:
     return load_manifest(bundle)["dify_version"]
-
-
-@pytest.fixture
-def podman_store():
-    """Throwaway podman storage (graphroot/runroot), as engine env: nothing of the lab's is visible."""
-    require_engine("podman")
-    short = Path(tempfile.mkdtemp(prefix="dalis-", dir="/tmp"))  # runroot paths must stay short
-    conf = short / "storage.conf"
-    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{short}/root"\nrunroot = "{short}/run"\n')
-    env = {"CONTAINERS_STORAGE_CONF": str(conf)}
-    yield env
-    lab.clear_podman_storage(Engine("podman", env=env))
-    subprocess.run(["umount", "-R", f"{short}/root/overlay"], capture_output=True)
-    shutil.rmtree(short, ignore_errors=True)
 
 
 def _options(bundle: Path, prefix: Path, runtime: str, **kwargs) -> installer.InstallOptions:

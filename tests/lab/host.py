@@ -225,6 +225,22 @@ def clear_podman_storage(engine: Engine, storage_args: Sequence[str] = ()) -> No
         engine.run([*args, *argv], check=False, timeout=180)
 
 
+@contextmanager
+def podman_storage() -> Iterator[dict[str, str]]:
+    """Throwaway podman storage (graphroot/runroot) as engine env: nothing of the lab's is visible; emptied and
+    removed afterwards."""
+    short = Path(tempfile.mkdtemp(prefix="dalis-", dir="/tmp"))  # runroot paths must stay short
+    conf = short / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{short}/root"\nrunroot = "{short}/run"\n')
+    env = {"CONTAINERS_STORAGE_CONF": str(conf)}
+    try:
+        yield env
+    finally:
+        clear_podman_storage(Engine("podman", env=env))
+        subprocess.run(["umount", "-R", f"{short}/root/overlay"], capture_output=True)
+        shutil.rmtree(short, ignore_errors=True)
+
+
 def allow_podman_internal_networks() -> bool:
     """Let containers on one podman bridge talk when dockerd runs on the same host.
 
