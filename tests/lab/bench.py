@@ -18,10 +18,8 @@ the ratios against the targets of issue #4. Absolute times are noisy; compare ra
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -37,72 +35,11 @@ from scripts.core.console import LOG, human_size, setup_logging, table
 from scripts.core.errors import AirgapError
 from scripts.engine.client import Engine
 from scripts.engine.images import save_compressed
+from tests.lab import bench_upgrade
 from tests.lab import host as lab
+from tests.lab.benchdata import DERIVED, MIB, make_images
 
-MIB = 1 << 20
-DERIVED = (("api", 0.50), ("web", 0.33), ("plugin", 0.17))
-PREFIX = "dal-bench"
 TARGETS = {"time": 1.3, "load": 1.3, "disk": 1.1, "rss_mb": 200}
-
-
-# --- realistic data ------------------------------------------------------------------------------
-
-_WORDS = ("request", "response", "user", "tenant", "workflow", "node", "model", "token", "embedding", "dataset",
-          "document", "segment", "index", "vector", "chunk", "provider", "openai", "plugin", "daemon", "redis",
-          "postgres", "celery", "task", "queue", "retry", "timeout", "status", "ok", "error", "warning", "info",
-          "debug", "GET", "POST", "/console/api", "/v1/chat-messages", "/files/upload", "app_id", "conversation")
-
-
-def _line_pool(rng: random.Random, n: int = 65536) -> list[bytes]:
-    pool = []
-    for _ in range(n):
-        words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 12)))
-        pool.append(f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:"
-                     f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d} {rng.choice(_WORDS).upper()} "
-                     f"{words} id={rng.getrandbits(64):016x} took={rng.randint(1, 9999)}ms\n".encode())
-    return pool
-
-
-def write_blob(path: Path, nbytes: int, rng: random.Random, pool: list[bytes]) -> None:
-    """Per MiB: 1/4 random bytes, 1/4 base64 text, 1/2 log lines (compresses roughly like a real image)."""
-    with open(path, "wb") as fh:
-        left = nbytes
-        while left > 0:
-            block = bytearray(os.urandom(MIB // 4))
-            block += base64.b64encode(os.urandom(MIB * 3 // 16))
-            text = b"".join(rng.choices(pool, k=MIB // 64))
-            block += text[: MIB - len(block)]
-            fh.write(block[:left])
-            left -= len(block)
-
-
-def make_images(engine: Engine, size_mb: int, workdir: Path, seed: int = 4) -> list[str]:
-    """The base image (imported) and the derived images (``docker build FROM base``, one COPY layer each)."""
-    rng = random.Random(seed)
-    pool = _line_pool(rng)
-    blob = 16 * MIB
-    base = f"{PREFIX}/base:1"
-    root = lab.busybox_rootfs(workdir / "base-root")
-    (root / "opt" / "base").mkdir(parents=True)
-    for i in range(max(1, size_mb * MIB // blob)):
-        write_blob(root / "opt" / "base" / f"lib-{i:03d}.so", blob, rng, pool)
-    LOG.info("bench: importing %s (%d MB)", base, size_mb)
-    lab.import_rootfs(engine, root, base, ['CMD ["/bin/sh"]'])
-    shutil.rmtree(root)
-    builder = Engine("docker", env={**engine.env, "DOCKER_BUILDKIT": "0"})
-    refs = []
-    for name, frac in DERIVED:
-        ctx = workdir / f"ctx-{name}"
-        (ctx / "layer").mkdir(parents=True)
-        for i in range(max(1, int(size_mb * frac) * MIB // blob)):
-            write_blob(ctx / "layer" / f"site-packages-{i:03d}.py", blob, rng, pool)
-        (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY layer /opt/{name}\n")
-        ref = f"{PREFIX}/{name}:1"
-        LOG.info("bench: building %s (+%d MB)", ref, int(size_mb * frac))
-        builder.run(["build", "--network", "none", "-q", "-t", ref, str(ctx)], timeout=1800)
-        shutil.rmtree(ctx)
-        refs.append(ref)
-    return refs
 
 
 # --- measuring -----------------------------------------------------------------------------------
@@ -401,15 +338,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="size of the shared base layer in MB; derived layers add 50/33/17 %% (default 300)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where outputs are written (default: the system temp dir; removed afterwards)")
+    parser.add_argument("--case", choices=("save", "upgrade", "all"), default="all",
+                        help="save: save/gzip/zstd/bundle and loads; upgrade: full vs image-level vs layer-level "
+                             "delta vs ideal (tests/lab/bench_upgrade.py); all: both (default)")
     args = parser.parse_args(argv)
     if args.size_mb < 1:
         parser.error("--size-mb must be at least 1")
     try:
-        rows = run(args.size_mb, args.workdir)
+        if args.case in ("save", "all"):
+            print(report(run(args.size_mb, args.workdir), args.size_mb), flush=True)
+        if args.case in ("upgrade", "all"):
+            cuts, ideal, facts = bench_upgrade.run(args.size_mb, args.workdir)
+            print(("\n" if args.case == "all" else "") + bench_upgrade.report(cuts, ideal, facts, args.size_mb))
     except AirgapError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
-    print(report(rows, args.size_mb))
     return 0
 
 
