@@ -32,6 +32,7 @@ from scripts.dify import plan as compose_plan
 from scripts.dify.envfile import parse_overrides
 from scripts.dify.project import COMPOSE_FILE, resolve_env_file, resolve_project_dir, stack_mode
 from scripts.engine.client import Engine, resolve_runtime
+from scripts.flows import upgrade as upgrader
 from scripts.host import check as checks
 from scripts.host import doctor as doc
 from scripts.host import install as installer
@@ -454,6 +455,51 @@ def install(c, path, runtime=None, prefix="/opt/dify", server_ip=None, base_url=
     _emit(json_, installer.summary(report), report.render)
     if dry_run:
         print("\n[dry-run] nothing was loaded, written or started")
+
+
+@task(help={
+    "path": "the NEW release's bundle (directory or archive; a delta bundle from `bundle --against` too)",
+    "runtime": RUNTIME_HELP + "; must be the installed one",
+    "prefix": PREFIX_HELP,
+    "site_file": "your site's KEY=VALUE file for .env (as install)",
+    "set": "KEY=VALUE for .env, repeatable (as install)",
+    "timeout": "seconds to wait for every service to be running/healthy (default 600)",
+    "wait": "seconds `check` may retry after the install (default 180)",
+    "selinux": "relabel bind mounts with :z: auto (when podman runs with SELinux enforcing), on, off",
+    **TRUST_HELP,
+    "dry_run": "verify, plan the install and print the backup plan and every step; change nothing",
+    "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)",
+}, iterable=["set_", "public_key"])
+@_fails_cleanly
+def upgrade(c, path, runtime=None, prefix="/opt/dify", site_file=None, set_=None, timeout=600, wait=180,
+            selinux="auto", public_key=None, expect_digest=None, dry_run=False, json_=False):
+    """Upgrade the installed Dify to a new bundle: verify, plan, backup, rollback point, install, wait, check."""
+    if selinux not in ("auto", "on", "off"):
+        raise UsageError(f"--selinux must be auto, on or off, not {selinux!r}")
+    record = deployment.load(prefix)
+    engine = engine_for(c, runtime or record.runtime, dry_run=dry_run)
+    opts = installer.InstallOptions(bundle=Path(path), runtime=engine.runtime, prefix=Path(prefix),
+                                    site_file=_path_or_none(site_file), overrides=parse_overrides(set_ or []),
+                                    timeout=float(timeout), selinux=selinux, dry_run=dry_run,
+                                    trust=_trust(c, public_key, expect_digest))
+    report = upgrader.upgrade(opts, check_wait=float(wait))
+    _emit(json_, report.to_dict(), report.render)
+    if dry_run:
+        print("\n[dry-run] nothing was backed up, loaded, written or started")
+
+
+@task(help={
+    "prefix": PREFIX_HELP,
+    "timeout": "seconds each restore step may take (default 600)",
+    "wait": "seconds `check` may retry after the restart (default 180)",
+    "dry_run": "print every step of the rollback; change nothing",
+    "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)",
+})
+@_fails_cleanly
+def rollback(c, prefix="/opt/dify", timeout=600, wait=180, dry_run=False, json_=False):
+    """Return to the release the last `invoke upgrade` started from, with its backup and .env; data moved aside."""
+    report = upgrader.rollback(Path(prefix), dry_run=dry_run, timeout=float(timeout), check_wait=float(wait))
+    _emit(json_, report.to_dict(), report.render)
 
 
 @task(help={

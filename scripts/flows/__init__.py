@@ -1,0 +1,1 @@
+"""Operations made of several host and data steps (upgrade, rollback)."""
