@@ -127,6 +127,19 @@ class StoppedWriters:
             if not res.ok:
                 LOG.error("could not start %s again: %s -- run `%s start %s`", cid[:12], res.stderr.strip(),
                           self.engine.runtime, cid[:12])
+        if self.stopped:
+            self._restart_proxies()
+
+    def _restart_proxies(self) -> None:
+        """Containers started again may get each other's addresses; nginx resolved api and plugin_daemon once, at
+        its start, and would send /console/api to the wrong one (502): restart it so it resolves them again."""
+        for cid in sd.containers(self.engine, self.stack, "nginx"):
+            res = self.engine.run(["restart", "--time", "10", cid], check=False, timeout=120)
+            if res.ok:
+                LOG.info("nginx restarted (it resolves the restarted services again)")
+            else:
+                LOG.error("could not restart nginx: %s -- run `%s restart %s`", res.stderr.strip(),
+                          self.engine.runtime, cid[:12])
 
 
 @holding_output("backup output directory", "invoke backup")

@@ -553,7 +553,7 @@ def _down(record: dep.Deployment, *, purge_data: bool, dry_run: bool, timeout: f
     if not engine.is_podman or not (engine.find_compose() and engine.find_compose().is_podman_compose):
         args += ["--remove-orphans", "--timeout", "30"]
     record.compose(engine, args, timeout=timeout, check=True)
-    done = [f"stopped {record.project_name} ({' '.join(args)})"]
+    done = [f"{'would stop' if dry_run else 'stopped'} {record.project_name} ({' '.join(args)})"]
     if purge_data:
         volumes = record.project_dir / "volumes"
         if dry_run:

@@ -123,7 +123,7 @@ def bundle_key(bundle: Path, manifest: dict) -> str:
     """Identifies a bundle's content: its name and a digest of every file's sha256 (not its date)."""
     files = sorted((f.get("path", ""), f.get("sha256", "")) for f in manifest.get("files", []))
     digest = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:12]
-    return f"{bundle.name}@{digest}"
+    return f"{Path(bundle).resolve().name}@{digest}"  # resolved: `preflight .` names the bundle, not ""
 
 
 def run(engine: Engine, bundle: Path, manifest: dict, prefix: Path, *,

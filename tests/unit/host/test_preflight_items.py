@@ -312,3 +312,12 @@ def test_run_reports_every_item_in_order(monkeypatch, tmp_path):
     assert [i.name for i in report.items] == ["engine", "compose", "architecture", "disk (images)",
                                               "disk (install root)", "selinux", "existing deployment"]
     assert not report.ok and [i.name for i in report.failures] == ["engine", "compose"]
+
+
+def test_the_bundle_key_names_the_bundle_also_when_given_as_dot(tmp_path, monkeypatch):
+    bundle = tmp_path / "dify-1.16.0-airgap-amd64"
+    bundle.mkdir()
+    manifest = {"files": [{"path": "docker/a", "sha256": "ab"}]}
+    monkeypatch.chdir(bundle)
+    assert preflight.bundle_key(Path("."), manifest) == preflight.bundle_key(bundle, manifest)
+    assert preflight.bundle_key(Path("."), manifest).startswith("dify-1.16.0-airgap-amd64@")
