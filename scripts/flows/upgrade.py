@@ -45,17 +45,18 @@ KIND = "dify-airgap-rollback-point"
 @dataclass
 class UpgradeReport:
     prefix: Path
+    action: str = "upgrade"  # or "rollback"
     steps: list[str] = field(default_factory=list)
     check: checks.CheckReport | None = None
 
     def render(self) -> str:
-        lines = [f"upgrade of {self.prefix}:", *(f"  {s}" for s in self.steps)]
+        lines = [f"{self.action} of {self.prefix}:", *(f"  {s}" for s in self.steps)]
         if self.check is not None:
             lines += ["", self.check.render()]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"prefix": str(self.prefix), "steps": self.steps,
+        return {"prefix": str(self.prefix), "action": self.action, "steps": self.steps,
                 "check": self.check.to_dict() if self.check is not None else None}
 
 
@@ -132,7 +133,7 @@ def rollback(prefix: Path, *, dry_run: bool = False, timeout: float = 600, check
         raise AirgapError(f"{path} is not a rollback point (kind {point['kind']!r})")
     old = dep.Deployment(**{**{k: v for k, v in point["record"].items() if k in dep.Deployment.__dataclass_fields__},
                             "prefix": prefix})
-    report = UpgradeReport(prefix)
+    report = UpgradeReport(prefix, "rollback")
     engine = old.engine(dry_run=dry_run)
     if dry_run:
         print(f"[dry-run] stop the stack at {prefix} (containers only; volumes kept)")

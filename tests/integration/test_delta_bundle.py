@@ -35,7 +35,7 @@ from tests.lab import standins
 
 from ..conftest import release_fixture, require_engine
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("delta_bundle")]
 
 OLD, NEW = "1.11.3", "1.16.0"
 

@@ -53,7 +53,7 @@ from tests.support.doc_commands import argv_of, commands
 
 from ..conftest import ROOT, release_fixture, require_engine
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("quickstart_ko")]
 
 DOC = ROOT / "docs" / "quickstart.ko.md"
 RELEASE = "1.16.0"
