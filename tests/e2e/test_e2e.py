@@ -8,7 +8,7 @@ import pytest
 
 from scripts.core.errors import AirgapError
 from scripts.engine.client import Engine
-from tests.lab import e2e
+from tests.lab import e2e, standins
 
 from ..conftest import RELEASES, require_engine
 
@@ -57,3 +57,22 @@ def test_network_use_on_the_airgapped_side_fails_docker():
         dns = gap.run(["python3", "-c", "import socket; socket.getaddrinfo('registry-1.docker.io', 443)"])
         assert not dns.ok and "gaierror" in dns.stderr
     assert not Engine("docker").probe(["inspect", gap.name]).ok, "the air-gapped container was not removed"
+
+
+def test_upgrade_that_fails_rolls_back_then_the_upgrade_passes_in_the_airgapped_container(tmp_path):
+    """#16: 1.11.3 installed with data in a --network none container; `dify-airgap upgrade` to a 1.16.0 whose
+    sandbox never gets healthy fails and names the rollback; `dify-airgap rollback` returns 1.11.3 with its data;
+    the upgrade to the real 1.16.0 passes check with the data unchanged."""
+    outer = require_engine("docker")
+    old, new = RELEASES[0], RELEASES[-1]
+    with standins.present(outer, [*standins.default_images(old), *standins.default_images(new)]):
+        bundles = [e2e.standin_bundle(outer, tmp_path / name, version, broken=name == "broken")
+                   for name, version in (("old", old), ("broken", new), ("new", new))]
+    transcript = e2e.upgrade_airgapped(outer, *bundles)
+    print(transcript)
+    assert "network interfaces: lo\n" in transcript
+    parts = transcript.split("$ ")
+    rolled = next(p for p in parts if p.startswith(f"{e2e.VENV}/bin/dify-airgap check") and "Dify " in p)
+    assert f"Dify {old}" in rolled and "upload-1.bin: OK" in rolled
+    final = [p for p in parts if p.startswith(f"{e2e.VENV}/bin/dify-airgap check")][-1]
+    assert f"Dify {new}" in final and "upload-1.bin: OK" in final

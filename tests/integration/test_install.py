@@ -90,6 +90,15 @@ def _options(bundle: Path, prefix: Path, runtime: str, **kwargs) -> installer.In
     return installer.InstallOptions(**defaults)
 
 
+def _install_engine(runtime: str, request) -> tuple[Engine, dict[str, str]]:
+    """(engine, engine env) to install into: the lab's docker, or podman on throwaway storage."""
+    if runtime == "docker":
+        return require_engine("docker"), {}
+    env = request.getfixturevalue("podman_store")
+    lab.allow_podman_internal_networks()
+    return Engine("podman", env=env), env
+
+
 def _leftovers(engine: Engine, name: str) -> str:
     label = stack.project_label(engine)
     return engine.run(["ps", "-a", "-q", "--filter", f"label={label}={name}"], mutates=False).stdout.strip()
@@ -128,12 +137,7 @@ def _assert_installed_and_rerun_is_a_noop(opts: installer.InstallOptions, engine
 @pytest.mark.parametrize("runtime", ["docker", "podman"])
 def test_install_check_rerun_and_down(runtime, standin_bundles, tmp_path, request):
     full, _ = standin_bundles
-    if runtime == "docker":
-        engine, env = require_engine("docker"), {}
-    else:
-        env = request.getfixturevalue("podman_store")
-        engine = Engine("podman", env=env)
-        lab.allow_podman_internal_networks()
+    engine, env = _install_engine(runtime, request)
     opts = _options(full, tmp_path / "opt-dify", runtime, engine_env=env)
     try:
         _assert_installed_and_rerun_is_a_noop(opts, engine)
@@ -459,12 +463,7 @@ def test_middleware_bundle_installs_the_dev_stack_checks_its_ports_reruns_and_go
         f"{bundler.parse_platform(bundler.host_platform())[1]}"
     refs = {i["ref"] for i in manifest["images"]}
     assert not any(r.startswith(("langgenius/dify-api", "langgenius/dify-web", "nginx")) for r in refs), refs
-    if runtime == "docker":
-        engine, env = require_engine("docker"), {}
-    else:
-        env = request.getfixturevalue("podman_store")
-        engine = Engine("podman", env=env)
-        lab.allow_podman_internal_networks()
+    engine, env = _install_engine(runtime, request)
     project = middleware_bundle / "docker"
     ports = _middleware_ports(project)
     opts = _options(middleware_bundle, tmp_path / "opt-dify", runtime, engine_env=env, overrides=ports)

@@ -9,42 +9,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from scripts.bundle import build as bundler
 from scripts.core.errors import AirgapError
 from scripts.dify import deployment as dep
-from scripts.dify import plan as compose_plan
 from scripts.engine.client import Engine
 from scripts.flows import upgrade as upgrader
 from scripts.host import install as installer
+from tests.lab import e2e, standins
 from tests.lab import host as lab
-from tests.lab import standins
 from tests.lab.host import free_port
 
-from ..conftest import RELEASES, release_fixture, require_engine
+from ..conftest import RELEASES, require_engine
 
 pytestmark = pytest.mark.integration
 
 OLD, NEW = RELEASES[0], RELEASES[-1]
-SANDBOX_CHECK = 'test: ["CMD", "curl", "-f", "http://localhost:8194/health"]'
-
-
-def _bundle(engine: Engine, root: Path, version: str, broken: bool = False) -> Path:
-    project = standins.complete_project(root / "dify" / "docker", fixture=release_fixture(version))
-    if broken:  # a release whose sandbox never gets healthy
-        compose = project / "docker-compose.yaml"
-        assert SANDBOX_CHECK in compose.read_text()
-        compose.write_text(compose.read_text().replace(SANDBOX_CHECK, 'test: ["CMD", "false"]'))
-    plan = compose_plan.plan_images(engine, project, project / ".env.example")
-    return bundler.build(engine, bundler.make_plan(
-        plan, version=plan.dify_version, project_dir=project, output=root / "out", platform=bundler.host_platform(),
-        compression="zstd", chunk_size=None, pull="never",
-        target_python=f"{sys.version_info[0]}.{sys.version_info[1]}"))
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -60,9 +43,9 @@ def test_a_failed_upgrade_rolls_back_with_its_data_then_the_real_upgrade_passes(
         lab.allow_podman_internal_networks()
     engine = Engine(runtime, env=env)
     with standins.present(build, [*standins.default_images(OLD), *standins.default_images(NEW)]):
-        old = _bundle(build, tmp_path / "old", OLD)
-        broken = _bundle(build, tmp_path / "broken", NEW, broken=True)
-        new = _bundle(build, tmp_path / "new", NEW)
+        old = e2e.standin_bundle(build, tmp_path / "old", OLD)
+        broken = e2e.standin_bundle(build, tmp_path / "broken", NEW, broken=True)  # its sandbox never gets healthy
+        new = e2e.standin_bundle(build, tmp_path / "new", NEW)
     ports = {"EXPOSE_NGINX_PORT": str(free_port()), "EXPOSE_NGINX_SSL_PORT": str(free_port()),
              "EXPOSE_PLUGIN_DEBUGGING_PORT": str(free_port())}
     prefix = (tmp_path / "opt-dify").resolve()

@@ -209,6 +209,68 @@ def airgapped(outer: Engine, bundle: Path, runtime: str, *, check: bool = True, 
     return "\n".join(log)
 
 
+#: The one change that makes a release fail its upgrade: its sandbox's healthcheck never passes.
+SANDBOX_CHECK = 'test: ["CMD", "curl", "-f", "http://localhost:8194/health"]'
+
+
+def standin_bundle(engine: Engine, root: Path, version: str, broken: bool = False) -> Path:
+    """A bundle of the REAL compose project of ``version`` from the stand-ins ``engine`` holds (no registry);
+    ``broken``: its sandbox never gets healthy (an upgrade to it must fail and roll back)."""
+    from scripts.bundle import build as bundler
+    from scripts.dify import plan as compose_plan
+    from tests.lab import standins
+
+    project = standins.complete_project(root / "dify" / "docker", fixture=standins.default_fixture(version))
+    if broken:
+        compose = project / "docker-compose.yaml"
+        if SANDBOX_CHECK not in compose.read_text():
+            raise AirgapError(f"{version}'s compose file has no sandbox healthcheck to break")
+        compose.write_text(compose.read_text().replace(SANDBOX_CHECK, 'test: ["CMD", "false"]'))
+    plan = compose_plan.plan_images(engine, project, project / ".env.example")
+    return bundler.build(engine, bundler.make_plan(
+        plan, version=plan.dify_version, project_dir=project, output=root / "out", platform=bundler.host_platform(),
+        compression="zstd", chunk_size=None, pull="never", target_python=GAP_PYTHON))
+
+
+def upgrade_airgapped(outer: Engine, old: Path, broken: Path, new: Path, runtime: str = "docker",
+                      timeout: float = 600) -> str:
+    """In a container with no network: install ``old`` with data; `dify-airgap upgrade` to ``broken`` fails and
+    names the rollback; `dify-airgap rollback` brings ``old`` back with its data; the upgrade to ``new`` passes
+    check with the data unchanged. Returns the transcript; raises AirgapError with it on any other outcome."""
+    log: list[str] = []
+    data = f"{PREFIX}/docker/volumes/app/storage/upload-1.bin"
+    with GapContainer(outer, runtime) as gap:
+        log.append(f"air-gapped container {gap.name}: network interfaces: {', '.join(gap.interfaces())}")
+        if runtime == "docker":
+            _install_compose_plugin(gap)
+        for name, bundle in (("old", old), ("broken", broken), ("new", new)):
+            gap.copy_in(bundle, f"/media/{name}")
+        gap.sh(f"DIFY_AIRGAP_VENV={VENV} sh /media/old/install.sh", what="install.sh")
+        tool = f"{VENV}/bin/dify-airgap"
+
+        def step(script: str, what: str, ok: bool = True) -> str:
+            res = gap.run(["sh", "-c", f"{script} 2>&1"], timeout=timeout + 900)
+            log.append(f"$ {script}   # exit {res.returncode}\n{res.stdout.strip()[-4000:]}")
+            if res.ok != ok:
+                raise AirgapError("\n".join(log) + f"\n{what}: exit {res.returncode}, expected "
+                                  + ("0" if ok else "a failure"))
+            return res.stdout
+
+        step(f"{tool} install /media/old --runtime {runtime} --prefix {PREFIX} --server-ip 127.0.0.1 "
+             f"--timeout {int(timeout)}", "install of the old release")
+        step(f"mkdir -p {Path(data).parent} && head -c 65536 /dev/urandom > {data} && sha256sum {data} > /tmp/data.sha",
+             "data")
+        failed = step(f"{tool} upgrade /media/broken --prefix {PREFIX} --timeout 90 --wait 30",
+                      "upgrade to the broken release", ok=False)
+        if f"invoke rollback --prefix {PREFIX}" not in failed:
+            raise AirgapError("\n".join(log) + "\nthe failed upgrade did not name the rollback")
+        step(f"{tool} rollback --prefix {PREFIX} --wait 150", "rollback")
+        step(f"{tool} check --prefix {PREFIX} --wait 120 && sha256sum -c /tmp/data.sha", "check after the rollback")
+        step(f"{tool} upgrade /media/new --prefix {PREFIX} --timeout {int(timeout)} --wait 150", "upgrade")
+        step(f"{tool} check --prefix {PREFIX} --wait 120 && sha256sum -c /tmp/data.sha", "check after the upgrade")
+    return "\n".join(log)
+
+
 # --- the online half ------------------------------------------------------------------------------
 
 def online_bundle(outer: Engine, work: Path, *, drop_image: str | None = None, target_python: str = GAP_PYTHON,
