@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from scripts.bundle.manifest import load_manifest
 from scripts.core.errors import AirgapError
 from scripts.engine.client import Engine
 from tests.lab import e2e, standins
@@ -60,19 +61,23 @@ def test_network_use_on_the_airgapped_side_fails_docker():
 
 
 def test_upgrade_that_fails_rolls_back_then_the_upgrade_passes_in_the_airgapped_container(tmp_path):
-    """#16: 1.11.3 installed with data in a --network none container; `dify-airgap upgrade` to a 1.16.0 whose
-    sandbox never gets healthy fails and names the rollback; `dify-airgap rollback` returns 1.11.3 with its data;
-    the upgrade to the real 1.16.0 passes check with the data unchanged."""
+    """#16: 1.11.3 installed with data (a file; rows in a REAL PostgreSQL) in a --network none container;
+    `dify-airgap upgrade` to a 1.16.0 whose sandbox never gets healthy fails and names the rollback; `dify-airgap
+    rollback` returns 1.11.3 with its data; the upgrade to the real 1.16.0 passes check with the data unchanged.
+    Both 1.16.0 bundles are upgrade (delta) bundles cut against the 1.11.3 one."""
     outer = require_engine("docker")
     old, new = RELEASES[0], RELEASES[-1]
-    with standins.present(outer, [*standins.default_images(old), *standins.default_images(new)]):
-        bundles = [e2e.standin_bundle(outer, tmp_path / name, version, broken=name == "broken")
-                   for name, version in (("old", old), ("broken", new), ("new", new))]
+    with standins.present(outer, [*standins.default_images(old), *standins.default_images(new)]), \
+            e2e.upgrade_build_box(outer, [old, new], tmp_path) as box:
+        first = e2e.standin_bundle(box, tmp_path / "old", old)
+        bundles = [first, *(e2e.standin_bundle(box, tmp_path / name, new, broken=name == "broken", against=first)
+                            for name in ("broken", "new"))]
+    assert all(load_manifest(b)["delta"]["kept_images"] for b in bundles[1:])  # postgres, redis... not carried
     transcript = e2e.upgrade_airgapped(outer, *bundles)
     print(transcript)
     assert "network interfaces: lo\n" in transcript
     parts = transcript.split("$ ")
-    rolled = next(p for p in parts if p.startswith(f"{e2e.VENV}/bin/dify-airgap check") and "Dify " in p)
-    assert f"Dify {old}" in rolled and "upload-1.bin: OK" in rolled
-    final = [p for p in parts if p.startswith(f"{e2e.VENV}/bin/dify-airgap check")][-1]
-    assert f"Dify {new}" in final and "upload-1.bin: OK" in final
+    checks = [p for p in parts if p.startswith(f"{e2e.VENV}/bin/dify-airgap check")]
+    assert len(checks) == 2
+    assert f"Dify {old}" in checks[0] and "upload-1.bin: OK" in checks[0] and "rows: 100" in checks[0]
+    assert f"Dify {new}" in checks[1] and "upload-1.bin: OK" in checks[1] and "rows: 100" in checks[1]

@@ -29,27 +29,7 @@ from tests.lab import standins
 
 PG_IMAGE = standins.PG_IMAGE
 PG_OVERRIDE = "docker-compose.lab-postgres.yaml"
-PG_ENTRYPOINT = r"""#!/bin/sh
-# dify-airgap lab: Debian's REAL PostgreSQL 15 behind the postgres image's env contract.
-set -e
-: "${PGDATA:=/var/lib/postgresql/data}" "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
-as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
-mkdir -p "$PGDATA" /var/run/postgresql
-chown -R postgres:postgres "$PGDATA" /var/run/postgresql
-chmod 700 "$PGDATA"
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  pw=$(mktemp); printf '%s' "${POSTGRES_PASSWORD:-}" > "$pw"; chown postgres "$pw"
-  as_pg initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pw" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
-  rm -f "$pw"
-  echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
-  echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
-  as_pg pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
-  [ "$POSTGRES_DB" = postgres ] || as_pg psql -q -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE \"$POSTGRES_DB\""
-  as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
-fi
-if [ "$1" = postgres ]; then exec setpriv --reuid=postgres --regid=postgres --init-groups "$@"; fi
-exec "$@"
-"""
+PG_ENTRYPOINT = standins.PG_ENTRYPOINT
 PG_OVERRIDE_TEXT = f"""# dify-airgap lab: db_postgres runs a REAL PostgreSQL 15 (not the stand-in).
 services:
   db_postgres:

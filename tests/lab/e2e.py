@@ -23,8 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,10 +213,13 @@ def airgapped(outer: Engine, bundle: Path, runtime: str, *, check: bool = True, 
 SANDBOX_CHECK = 'test: ["CMD", "curl", "-f", "http://localhost:8194/health"]'
 
 
-def standin_bundle(engine: Engine, root: Path, version: str, broken: bool = False) -> Path:
+def standin_bundle(engine: Engine, root: Path, version: str, broken: bool = False, against: Path | None = None) -> Path:
     """A bundle of the REAL compose project of ``version`` from the stand-ins ``engine`` holds (no registry);
-    ``broken``: its sandbox never gets healthy (an upgrade to it must fail and roll back)."""
+    ``broken``: its sandbox never gets healthy (an upgrade to it must fail and roll back); ``against``: an upgrade
+    (delta) bundle cut against that older bundle (``engine`` still holds its images)."""
     from scripts.bundle import build as bundler
+    from scripts.bundle import delta, signature
+    from scripts.bundle.manifest import load_manifest
     from scripts.dify import plan as compose_plan
     from tests.lab import standins
 
@@ -227,18 +230,43 @@ def standin_bundle(engine: Engine, root: Path, version: str, broken: bool = Fals
             raise AirgapError(f"{version}'s compose file has no sandbox healthcheck to break")
         compose.write_text(compose.read_text().replace(SANDBOX_CHECK, 'test: ["CMD", "false"]'))
     plan = compose_plan.plan_images(engine, project, project / ".env.example")
+    base = delta.base_from_bundle(engine, load_manifest(against), str(against),
+                                  signature.read_head(against).digest) if against else None
     return bundler.build(engine, bundler.make_plan(
         plan, version=plan.dify_version, project_dir=project, output=root / "out", platform=bundler.host_platform(),
-        compression="zstd", chunk_size=None, pull="never", target_python=GAP_PYTHON))
+        compression="zstd", chunk_size=None, pull="never", target_python=GAP_PYTHON, against=base))
+
+
+@contextmanager
+def upgrade_build_box(outer: Engine, versions: Sequence[str], work: Path) -> Iterator[Engine]:
+    """A throwaway dockerd holding the stand-ins of ``versions`` (copied from ``outer``) whose
+    ``postgres:15-alpine`` is a REAL PostgreSQL (standins.real_postgres_as): the upgrade e2e checks database rows."""
+    from tests.lab import host as lab
+    from tests.lab import standins
+
+    refs = sorted({r for v in versions for r in standins.default_images(v) if not r.startswith("postgres:")})
+    with lab.Dockerd() as box:
+        save = subprocess.Popen(["docker", "save", *refs], stdout=subprocess.PIPE, env={**os.environ, **outer.env})
+        load = subprocess.run(["docker", "load", "-q"], stdin=save.stdout, capture_output=True, text=True,
+                              env={**os.environ, **box.env}, timeout=900)
+        save.stdout.close()
+        if save.wait() or load.returncode:
+            raise AirgapError(f"copying the stand-ins into the build box failed: {load.stderr[-2000:]}")
+        standins.real_postgres_as(box, "postgres:15-alpine", work)
+        yield box
 
 
 def upgrade_airgapped(outer: Engine, old: Path, broken: Path, new: Path, runtime: str = "docker",
-                      timeout: float = 600) -> str:
-    """In a container with no network: install ``old`` with data; `dify-airgap upgrade` to ``broken`` fails and
-    names the rollback; `dify-airgap rollback` brings ``old`` back with its data; the upgrade to ``new`` passes
-    check with the data unchanged. Returns the transcript; raises AirgapError with it on any other outcome."""
+                      timeout: float = 600, rows: int = 100) -> str:
+    """In a container with no network: install ``old`` with data (a file, and ``rows`` rows in its REAL database);
+    `dify-airgap upgrade` to ``broken`` fails and names the rollback; `dify-airgap rollback` brings ``old`` back
+    with its data; the upgrade to ``new`` passes check with the data unchanged. Returns the transcript; raises
+    AirgapError with it on any other outcome."""
     log: list[str] = []
     data = f"{PREFIX}/docker/volumes/app/storage/upload-1.bin"
+    psql = (f"{runtime} exec $({runtime} ps -q --filter label=com.docker.compose.service=db_postgres) "
+            "psql -U postgres -d dify -tAc")
+    count = f"test \"$({psql} 'SELECT count(*) FROM upgrade_probe')\" = {rows} && echo 'rows: {rows}'"
     with GapContainer(outer, runtime) as gap:
         log.append(f"air-gapped container {gap.name}: network interfaces: {', '.join(gap.interfaces())}")
         if runtime == "docker":
@@ -260,14 +288,18 @@ def upgrade_airgapped(outer: Engine, old: Path, broken: Path, new: Path, runtime
              f"--timeout {int(timeout)}", "install of the old release")
         step(f"mkdir -p {Path(data).parent} && head -c 65536 /dev/urandom > {data} && sha256sum {data} > /tmp/data.sha",
              "data")
+        step(f"{psql} 'CREATE TABLE upgrade_probe(n int); INSERT INTO upgrade_probe SELECT generate_series(1, {rows})'"
+             f" && {count}", "rows")
         failed = step(f"{tool} upgrade /media/broken --prefix {PREFIX} --timeout 90 --wait 30",
                       "upgrade to the broken release", ok=False)
         if f"invoke rollback --prefix {PREFIX}" not in failed:
             raise AirgapError("\n".join(log) + "\nthe failed upgrade did not name the rollback")
         step(f"{tool} rollback --prefix {PREFIX} --wait 150", "rollback")
-        step(f"{tool} check --prefix {PREFIX} --wait 120 && sha256sum -c /tmp/data.sha", "check after the rollback")
+        step(f"{tool} check --prefix {PREFIX} --wait 120 && sha256sum -c /tmp/data.sha && {count}",
+             "check after the rollback")
         step(f"{tool} upgrade /media/new --prefix {PREFIX} --timeout {int(timeout)} --wait 150", "upgrade")
-        step(f"{tool} check --prefix {PREFIX} --wait 120 && sha256sum -c /tmp/data.sha", "check after the upgrade")
+        step(f"{tool} check --prefix {PREFIX} --wait 120 && sha256sum -c /tmp/data.sha && {count}",
+             "check after the upgrade")
     return "\n".join(log)
 
 

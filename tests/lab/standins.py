@@ -925,6 +925,42 @@ def build_standin(engine: Engine, ref: str, force: bool = False) -> bool:
 #: stand-in postgres only fakes pg_dump/psql. A lab cache image like the DinD image: kept between sessions.
 PG_IMAGE = "localhost/dify-airgap-lab/postgres:15-bookworm"
 PG_PACKAGES = ("postgresql",)
+#: The postgres image's env contract (POSTGRES_USER/PASSWORD/DB, PGDATA) over Debian's REAL PostgreSQL 15 of PG_IMAGE.
+PG_ENTRYPOINT = r"""#!/bin/sh
+# dify-airgap lab: Debian's REAL PostgreSQL 15 behind the postgres image's env contract.
+set -e
+: "${PGDATA:=/var/lib/postgresql/data}" "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
+as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+mkdir -p "$PGDATA" /var/run/postgresql
+chown -R postgres:postgres "$PGDATA" /var/run/postgresql
+chmod 700 "$PGDATA"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  pw=$(mktemp); printf '%s' "${POSTGRES_PASSWORD:-}" > "$pw"; chown postgres "$pw"
+  as_pg initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pw" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+  rm -f "$pw"
+  echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
+  echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+  as_pg pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+  [ "$POSTGRES_DB" = postgres ] || as_pg psql -q -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE \"$POSTGRES_DB\""
+  as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+fi
+if [ "$1" = postgres ]; then exec setpriv --reuid=postgres --regid=postgres --init-groups "$@"; fi
+exec "$@"
+"""
+
+
+def real_postgres_as(engine: Engine, ref: str, workdir: Path) -> str:
+    """``ref`` (e.g. ``postgres:15-alpine``) as a REAL PostgreSQL answering Dify's compose file as the official image
+    does (entrypoint, ``postgres -c ...``, ``pg_isready``): for a throwaway build box only, never the lab's engines
+    (their ``postgres:15-alpine`` is the stand-in other tests use)."""
+    ensure_real_postgres(engine)
+    ctx = workdir / "real-postgres"
+    ctx.mkdir(parents=True)
+    (ctx / "docker-entrypoint.sh").write_text(PG_ENTRYPOINT)
+    (ctx / "Dockerfile").write_text(f"FROM {PG_IMAGE}\nCOPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
+                                    'ENTRYPOINT ["/bin/sh", "/usr/local/bin/docker-entrypoint.sh"]\nCMD ["postgres"]\n')
+    engine.run(["build", "--network", "none", "-q", "-t", ref, str(ctx)], timeout=600)
+    return ref
 
 
 def ensure_real_postgres(engine: Engine) -> bool:
