@@ -7,7 +7,7 @@ pkg/license/public_key/PUBLIC_KEY.pem (e849b390). ``daemon_verified`` re-impleme
 their lines at 0.6.10, without scripts.plugins.sign and without an RSA library (the PKCS#1 v1.5 check is done
 by hand), so the toolkit's signer and `plugin-verify` are checked against an independent reading.
 
-The real official package and key (SOURCE.txt) are not committed: tests that need them skip when absent.
+The real official package and key are vendored in tests/fixtures/plugins/ (SOURCE.txt: origin, sha256).
 """
 
 from __future__ import annotations
@@ -28,25 +28,20 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from scripts.plugins import repackage as plugins
 from scripts.plugins import sign as plugin_sign
 from scripts.plugins.sign import SignatureError
-from tests.conftest import FIXTURE_ROOT, ROOT
+from tests.conftest import FIXTURE_ROOT
 
 OFFICIAL_PACKAGE = "langgenius-agent_0.0.14.difypkg"
 OFFICIAL_KEY = "dify-plugin-daemon-PUBLIC_KEY.pem"
 SHA256 = {OFFICIAL_PACKAGE: "a58786359976dbbc96b353c9fc0e9ced05a3f5ee51995424c527934add9d323f",
           OFFICIAL_KEY: "dda2a2a8dc5eb61b7921b86eb573b88fb202909c0a65bb1974ac4be2f6addd68"}
 OFFICIAL_SIGNED_AT = 1744632035
-PLACES = (FIXTURE_ROOT / "plugins", ROOT.parent / "shared" / "fixtures" / "plugins")
-
-
 def _fixture(name: str) -> Path:
-    """A real upstream file (SOURCE.txt), checked by sha256; skip when not vendored."""
+    """A real upstream file, vendored in tests/fixtures/plugins/ (SOURCE.txt), checked by sha256."""
     assert SHA256[name] in (FIXTURE_ROOT / "plugins" / "SOURCE.txt").read_text()
-    for place in PLACES:
-        path = place / name
-        if path.is_file():
-            assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA256[name], f"{path} is not the upstream file"
-            return path
-    pytest.skip(f"{name} is not vendored (tests/fixtures/plugins/SOURCE.txt says where it comes from)")
+    path = FIXTURE_ROOT / "plugins" / name
+    assert path.is_file(), f"{path} is missing (tests/fixtures/plugins/SOURCE.txt says where it comes from)"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA256[name], f"{path} is not the upstream file"
+    return path
 
 
 # ------------------------------------------------------ the daemon's check, re-implemented from the Go source
