@@ -182,3 +182,24 @@ def test_proof_fails_for_a_relocked_package_missing_a_wheel(tmp_path, wheel_cach
     with pytest.raises(OfflineInstallFailed, match=r"uv sync --no-dev --frozen -v") as err:
         plugins.prove_offline(broken, Target("3.12", "amd64"), daemon_version="0.6.10")
     assert "orjson" in str(err.value)
+
+
+ARM_CASES = [(v, s) for v in VERSIONS for s in SHAPES]
+
+
+@pytest.mark.parametrize("version, shape", ARM_CASES, ids=[f"{v}-{s}" for v, s in ARM_CASES])
+def test_arm64_shape_installs_offline_for_the_arm64_daemon(version, shape, tmp_path, wheel_cache, pypi_lock):
+    """arm64 (wheels exist for all three deps): the repackaged package carries aarch64 wheels, and the daemon's
+    install, for cp312 aarch64 (uv --python-platform, the daemon image's glibc), succeeds with no network. Not
+    the exact command in an arm64 venv: that needs an arm64 interpreter (emulation), which this lab has not."""
+    src = make_shape(tmp_path / "src.difypkg", shape, pypi_lock)
+    keep = shape != "requirements"
+    [r] = plugins.repackage_many([str(src)], tmp_path / "out", python="3.12", arch="arm64", daemon_version=version,
+                                 keep_pyproject=keep, cache_dir=wheel_cache)
+    with zipfile.ZipFile(r.path) as zf:
+        wheels = [n for n in zf.namelist() if n.startswith("wheels/") and n.endswith(".whl")]
+    assert len(wheels) == 3 and any("aarch64" in w and "cp312" in w for w in wheels), wheels
+    assert not any("x86_64" in w for w in wheels), wheels
+    assert r.proof.mode == "target" and "unshare -n" in r.proof.isolation and r.proof.packages == 3
+    assert "--python-platform aarch64" in " ".join(r.proof.commands), r.proof.commands
+    assert r.proof.daemon_command.startswith("uv ") and r.proof.rule
