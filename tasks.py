@@ -492,13 +492,18 @@ def upgrade(c, path, runtime=None, prefix="/opt/dify", site_file=None, set_=None
     "prefix": PREFIX_HELP,
     "timeout": "seconds each restore step may take (default 600)",
     "wait": "seconds `check` may retry after the restart (default 180)",
+    "yes": "roll back also an upgrade that COMPLETED (its databases then return to the backup before it)",
+    "safety_backup": "back up the release being rolled back first (default; --no-safety-backup when its database "
+                     "cannot run: its databases are then replaced without a copy)",
     "dry_run": "print every step of the rollback; change nothing",
     "json": "print the result as ONE JSON document on stdout (everything else goes to stderr)",
 })
 @_fails_cleanly
-def rollback(c, prefix="/opt/dify", timeout=600, wait=180, dry_run=False, json_=False):
-    """Return to the release the last `invoke upgrade` started from, with its backup and .env; data moved aside."""
-    report = upgrader.rollback(Path(prefix), dry_run=dry_run, timeout=float(timeout), check_wait=float(wait))
+def rollback(c, prefix="/opt/dify", timeout=600, wait=180, yes=False, safety_backup=True, dry_run=False,
+             json_=False):
+    """Return to the release the last `invoke upgrade` started from, with its backup and .env; nothing deleted."""
+    report = upgrader.rollback(Path(prefix), dry_run=dry_run, timeout=float(timeout), check_wait=float(wait),
+                               yes=yes, safety_backup=safety_backup)
     _emit(json_, report.to_dict(), report.render)
 
 

@@ -41,7 +41,7 @@ from scripts.plugins import repackage as plugins
 TOOLKIT_ITEMS = ("tasks.py", "invoke.yaml", "pyproject.toml", "requirements.txt", "README.md",
                  "scripts", "env-templates", "compose-overrides", "docs")
 #: Runtime data a build box may have under docker/volumes: never shipped (and .env holds secrets).
-PROJECT_EXCLUDES = (".env", "volumes/app", "volumes/db", "volumes/redis", "volumes/plugin_daemon",
+PROJECT_EXCLUDES = (".env", "middleware.env", "volumes/app", "volumes/db", "volumes/redis", "volumes/plugin_daemon",
                     "volumes/weaviate", "volumes/qdrant", "volumes/milvus", "volumes/mysql")
 PULL_RETRIES = 3
 DEFAULT_TARGET_PYTHON = "3.9"  # Red Hat 9's python3
@@ -135,7 +135,7 @@ class BundlePlan:
                  f"  profiles {', '.join(self.image_plan.profiles)}; "
                  f"vector stores {', '.join(self.image_plan.vector_stores)}"
                  + (f"; mode {self.image_plan.mode}" if self.image_plan.mode != "full" else ""),
-                 *([f"  delta against {self.against.kind} {self.against.source} (Dify "
+                 *([f"  delta against {self.against.kind} {self.against.source} ({self.against.digest}, Dify "
                     f"{self.against.dify_version or 'not recorded'}): images and layers it holds are left out"]
                    if self.against else []),
                  f"  wheels for python {self.target_python} "
@@ -491,6 +491,8 @@ def build_directory(engine: Engine, plan: BundlePlan) -> Path:
             archive["delta"] = delta.summary(cut, rewrite)
             LOG.info("delta: %s", delta.render_summary(archive["delta"]))
         add_config_ids(records, archive.pop("config_ids", {}))
+        if cut:
+            delta.pin_kept(records, cut)
         copy_tree(plan.project_dir, staging / "docker", PROJECT_EXCLUDES)
         copy_toolkit(staging / "toolkit")
         for item in ("env-templates", "compose-overrides"):

@@ -83,13 +83,20 @@ def base_from_inventory(data: Mapping, source: str, digest: str) -> Base:
         tags = {name.rpartition(":")[2].lstrip("v") for name in base.images
                 if name.rpartition(":")[0].endswith(DIFY_API_IMAGE)}
         base.dify_version = tags.pop() if len(tags) == 1 else ""
+    base.dify_version = _release(base.dify_version)
     return base
+
+
+def _release(text: str) -> str:
+    """A Dify release as a bundle name may carry it (``1.11.3``); anything else (from a file carried in) is
+    "not known", never part of a path."""
+    return text if re.fullmatch(r"\d+(?:\.\d+){1,3}", text or "") else ""
 
 
 def base_from_bundle(engine: Engine, manifest: Mapping, source: str, digest: str) -> Base:
     """The bundle the target was installed from: its images by name and id; their layers from THIS engine when it
     still holds them (the build box that made it), else image level only for those (listed in unknown_layers)."""
-    base = Base("bundle", source, digest, str(manifest.get("dify_version") or ""))
+    base = Base("bundle", source, digest, _release(str(manifest.get("dify_version") or "")))
     for image in manifest["images"]:
         ids = {i for i in (image.get("id"), image.get("config_id")) if i}
         base.images.setdefault(hub_short(image["ref"]), set()).update(bare(i) for i in ids)
@@ -108,6 +115,7 @@ class DeltaPlan:
     saved: list[str]                      # refs in the save stream
     placeholders: set[str]                # diff-ids to write as zero-byte members
     layers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # saved ref -> (diff-id, chain id)
+    kept_ids: dict[str, set[str]] = field(default_factory=dict)  # kept ref -> every id the base knows it by
 
     def required(self, written_empty: Iterable[str]) -> dict[str, list[str]]:
         """ref -> the chain ids the target must hold for it, given the layers actually written empty."""
@@ -127,11 +135,12 @@ class DeltaPlan:
 
 def plan(engine: Engine, refs: Iterable[str], base: Base) -> DeltaPlan:
     """Which images to leave out and which layers to write empty, from this engine's view of ``refs``."""
-    kept, saved, chains_of = [], [], {}
+    kept, saved, chains_of, kept_ids = [], [], {}, {}
     for ref in refs:
         info = engine.inspect_image(ref)
         if bare(info.get("Id")) in base.images.get(hub_short(ref), set()):
             kept.append(ref)
+            kept_ids[ref] = set(base.images[hub_short(ref)])
             continue
         saved.append(ref)
         diffs = list((info.get("RootFS") or {}).get("Layers") or [])
@@ -141,7 +150,16 @@ def plan(engine: Engine, refs: Iterable[str], base: Base) -> DeltaPlan:
         for diff, chain in pairs:
             occurrences.setdefault(diff, []).append(chain)
     placeholders = {d for d, chains in occurrences.items() if all(c in base.chains for c in chains)}
-    return DeltaPlan(base, kept, saved, placeholders, chains_of)
+    return DeltaPlan(base, kept, saved, placeholders, chains_of, kept_ids)
+
+
+def pin_kept(records: list[dict], cut: DeltaPlan) -> None:
+    """A kept image is not in the save stream, so no ``config_id`` was read for it: pin the id the base knows it by
+    (on a build box with Docker's containerd store ``.Id`` is the manifest-list digest, the target's id is not)."""
+    for record in records:
+        others = sorted(cut.kept_ids.get(record["ref"], set()) - {bare(record.get("id"))})
+        if others and not record.get("config_id"):
+            record["config_id"] = "sha256:" + others[0]
 
 
 def summary(cut: DeltaPlan, rewrite: LayerFilter) -> dict:
@@ -185,7 +203,7 @@ class LayerFilter:
         self.oci = False                           # saw an OCI layout (layers under blobs/: carried whole)
         self._buf = bytearray()
         self._pending = bytearray()                # PAX / GNU long-name headers with their data, not yet emitted
-        self._pax_size = False
+        self._pax_size: int | None = None        # a PAX ``size`` record for the next member (>= 8 GiB)
         self._next_name: str | None = None
         self._member: tuple[str, bytes, int] | None = None   # (mode, header, size) of the member being read
         self._left = 0                              # data bytes (with padding) of the current member still to read
@@ -215,7 +233,8 @@ class LayerFilter:
             yield bytes(self._pending) + block
             self._pending.clear()
             return
-        kind, size = block[156:157], _size(block)
+        kind = block[156:157]
+        size = self._pax_size if self._pax_size is not None and kind not in META_TYPES else _size(block)
         name = self._next_name or _name(block)
         if name.lstrip("./") in ("oci-layout", "index.json") or name.startswith(("blobs/", "./blobs/")):
             self.oci = True
@@ -226,7 +245,7 @@ class LayerFilter:
         else:
             self._next_name = None
             named = NAMED_LAYER.match(name)
-            if kind in (b"0", b"\0") and size and not self._pax_size and (named or LEGACY_LAYER.match(name)):
+            if kind in (b"0", b"\0") and size and self._pax_size is None and (named or LEGACY_LAYER.match(name)):
                 mode = ("named:sha256:" + named.group(1)) if named else "spool"
                 self._member, self._left = (mode, block, size), padded
                 if mode == "spool":
@@ -245,7 +264,7 @@ class LayerFilter:
                 yield bytes(self._pending) + block
                 self._pending.clear()
                 self._member, self._left = ("pass", block, size), padded
-            self._pax_size = False
+            self._pax_size = None
         if not self._left:
             yield from self._member_end()
 
@@ -272,7 +291,8 @@ class LayerFilter:
                 records = _pax_records(data)
                 if b"path" in records:
                     self._next_name = records[b"path"].decode()
-                self._pax_size = b"size" in records
+                if b"size" in records:  # the member's real size (its ustar field says 0): carried as it is
+                    self._pax_size = int(records[b"size"])
             return
         if mode != "spool":
             return

@@ -57,7 +57,8 @@ def stack_mode(middleware: bool | str | None) -> StackMode:
 def middleware_example(project_dir: Path) -> Path:
     """The middleware (dev compose) example: ``middleware.env.example`` up to 1.13, ``envs/middleware.env.example``
     from 1.14 (the compose file reads ``./middleware.env`` in both)."""
-    for candidate in (Path(project_dir) / MIDDLEWARE_EXAMPLE, Path(project_dir) / "envs" / MIDDLEWARE_EXAMPLE):
+    # envs/ first: a 1.14+ tree installed over a 1.11 one still holds the old top-level file (nothing is deleted)
+    for candidate in (Path(project_dir) / "envs" / MIDDLEWARE_EXAMPLE, Path(project_dir) / MIDDLEWARE_EXAMPLE):
         if candidate.is_file():
             return candidate
     return Path(project_dir) / MIDDLEWARE_EXAMPLE  # missing: the caller names it

@@ -99,14 +99,18 @@ def save_compressed(engine: Engine, refs: Sequence[str], directory: Path, name: 
                     sink.write(out)
                     tap.feed(out)
                     raw += len(out)
-                for block in iter(lambda: proc.stdout.read(READ_CHUNK), b""):
-                    for out in (rewrite.feed(block) if rewrite else (block,)):
+                try:
+                    for block in iter(lambda: proc.stdout.read(READ_CHUNK), b""):
+                        for out in (rewrite.feed(block) if rewrite else (block,)):
+                            put(out)
+                        bar.update(len(block))
+                    for out in (rewrite.close() if rewrite else ()):
                         put(out)
-                    bar.update(len(block))
-                for out in (rewrite.close() if rewrite else ()):
-                    put(out)
-                if not refs:
-                    put(bytes(1024))  # the end-of-archive blocks of an empty tar
+                    if not refs:
+                        put(bytes(1024))  # the end-of-archive blocks of an empty tar
+                except BaseException:
+                    proc.kill()  # the save blocks on a full pipe nobody reads: its stderr below would never end
+                    raise
         finally:
             bar.close()
             stderr = proc.stderr.read().decode(errors="replace")

@@ -10,13 +10,16 @@ upgrade: the install record must exist (else: install)  ->
   4. install: load, ``docker/`` files (changed ones backed up), ``.env`` three-way merge (across layouts),
      overrides, ``compose up``, wait for healthy;
   5. check (with a bounded wait).
-  A failure in 4 or 5 stops with the reason and the exact ``invoke rollback`` to run; data is untouched until then.
+  A failure in 4 or 5 stops with the reason and the exact ``invoke rollback`` to run. Running the upgrade again
+  after a failure keeps the rollback point of the first attempt (the way back to the release it started from) and
+  takes no second backup of the half-upgraded state; a successful upgrade marks the point completed.
 
-rollback: the rollback point must exist  ->
-  stop the new release (containers only), put the old install record back, restore the backup (the old
-  ``docker/`` files and ``.env``, overrides, volumes, databases; the new release's data is moved aside as
-  ``NAME.before-restore-TIME``, never deleted), start, check. The old release's images are still on the engine
-  (an upgrade never removes images). Whatever was written after the upgrade began is in the moved-aside data only.
+rollback: the rollback point must exist (after a COMPLETED upgrade only with ``--yes``)  ->
+  the backup verified, then a SAFETY backup of the new release as it is now (its databases dumped: the restore
+  recreates them; its volumes are also moved aside as ``NAME.before-restore-TIME``), stop the new release
+  (containers only), put the old install record back, restore the backup (the old ``docker/`` files and ``.env``,
+  overrides, volumes, databases), start, check. Nothing of the new release is deleted without a copy. The old
+  release's images are still on the engine (an upgrade never removes images).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from scripts.core.errors import AirgapError
 from scripts.core.files import write_file_atomic
 from scripts.core.inputs import read_json
 from scripts.data import backup as bk
+from scripts.data import datadir
 from scripts.data import stackdata as sd
 from scripts.dify import deployment as dep
 from scripts.host import check as checks
@@ -38,7 +42,8 @@ from scripts.host import install as installer
 
 POINT = "rollback.json"
 UPGRADES = "upgrades"
-POINT_SCHEMA = {"kind": str, "created": str, "from_version": str, "to_bundle": str, "backup": str, "record": dict}
+POINT_SCHEMA = {"kind": str, "created": str, "from_version": str, "to_bundle": str, "backup": str, "record": dict,
+                "?completed": str}
 KIND = "dify-airgap-rollback-point"
 
 
@@ -66,8 +71,17 @@ def point_path(prefix: Path) -> Path:
 
 def _fail(step: str, prefix: Path, exc: BaseException) -> AirgapError:
     return AirgapError(f"upgrade failed at {step}: {exc}",
-                       hint=f"the data is untouched and backed up: return to the previous release with "
-                            f"`invoke rollback --prefix {prefix}` (or fix the cause and run the upgrade again)")
+                       hint=f"the previous release is backed up: return to it with `invoke rollback --prefix "
+                            f"{prefix}` (or fix the cause and run the upgrade again: the rollback point is kept)")
+
+
+def _pending_point(prefix: Path) -> dict | None:
+    """The rollback point of an upgrade that did not complete (a re-run keeps it), else None."""
+    path = point_path(prefix)
+    if not path.is_file():
+        return None
+    point = read_json(path, "the rollback point", "remove it if no upgrade is under way", POINT_SCHEMA)
+    return None if point.get("completed") else point
 
 
 def upgrade(opts: installer.InstallOptions, check_wait: float = 180) -> UpgradeReport:
@@ -81,30 +95,33 @@ def upgrade(opts: installer.InstallOptions, check_wait: float = 180) -> UpgradeR
     if record.runtime != opts.runtime:
         raise AirgapError(f"{prefix} runs on {record.runtime}, not {opts.runtime}",
                           hint=f"use --runtime {record.runtime}")
-    opts = replace(opts, prefix=prefix, project_name=record.project_name, engine_env=dict(record.engine_env))
+    opts = replace(opts, prefix=prefix, project_name=record.project_name, engine_env=dict(record.engine_env),
+                   middleware=record.stack.middleware)
     report = UpgradeReport(prefix)
+    pending = _pending_point(prefix)
     LOG.info("upgrade 1/5: verify the bundle and plan the install (nothing changes)")
     plan = installer.install(replace(opts, dry_run=True))
     report.steps.append(f"verified and planned: {len(plan.actions)} change(s) to make")
     engine = record.engine(dry_run=opts.dry_run)
     stack = sd.resolve(prefix=str(prefix))
     backup_plan = bk.make_plan(stack, prefix / installer.STATE_DIR / UPGRADES)
-    LOG.info("upgrade 2/5: back up Dify %s", record.dify_version)
+    if pending is not None:
+        LOG.info("upgrade 2-3/5: an earlier attempt from Dify %s did not complete: its backup and rollback point "
+                 "(%s) are kept", pending["from_version"], pending["backup"])
+        report.steps.append(f"rollback point of the attempt from Dify {pending['from_version']} kept "
+                            f"({pending['backup']})")
+    else:
+        LOG.info("upgrade 2/5: back up Dify %s", record.dify_version)
     if opts.dry_run:
-        print(backup_plan.render(engine))
-        print(f"[dry-run] write the rollback point {point_path(prefix)}")
+        if pending is None:
+            print(backup_plan.render(engine))
+            print(f"[dry-run] write the rollback point {point_path(prefix)}")
         print("[dry-run] install the bundle (the changes above), wait, then `invoke check`")
-        report.steps += [f"backup {backup_plan.final_dir} (planned)", "rollback point (planned)",
-                         "install, wait, check (planned)"]
+        report.steps += ([f"backup {backup_plan.final_dir} (planned)", "rollback point (planned)"]
+                         if pending is None else []) + ["install, wait, check (planned)"]
         return report
-    done = bk.backup(engine, backup_plan)
-    report.steps.append(f"backup {done}")
-    point = {"kind": KIND, "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-             "from_version": record.dify_version, "to_bundle": str(opts.bundle), "backup": str(done),
-             "record": json.loads(record.to_json())}
-    write_file_atomic(point_path(prefix), (json.dumps(point, indent=2) + "\n").encode())
-    report.steps.append(f"rollback point {point_path(prefix)} (Dify {record.dify_version})")
-    LOG.info("upgrade 3/5: rollback point written; 4/5: install")
+    point = pending or _backup_and_point(engine, backup_plan, record, opts, report)
+    LOG.info("upgrade 4/5: install")
     try:
         installed = installer.install(opts)
     except (AirgapError, OSError) as exc:
@@ -117,10 +134,35 @@ def upgrade(opts: installer.InstallOptions, check_wait: float = 180) -> UpgradeR
         raise _fail("check", prefix, AirgapError(f"{len(report.check.failed())} check(s) fail: "
                                                  f"{', '.join(c.name for c in report.check.failed())}"))
     report.steps.append(f"check: Dify {dep.load(prefix).dify_version} passes")
+    point["completed"] = _now()
+    _write_point(prefix, point)  # a later rollback of a completed upgrade asks for --yes
     return report
 
 
-def rollback(prefix: Path, *, dry_run: bool = False, timeout: float = 600, check_wait: float = 180) -> UpgradeReport:
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _write_point(prefix: Path, point: dict) -> None:
+    point_path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    write_file_atomic(point_path(prefix), (json.dumps(point, indent=2) + "\n").encode())
+
+
+def _backup_and_point(engine, backup_plan: bk.BackupPlan, record: dep.Deployment, opts: installer.InstallOptions,
+                      report: UpgradeReport) -> dict:
+    """The backup, then the rollback point naming it (never a point without a finished backup)."""
+    done = bk.backup(engine, backup_plan)
+    report.steps.append(f"backup {done}")
+    point = {"kind": KIND, "created": _now(), "from_version": record.dify_version, "to_bundle": str(opts.bundle),
+             "backup": str(done), "record": json.loads(record.to_json())}
+    _write_point(record.prefix, point)
+    report.steps.append(f"rollback point {point_path(record.prefix)} (Dify {record.dify_version})")
+    LOG.info("upgrade 3/5: rollback point written")
+    return point
+
+
+def rollback(prefix: Path, *, dry_run: bool = False, timeout: float = 600, check_wait: float = 180,
+             yes: bool = False, safety_backup: bool = True) -> UpgradeReport:
     """Back to the release the last upgrade started from, with its data (see the module doc)."""
     prefix = Path(prefix).resolve()
     path = point_path(prefix)
@@ -131,17 +173,34 @@ def rollback(prefix: Path, *, dry_run: bool = False, timeout: float = 600, check
     point = read_json(path, "the rollback point", "run the upgrade again to write it", POINT_SCHEMA)
     if point["kind"] != KIND:
         raise AirgapError(f"{path} is not a rollback point (kind {point['kind']!r})")
+    if point.get("completed") and not (yes or dry_run):
+        raise AirgapError(f"the upgrade from Dify {point['from_version']} completed at {point['completed']}: a "
+                          f"rollback now restores the backup taken before it (the databases as they were then)",
+                          hint="add --yes to roll back anyway (the current databases are backed up first)")
     old = dep.Deployment(**{**{k: v for k, v in point["record"].items() if k in dep.Deployment.__dataclass_fields__},
                             "prefix": prefix})
     report = UpgradeReport(prefix, "rollback")
     engine = old.engine(dry_run=dry_run)
+    datadir.verify_dir(point["backup"], bk.KIND, bk.BACKUP_SCHEMA)  # a damaged backup: refused before any change
+    current = sd.resolve(prefix=str(prefix)) if (prefix / dep.STATE_FILE).is_file() else None
+    safety = bk.make_plan(current, prefix / installer.STATE_DIR / UPGRADES) if current and safety_backup else None
     if dry_run:
+        if safety:
+            print(safety.render(engine))
         print(f"[dry-run] stop the stack at {prefix} (containers only; volumes kept)")
         print(f"[dry-run] put back the install record of Dify {point['from_version']}")
         bk.restore(engine, point["backup"], sd.resolve(prefix=str(prefix)), start=True, force=True)
         report.steps.append(f"rollback to Dify {point['from_version']} from {point['backup']} (planned)")
         return report
-    if (prefix / dep.STATE_FILE).is_file():
+    if safety:
+        try:
+            report.steps.append(f"safety backup of the release being rolled back: {bk.backup(engine, safety)}")
+        except AirgapError as exc:
+            raise AirgapError(f"the safety backup before the rollback failed, nothing was changed: {exc}",
+                              hint="start the stack's database (compose up -d) and roll back again; or roll back "
+                                   "with --no-safety-backup (the current databases are then replaced without a "
+                                   "copy)") from exc
+    if current is not None:
         report.steps += installer.down(prefix, timeout=timeout)
     old.save()
     report.steps.append(f"install record of Dify {point['from_version']} put back")

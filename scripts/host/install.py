@@ -216,7 +216,8 @@ class _Run:
 
     @property
     def old_example(self) -> Path:
-        return self.state_dir / "previous.env.example"
+        """The installed release's example, kept before docker/ is replaced: the base of the three-way merge."""
+        return self.state_dir / f"previous.{self.mode.env_name.lstrip('.')}.example"
 
 
 def install(opts: InstallOptions) -> InstallReport:
@@ -354,20 +355,18 @@ def _previous_deployment(prefix: Path) -> dep.Deployment | None:
 
 def _keep_old_example(run: _Run) -> None:
     """Save the installed ``.env.example`` before it is replaced: the base of the three-way ``.env`` merge."""
-    project = run.project
-    if run.mode.middleware:  # its example is the merge base as it stands (middleware.env keeps few settings)
-        return
-    if (run.env_path.is_file() and (project / ".env.example").is_file() and not run.opts.dry_run
-            and not filecmp.cmp(project / ".env.example", run.bundle / "docker" / ".env.example", shallow=False)):
+    installed, new = run.mode.example(run.project), run.mode.example(run.bundle / "docker")
+    if (run.env_path.is_file() and installed.is_file() and not run.opts.dry_run
+            and not filecmp.cmp(installed, new, shallow=False)):
         run.state_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(project / ".env.example", run.old_example)
+        shutil.copy2(installed, run.old_example)
 
 
 def _sync_project(run: _Run) -> None:
     if not run.opts.dry_run:
         run.prefix.mkdir(parents=True, exist_ok=True)
     changed = sync_tree(run.bundle / "docker", run.project, run.state_dir / f"backup-{run.now}" / "docker",
-                        dry_run=run.opts.dry_run, keep=(".env", "volumes"))
+                        dry_run=run.opts.dry_run, keep=(".env", "middleware.env", "volumes"))
     if changed:
         run.report.actions.append(f"{len(changed)} file(s) of docker/ written (changed ones backed up in "
                                   f"{STATE_DIR}/backup-{run.now})")

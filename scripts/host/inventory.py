@@ -128,8 +128,14 @@ def against(engine: Engine, path: str | os.PathLike, trust: signature.TrustPolic
     if not path.exists():
         raise AirgapError(f"--against {path} does not exist",
                           hint="give the target's inventory (invoke inventory there) or the bundle it runs")
+    head = signature.read_head(path)
+    found = signature.check(head, trust)  # the same trust as verify: signed by a site key when keys are set
+    if found.problems:
+        raise AirgapError(f"--against {path} is refused: " + "; ".join(f"{p.path} {p.kind}: {p.detail}"
+                                                                       for p in found.problems),
+                          hint="verify it (invoke verify --public-key ...), or cut against the host's inventory")
     if archive.is_archive(path):
         data, _name, _ = archive.read_manifest(path)
     else:
         data = manifest.load_manifest(manifest.find_bundle_dir(path))
-    return delta.base_from_bundle(engine, data, str(path), signature.read_head(path).digest)
+    return delta.base_from_bundle(engine, data, str(path), head.digest)

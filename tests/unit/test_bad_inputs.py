@@ -60,7 +60,7 @@ NOT_PATHS = {
     "server_ip", "base_url", "model_server", "timeout", "selinux", "no_start", "purge_data", "yes", "ollama_url",
     "ollama_model", "vllm_url", "vllm_api_key", "vllm_model", "wait", "skip_deployment", "regenerate_secrets",
     "middleware", "python", "arch", "daemon_version", "marketplace_url", "keep_pyproject", "name", "bits", "force",
-    "project_name", "tag", "expect_digest", "format",
+    "project_name", "tag", "expect_digest", "format", "safety_backup",
 }
 
 

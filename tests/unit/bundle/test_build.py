@@ -76,3 +76,16 @@ def test_a_chunk_of_4g_is_warned_about_fat32_and_a_tiny_one_refused(caplog):
     assert "do not fit FAT32" in caplog.text and "use 4000M" in caplog.text
     with pytest.raises(AirgapError, match="below 1 MiB"):
         build.parse_chunk_size("10k")
+
+
+def test_the_site_env_files_of_the_build_box_never_enter_a_bundle(tmp_path):
+    """.env, middleware.env (Dify's dev setup has developers make it) and envs/**/*.env hold the build box's
+    secrets: left out; their examples go in."""
+    src = tmp_path / "docker"
+    for rel in (".env", "middleware.env", "envs/middleware.env", "envs/middleware.env.example", ".env.example",
+                "docker-compose.yaml"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text("DB_PASSWORD=buildbox-secret\n")
+    build.copy_tree(src, tmp_path / "out", build.PROJECT_EXCLUDES)
+    copied = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert copied == [".env.example", "docker-compose.yaml", "envs/middleware.env.example"]

@@ -117,3 +117,39 @@ def test_plan_keeps_same_id_images_and_empties_layers_only_where_every_chain_is_
     assert cut.kept == ["redis:6"] and cut.saved == ["api:2", "other:1"]
     assert cut.placeholders == {l0}, "l1 also sits on a chain the target lacks: carried"
     assert cut.required([l0]) == {"api:2": delta.chain_ids([l0])}
+
+
+def _pax_sized(name: str, data: bytes) -> bytes:
+    """A member as Go writes one of 8 GiB and more: a PAX ``size`` record, 0 in the ustar size field."""
+    record = f"size={len(data)}\n"
+    length = len(record) + 1
+    length += len(str(length + len(record)))
+    pax = f"{length} {record}".encode()
+    head = tarfile.TarInfo("./PaxHeaders/x")
+    head.type, head.size = tarfile.XHDTYPE, len(pax)
+    member = tarfile.TarInfo(name)
+    member.size = 0
+    blocks = head.tobuf(tarfile.USTAR_FORMAT) + pax + bytes(-len(pax) % 512) + member.tobuf(tarfile.USTAR_FORMAT)
+    return blocks + data + bytes(-len(data) % 512)
+
+
+def test_a_member_sized_by_a_pax_record_is_carried_whole_not_parsed(tmp_path):
+    layer = os.urandom(3000)
+    raw = _pax_sized("4" * 64 + "/layer.tar", layer) + _stream([("manifest.json", b"[]")])
+    out, rewrite = _run(raw, {_diff(layer)}, tmp_path, 700)
+    assert out == raw and rewrite.written_empty == {}
+    assert _members(out)["4" * 64 + "/layer.tar"] == layer
+
+
+def test_kept_images_are_pinned_by_the_id_the_base_knows_them_by():
+    cut = delta.DeltaPlan(delta.Base("bundle", "old", "sha256:x", "1.11.3"), ["redis:6"], [], set(),
+                          kept_ids={"redis:6": {"c" * 64, "m" * 64}})
+    records = [{"ref": "redis:6", "id": "sha256:" + "m" * 64}, {"ref": "api:2", "id": "sha256:" + "f" * 64}]
+    delta.pin_kept(records, cut)
+    assert records[0]["config_id"] == "sha256:" + "c" * 64 and "config_id" not in records[1]
+
+
+@pytest.mark.parametrize("version, shown", [("1.11.3", "1.11.3"), ("1.11.3/../../x", ""), ("latest", ""), ("", "")])
+def test_the_bases_release_is_a_version_or_not_known(version, shown):
+    data = {"deployment": {"dify_version": version}, "images": []}
+    assert delta.base_from_inventory(data, "inv.json", "sha256:x").dify_version == shown

@@ -76,3 +76,13 @@ def test_compose_yaml_understands_compose_merge_tags_and_refuses_any_other_tag()
     for hostile in ("a: !!python/object/apply:os.system ['true']\n", "a: !include other.yaml\n"):
         with pytest.raises(yaml.YAMLError):
             load_compose_yaml(hostile)
+
+
+def test_the_middleware_example_of_envs_wins_over_a_stale_top_level_one(tmp_path):
+    """A 1.16 tree installed over a 1.11 one keeps the old top-level middleware.env.example (nothing is deleted)."""
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "middleware.env.example").write_text("OLD=1\n")
+    (tmp_path / "envs" / "middleware.env.example").write_text("NEW=1\n")
+    assert MIDDLEWARE.example(tmp_path) == tmp_path / "envs" / "middleware.env.example"
+    (tmp_path / "envs" / "middleware.env.example").unlink()
+    assert MIDDLEWARE.example(tmp_path) == tmp_path / "middleware.env.example"

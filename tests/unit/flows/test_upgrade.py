@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -45,3 +46,69 @@ def test_a_damaged_or_foreign_rollback_point_is_refused_by_name(tmp_path, point,
     with pytest.raises(AirgapError, match=says):
         upgrader.rollback(tmp_path, dry_run=True)
     assert path.read_text() == point and not (Path(tmp_path) / "dify-airgap.json").exists()
+
+
+class _Fakes:
+    """The install, backup and stack of an upgrade, faked: the install fails after the dry run."""
+
+    def __init__(self, monkeypatch, tmp_path):
+        self.backups: list[Path] = []
+        monkeypatch.setattr(upgrader.installer, "install", self.install)
+        monkeypatch.setattr(upgrader.sd, "resolve", lambda prefix: SimpleNamespace(prefix=prefix))
+        monkeypatch.setattr(upgrader.bk, "make_plan", lambda stack, out: SimpleNamespace(
+            final_dir=out / "dify-backup-x", render=lambda engine: "backup plan"))
+        monkeypatch.setattr(upgrader.bk, "backup", self.backup)
+        self.root = tmp_path
+
+    def install(self, opts):
+        if opts.dry_run:
+            return installer.InstallReport(opts.prefix, actions=["planned"])
+        raise AirgapError("the sandbox never got healthy")
+
+    def backup(self, engine, plan):
+        made = self.root / f"backup-{len(self.backups)}"
+        made.mkdir()
+        self.backups.append(made)
+        return made
+
+
+def test_a_rerun_after_a_failed_upgrade_keeps_the_first_rollback_point(tmp_path, monkeypatch):
+    fakes = _Fakes(monkeypatch, tmp_path)
+    Deployment(prefix=tmp_path, runtime="docker", dify_version="1.11.3").save()
+    opts = installer.InstallOptions(bundle=tmp_path / "new", runtime="docker", prefix=tmp_path)
+    with pytest.raises(AirgapError, match="upgrade failed at install"):
+        upgrader.upgrade(opts)
+    Deployment(prefix=tmp_path, runtime="docker", dify_version="1.16.0").save()  # what the failed install recorded
+    with pytest.raises(AirgapError, match="upgrade failed at install") as again:
+        upgrader.upgrade(opts)
+    point = json.loads(upgrader.point_path(tmp_path).read_text())
+    assert len(fakes.backups) == 1 and point["backup"] == str(fakes.backups[0])
+    assert point["from_version"] == "1.11.3" and point["record"]["dify_version"] == "1.11.3"
+    assert "rollback point is kept" in again.value.hint
+
+
+def test_no_rollback_point_without_a_finished_backup(tmp_path, monkeypatch):
+    _Fakes(monkeypatch, tmp_path)
+    monkeypatch.setattr(upgrader.bk, "backup", lambda engine, plan: (_ for _ in ()).throw(AirgapError("disk full")))
+    Deployment(prefix=tmp_path, runtime="docker", dify_version="1.11.3").save()
+    with pytest.raises(AirgapError, match="disk full"):
+        upgrader.upgrade(installer.InstallOptions(bundle=tmp_path / "new", runtime="docker", prefix=tmp_path))
+    assert not upgrader.point_path(tmp_path).exists()
+
+
+def test_rolling_back_a_completed_upgrade_needs_yes_and_a_damaged_backup_changes_nothing(tmp_path):
+    record = Deployment(prefix=tmp_path, runtime="docker", dify_version="1.16.0")
+    record.save()
+    point = {"kind": upgrader.KIND, "created": "2026-12-01T10:00:00+00:00", "from_version": "1.11.3",
+             "to_bundle": "b", "backup": str(tmp_path / "no-such-backup"), "record": {"runtime": "docker"},
+             "completed": "2026-12-01T10:05:00+00:00"}
+    path = upgrader.point_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(point))
+    with pytest.raises(AirgapError, match="completed at 2026-12-01T10:05:00") as info:
+        upgrader.rollback(tmp_path)
+    assert "--yes" in info.value.hint
+    before = (tmp_path / "dify-airgap.json").read_bytes()
+    with pytest.raises(AirgapError, match="no-such-backup"):
+        upgrader.rollback(tmp_path, yes=True)
+    assert (tmp_path / "dify-airgap.json").read_bytes() == before and path.exists()
