@@ -479,6 +479,8 @@ def build_directory(engine: Engine, plan: BundlePlan) -> Path:
     staging.mkdir()
     try:
         cut = delta.plan(engine, refs, plan.against) if plan.against else None
+        if cut:
+            LOG.info("%s", cut.render())
         saved = cut.saved if cut else refs
         estimate = sum(r["size"] for r in records if r["ref"] in saved)
         LOG.info("saving %d images (%s unpacked) in one stream", len(saved), human_size(estimate))

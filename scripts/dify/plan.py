@@ -210,9 +210,8 @@ def plan_images(engine: Engine, project_dir: Path, env_file: Path, *, profiles: 
 
     ``mode``: the full stack, or the middleware one (its compose file; the release is still read from
     ``docker-compose.yaml``, the file that runs the dify-api image)."""
-    compose_files = list(files) or [mode.compose_file]
-    files = compose_files
-    project = ComposeProject(project_dir, tuple(compose_files))  # the YAML is read once for the whole plan
+    files = list(files) or [mode.compose_file]
+    project = ComposeProject(project_dir, tuple(files))  # the YAML is read once for the whole plan
     release = project if mode == FULL else ComposeProject(project_dir)
     declared = declared_profiles(project)
     if not all_profiles:

@@ -128,12 +128,13 @@ def upgrade(opts: installer.InstallOptions, check_wait: float = 180) -> UpgradeR
         raise _fail("install", prefix, exc) from exc
     report.steps += [f"install: {a}" for a in installed.actions]
     LOG.info("upgrade 5/5: check")
-    report.check = checks.run_checks(dep.load(prefix), wait=check_wait)
+    upgraded = dep.load(prefix)  # the record the install wrote
+    report.check = checks.run_checks(upgraded, wait=check_wait)
     if not report.check.ok:
         print(report.check.render())
         raise _fail("check", prefix, AirgapError(f"{len(report.check.failed())} check(s) fail: "
                                                  f"{', '.join(c.name for c in report.check.failed())}"))
-    report.steps.append(f"check: Dify {dep.load(prefix).dify_version} passes")
+    report.steps.append(f"check: Dify {upgraded.dify_version} passes")
     point["completed"] = _now()
     _write_point(prefix, point)  # a later rollback of a completed upgrade asks for --yes
     return report

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from scripts.core.errors import AirgapError
-from scripts.dify.project import FULL, StackMode
+from scripts.dify.project import FULL, ComposeProject, StackMode
 from scripts.engine.client import Engine, version_tuple
 from scripts.host.doctor import selinux_mode
 
@@ -21,7 +21,8 @@ PODMAN_OVERRIDE = "podman.yaml"
 
 
 def _compose_services(compose_file: Path) -> dict:
-    return (yaml.safe_load(compose_file.read_text()) or {}).get("services") or {}
+    """The services of one compose file, read as the project reads it (size cap, safe loader, named errors)."""
+    return ComposeProject(compose_file.parent, (compose_file.name,)).services()
 
 
 def only_services_of(override: str, compose_file: Path) -> str:
