@@ -69,17 +69,23 @@ from scripts.plugins.wheels import (
 # --------------------------------------------------------------------------------------------- proof
 
 
-
-def find_target_python(version: str) -> str | None:
-    """A working interpreter of the target version: $DIFY_AIRGAP_TARGET_PYTHON, pythonX.Y on PATH, pyenv."""
-    candidates = [os.environ.get(TARGET_PYTHON_ENV, "")]
+def find_target_python(version: str, machine: str | None = None) -> str | None:
+    """A working interpreter of the target version, and of the target machine when given (an aarch64 one
+    on an x86_64 build box runs through qemu-user's binfmt_misc handler): the interpreters listed in
+    $DIFY_AIRGAP_TARGET_PYTHON (one path, or several separated by ':'), pythonX.Y on PATH, pyenv's."""
+    candidates = os.environ.get(TARGET_PYTHON_ENV, "").split(os.pathsep)
     candidates.append(shutil.which(f"python{version}") or "")
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     candidates += [str(p) for p in sorted((pyenv_root / "versions").glob(f"{version}.*/bin/python{version}"))]
-    for candidate in filter(None, candidates):
-        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                               capture_output=True, text=True)
-        if probe.returncode == 0 and probe.stdout.strip() == version:
+    want = f"{version} {machine or os.uname().machine}"
+    for candidate in dict.fromkeys(filter(None, candidates)):
+        try:
+            probe = subprocess.run([candidate, "-c", "import platform, sys; "
+                                    "print('%d.%d' % sys.version_info[:2], platform.machine())"],
+                                   capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):   # not executable here (no binfmt handler), or hung
+            continue
+        if probe.returncode == 0 and probe.stdout.strip() == want:
             return candidate
     return None
 
@@ -114,10 +120,6 @@ def proof_commands(target: Target, python_exe: str | None, uv: str,
     return "target", [export, [uv, "pip", "install", "-r", ".proof-requirements.txt", *for_target]]
 
 
-
-
-
-
 def daemon_files(workdir: Path) -> set[str]:
     return {name for name in DEP_FILES if (workdir / name).is_file()}
 
@@ -129,13 +131,12 @@ def prove_offline(package: str | os.PathLike, target: Target, *, python_exe: str
     The package is extracted into a fresh folder; the daemon's rule (``daemon_install``: file chosen,
     `uv pip install` / `uv sync [--frozen]`, -i/-v/extra args from ``settings``) gives the command, run
     with the daemon's scrubbed environment (PATH, VIRTUAL_ENV, its UV_CACHE_DIR, fresh and empty) inside
-    a network namespace. With an interpreter of the target version on a matching machine (``python_exe``
-    None = look for one, False = don't) this is exactly the daemon's install; otherwise uv installs for the
-    target tags into a folder (``Proof.exact`` False)."""
+    a network namespace. With an interpreter of the target version and machine (``python_exe`` None = look
+    for one, False = don't; an arm64 one runs under qemu-user on an x86_64 box) this is exactly the daemon's
+    install; otherwise uv installs for the target tags into a folder (``Proof.exact`` False)."""
     package = Path(package)
-    host_machine = os.uname().machine
-    if python_exe is None and host_machine == target.machine:
-        python_exe = find_target_python(target.python)
+    if python_exe is None:
+        python_exe = find_target_python(target.python, target.machine)
     python_exe = python_exe or None
     uv = uv_bin()
     prefix, isolation = isolation_prefix()
@@ -467,7 +468,7 @@ def plan(pkgs: Sequence[str], out_dir: str | os.PathLike, *, python: str = DEFAU
     target = Target(python, arch)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     install = daemon_install(daemon_version, {"requirements.txt"})   # what repackage writes by default
-    mode, commands = proof_commands(target, None, "uv", install)
+    mode, commands = proof_commands(target, find_target_python(target.python, target.machine), "uv", install)
     rows = []
     for pkg in pkgs:
         ref = parse_ref(pkg)
@@ -482,6 +483,7 @@ def plan(pkgs: Sequence[str], out_dir: str | os.PathLike, *, python: str = DEFAU
             "out_dir": str(Path(out_dir)),
             "daemon_rule": install.rule.name, "daemon_command": install.command,
             "proof": [shlex.join(["unshare", "-n", "--", *c]) for c in commands],
+            "proof_exact": mode == "venv",   # the daemon's own command in a venv of the target's interpreter
         })
     return rows
 

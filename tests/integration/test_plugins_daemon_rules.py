@@ -1,8 +1,9 @@
-"""Every plugin shape, repackaged for cp312 amd64, installs with the command each plugin daemon version
-runs (read from langgenius/dify-plugin-daemon at 0.5.2, 0.6.1, 0.6.3 and 0.6.10), inside a network
-namespace. The commands below are written out by hand from the daemon source, independently of
-plugin_daemon.DAEMON_RULES, and run on a fresh extraction of the package. Needs PyPI (resolution, wheels) and
-`unshare -n` as root; a Python 3.12 interpreter (pyenv, $DIFY_AIRGAP_TARGET_PYTHON) for the venv."""
+"""Every plugin shape, repackaged for cp312 amd64 AND arm64, installs with the command each plugin daemon
+version runs (read from langgenius/dify-plugin-daemon at 0.5.2, 0.6.1, 0.6.3 and 0.6.10), in a venv of the
+target's interpreter, inside a network namespace. The commands below are written out by hand from the daemon
+source, independently of plugin_daemon.DAEMON_RULES, and run on a fresh extraction of the package. Needs PyPI
+(resolution, wheels) and `unshare -n` as root; a Python 3.12 interpreter (pyenv, $DIFY_AIRGAP_TARGET_PYTHON)
+and, for arm64, an aarch64 CPython 3.12 under qemu-user (tests/lab/crosspython.py builds it once)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from scripts.core.errors import AirgapError
 from scripts.plugins import repackage as plugins
 from scripts.plugins import wheels as plugin_wheels
-from scripts.plugins.common import OfflineInstallFailed
+from scripts.plugins.common import TARGET_PYTHON_ENV, OfflineInstallFailed
 from scripts.plugins.daemon import Target
 
 from ..conftest import IN_CI
+from ..lab import crosspython
 from .difypkg import make_difypkg
 
 #: one worker for the module: its fixtures download and build wheel caches once
@@ -32,7 +35,10 @@ PYPROJECT = ('[project]\nname = "demo-tool"\nversion = "0.0.1"\nrequires-python 
              '[dependency-groups]\ndev = [\n    "pytest>=8",\n]\n')
 SHAPES = ("requirements", "pyproject", "pyproject+lock")
 VERSIONS = ("0.5.2", "0.6.1", "0.6.3", "0.6.10")
-IMPORTS = "import six, orjson, idna; assert orjson.dumps({'a': 1}) == b'{\"a\":1}'"
+ARCHES = ("amd64", "arm64")
+MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+# orjson is a C extension: importing it runs the wheel's machine code on the target's CPU (emulated for arm64)
+IMPORTS = "import platform, six, orjson, idna; assert orjson.dumps({'a': 1}) == b'{\"a\":1}'; print(platform.machine())"
 REQ_CMD = ["pip", "install", "-r", "requirements.txt", "-vvv"]    # PIP_VERBOSE defaults to true
 
 
@@ -53,10 +59,32 @@ def _needs_isolation_and_312():
 
 @pytest.fixture(scope="module")
 def python312() -> str:
-    found = plugins.find_target_python("3.12")
+    found = plugins.find_target_python("3.12", "x86_64")
     if not found:
         (pytest.fail if IN_CI else pytest.skip)("no Python 3.12 interpreter (pyenv or $DIFY_AIRGAP_TARGET_PYTHON)")
     return found
+
+
+@pytest.fixture(scope="module")
+def python312_arm64() -> str:
+    """The arm64 daemon image's interpreter: aarch64 CPython 3.12 under qemu-user (built once per machine)."""
+    try:
+        return str(crosspython.ensure_python())
+    except AirgapError as exc:
+        (pytest.fail if IN_CI else pytest.skip)(f"no aarch64 CPython 3.12 under emulation: {exc}")
+
+
+@pytest.fixture
+def interpreters(request, monkeypatch):
+    """arch -> the target interpreter, listed in $DIFY_AIRGAP_TARGET_PYTHON for the repackager to find by
+    itself (for arm64 the x86_64 one is listed first: it must pass over it)."""
+    def get(arch: str) -> str:
+        found = [request.getfixturevalue("python312")]
+        if arch == "arm64":
+            found.append(request.getfixturevalue("python312_arm64"))
+        monkeypatch.setenv(TARGET_PYTHON_ENV, os.pathsep.join(found))
+        return found[-1]
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +119,7 @@ def run_netless(argv: list[str], cwd: Path, env: dict) -> subprocess.CompletedPr
 
 
 def install_like_the_daemon(package: Path, work: Path, argv: list[str], python312: str,
-                            settings_env: dict | None = None) -> subprocess.CompletedProcess:
+                            settings_env: dict | None = None, machine: str = "x86_64") -> subprocess.CompletedProcess:
     """Extract, `uv venv .venv --python 3.12`, then the daemon's command with the daemon's scrubbed env
     (VIRTUAL_ENV, PATH, UV_CACHE_DIR under the working path; no HOME, UV_*, PIP_*), all with no network."""
     plugin = work / "cwd" / "plugin"
@@ -108,22 +136,27 @@ def install_like_the_daemon(package: Path, work: Path, argv: list[str], python31
     if proc.returncode == 0:
         check = run_netless([str(plugin / ".venv/bin/python"), "-c", IMPORTS], plugin, {"PATH": path})
         assert check.returncode == 0, check.stderr
+        assert check.stdout.split() == [machine], check.stdout
     return proc
 
 
-CASES = [(v, s, k) for v in VERSIONS for s in SHAPES for k in ((False,) if s == "requirements" else (False, True))]
+CASES = [(a, v, s, k) for a in ARCHES for v in VERSIONS for s in SHAPES
+         for k in ((False,) if s == "requirements" else (False, True))]
 
 
-@pytest.mark.parametrize("version, shape, keep", CASES, ids=[f"{v}-{s}-{'keep' if k else 'universal'}"
-                                                             for v, s, k in CASES])
-def test_shape_installs_offline_with_the_daemon_command(version, shape, keep, tmp_path, wheel_cache, pypi_lock,
-                                                        python312):
+@pytest.mark.parametrize("arch, version, shape, keep", CASES,
+                         ids=[f"{a}-{v}-{s}-{'keep' if k else 'universal'}" for a, v, s, k in CASES])
+def test_shape_installs_offline_with_the_daemon_command(arch, version, shape, keep, tmp_path, wheel_cache, pypi_lock,
+                                                        interpreters):
+    python = interpreters(arch)
     src = make_shape(tmp_path / "src.difypkg", shape, pypi_lock)
-    [r] = plugins.repackage_many([str(src)], tmp_path / "out", python="3.12", arch="amd64", daemon_version=version,
+    [r] = plugins.repackage_many([str(src)], tmp_path / "out", python="3.12", arch=arch, daemon_version=version,
                                  keep_pyproject=keep, cache_dir=wheel_cache)
     want = expected_command(version, shape, keep)
-    # the repackager's own proof ran the same command, exactly, in a venv, in a namespace
+    # the repackager's own proof ran the same command, exactly, in a venv of the target's interpreter, in a
+    # namespace
     assert r.proof.exact and r.proof.mode == "venv" and "unshare -n" in r.proof.isolation
+    assert r.proof.commands[0].endswith(f"--python {python}"), r.proof.commands
     assert r.proof.daemon_command == shlex.join(["uv", *want])
     assert r.proof.packages == r.wheels == 3 and r.proof.commands[1].endswith(shlex.join(want))
     assert r.proof.rule in [n for n in r.notes if n.startswith(f"daemon {version} reads")][0]
@@ -131,7 +164,11 @@ def test_shape_installs_offline_with_the_daemon_command(version, shape, keep, tm
         names = set(zf.namelist())
         lock = zf.read("uv.lock").decode() if "uv.lock" in names else None
         pyproject = zf.read("pyproject.toml").decode() if "pyproject.toml" in names else None
-    assert "requirements.txt" in names and len([n for n in names if n.startswith("wheels/")]) == 3
+    wheels = [n for n in names if n.startswith("wheels/")]
+    assert "requirements.txt" in names and len(wheels) == 3
+    other = MACHINE["arm64" if arch == "amd64" else "amd64"]
+    assert any("cp312-manylinux" in w and MACHINE[arch] in w for w in wheels), wheels    # orjson's binary wheel
+    assert not any(other in w for w in wheels), wheels
     if keep and shape != "requirements":
         assert "no-index = true" in pyproject and "pytest" not in pyproject
         if shape == "pyproject+lock":
@@ -142,8 +179,9 @@ def test_shape_installs_offline_with_the_daemon_command(version, shape, keep, tm
         for dropped in {"requirements": [], "pyproject": ["pyproject.toml"],
                         "pyproject+lock": ["pyproject.toml", "uv.lock"]}[shape]:
             assert any(n.startswith(f"removed {dropped}") for n in r.notes)
-    # independently: a fresh extraction, the hand-written daemon command, no network
-    proc = install_like_the_daemon(r.path, tmp_path / "daemon", want, python312)
+    # independently: a fresh extraction, the hand-written daemon command in a venv of the target's
+    # interpreter, no network; then the wheels' code runs on the target's machine
+    proc = install_like_the_daemon(r.path, tmp_path / "daemon", want, python, machine=MACHINE[arch])
     assert proc.returncode == 0, f"{shlex.join(want)}:\n{proc.stderr[-3000:]}"
 
 
@@ -182,24 +220,3 @@ def test_proof_fails_for_a_relocked_package_missing_a_wheel(tmp_path, wheel_cach
     with pytest.raises(OfflineInstallFailed, match=r"uv sync --no-dev --frozen -v") as err:
         plugins.prove_offline(broken, Target("3.12", "amd64"), daemon_version="0.6.10")
     assert "orjson" in str(err.value)
-
-
-ARM_CASES = [(v, s) for v in VERSIONS for s in SHAPES]
-
-
-@pytest.mark.parametrize("version, shape", ARM_CASES, ids=[f"{v}-{s}" for v, s in ARM_CASES])
-def test_arm64_shape_installs_offline_for_the_arm64_daemon(version, shape, tmp_path, wheel_cache, pypi_lock):
-    """arm64 (wheels exist for all three deps): the repackaged package carries aarch64 wheels, and the daemon's
-    install, for cp312 aarch64 (uv --python-platform, the daemon image's glibc), succeeds with no network. Not
-    the exact command in an arm64 venv: that needs an arm64 interpreter (emulation), which this lab has not."""
-    src = make_shape(tmp_path / "src.difypkg", shape, pypi_lock)
-    keep = shape != "requirements"
-    [r] = plugins.repackage_many([str(src)], tmp_path / "out", python="3.12", arch="arm64", daemon_version=version,
-                                 keep_pyproject=keep, cache_dir=wheel_cache)
-    with zipfile.ZipFile(r.path) as zf:
-        wheels = [n for n in zf.namelist() if n.startswith("wheels/") and n.endswith(".whl")]
-    assert len(wheels) == 3 and any("aarch64" in w and "cp312" in w for w in wheels), wheels
-    assert not any("x86_64" in w for w in wheels), wheels
-    assert r.proof.mode == "target" and "unshare -n" in r.proof.isolation and r.proof.packages == 3
-    assert "--python-platform aarch64" in " ".join(r.proof.commands), r.proof.commands
-    assert r.proof.daemon_command.startswith("uv ") and r.proof.rule

@@ -368,6 +368,34 @@ def test_dry_run_plan_changes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _fake_python(path: Path, says: str) -> str:
+    path.write_text(f"#!/bin/sh\necho '{says}'\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_target_python_is_found_by_version_and_machine(tmp_path, monkeypatch):
+    """$DIFY_AIRGAP_TARGET_PYTHON may list several interpreters: the first of the target's version AND machine
+    wins (an aarch64 one on an x86_64 box runs under qemu-user); one that cannot run is passed over."""
+    x86 = _fake_python(tmp_path / "x86", "3.12 x86_64")
+    arm = _fake_python(tmp_path / "arm", "3.12 aarch64")
+    old = _fake_python(tmp_path / "old", "3.11 aarch64")
+    cannot_run = tmp_path / "noexec"
+    cannot_run.write_text("#!/bin/sh\necho 3.12 aarch64\n")       # not executable: PermissionError
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    monkeypatch.setenv(plugin_common.TARGET_PYTHON_ENV, ":".join([str(cannot_run), old, x86, arm]))
+    assert plugins.find_target_python("3.12", "aarch64") == arm
+    assert plugins.find_target_python("3.12", "x86_64") == x86
+    assert plugins.find_target_python("3.11", "x86_64") is None
+    # the dry run says whether the proof will be the daemon's own command in the target's venv
+    [row] = plugins.plan(["langgenius/openai:0.2.7"], tmp_path / "out", arch="arm64", cache_dir=tmp_path / "c")
+    assert row["proof_exact"] and row["proof"][0].endswith(f"uv venv .venv --python {arm}")
+    monkeypatch.setenv(plugin_common.TARGET_PYTHON_ENV, x86)
+    [row] = plugins.plan(["langgenius/openai:0.2.7"], tmp_path / "out", arch="arm64", cache_dir=tmp_path / "c")
+    assert not row["proof_exact"] and "--python-platform aarch64-manylinux_2_39" in row["proof"][-1]
+
+
 def test_plugin_verify_task(tmp_path, keypair):
     from invoke import Context, Exit
 

@@ -1,0 +1,150 @@
+"""An arm64 (aarch64) CPython 3.12 on this x86_64 lab, run through qemu-user: the interpreter the arm64 plugin
+daemon image has, so that a plugin repackaged for arm64 is installed with the daemon's EXACT command in an
+arm64 venv (uv picks the wheels by asking the interpreter), and its C extensions are imported for real.
+
+No arm64 CPython 3.12 is reachable from the lab's network (python-build-standalone is on GitHub; Debian has no
+3.12; Ubuntu's arm64 packages are on ports.ubuntu.com): it is cross-built from Ubuntu 24.04's source of
+python3.12 (archive.ubuntu.com, sha256 pinned below) with Debian's aarch64 cross compiler, about 3 minutes on
+2 cores, once per machine (cached under the lab root). It links to the cross libc in /usr/aarch64-linux-gnu
+(rpath and dynamic linker set at link time), so it runs with no environment of its own; modules that need
+libraries the cross toolchain lacks (ssl, zlib, ctypes, sqlite, ...) are left out: neither uv's interpreter
+query nor the plugins' wheels need them.
+
+``python -m tests.lab.crosspython`` builds it ahead (root on Debian) and prints its path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from scripts.core.console import LOG, setup_logging
+from scripts.core.errors import AirgapError
+
+from .host import LAB_ROOT, _cache_lock, _require_root_debian, _sh, ensure_packages
+
+#: Debian packages: the emulator (with its binfmt_misc description) and the aarch64 cross compiler + libc
+APT_PACKAGES = ("qemu-user-static", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross")
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
+CROSS_LIBC = "/usr/aarch64-linux-gnu/lib"
+#: Ubuntu 24.04 (noble) python3.12's upstream tarball, from its Sources index
+SOURCE_URL = "http://archive.ubuntu.com/ubuntu/pool/main/p/python3.12/python3.12_3.12.3.orig.tar.xz"
+SOURCE_SHA256 = "56bfef1fdfc1221ce6720e43a661e3eb41785dd914ce99698d8c7896af4bdaa1"
+VERSION = "3.12"
+PREFIX = LAB_ROOT / "python" / "cpython-3.12.3-aarch64"
+#: configure cannot run aarch64 test programs: the answers they would give on the daemon image (glibc)
+CONFIG_SITE = ("ac_cv_file__dev_ptmx=yes", "ac_cv_file__dev_ptc=no", "ac_cv_buggy_getaddrinfo=no")
+#: modules whose libraries the cross toolchain does not have (the host's headers must not leak in)
+LEFT_OUT = ("_ctypes", "_curses", "_curses_panel", "_dbm", "_gdbm", "readline", "_ssl", "_hashlib", "_sqlite3",
+            "_tkinter", "_uuid", "zlib", "_bz2", "_lzma", "nis", "_crypt")
+PROBE = "import platform, sys; print('%d.%d' % sys.version_info[:2], platform.machine())"
+
+
+def python_path() -> Path:
+    return PREFIX / "bin" / f"python{VERSION}"
+
+
+def runs(python: Path) -> bool:
+    """True when ``python`` starts here and says it is CPython 3.12 on aarch64."""
+    try:
+        proc = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, timeout=120)
+    except OSError:
+        return False
+    return proc.returncode == 0 and proc.stdout.split() == [VERSION, "aarch64"]
+
+
+def ensure_binfmt() -> None:
+    """qemu-aarch64 registered with binfmt_misc (flag F: the emulator is opened now, so the handler also works
+    inside network namespaces and containers). Root; changes the running kernel's handlers only."""
+    if (BINFMT_DIR / "qemu-aarch64").exists():
+        return
+    if not (BINFMT_DIR / "register").exists():
+        _sh(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)])
+    if not BINFMT_CONF.is_file():
+        raise AirgapError(f"{BINFMT_CONF} is missing: apt-get install qemu-user-static")
+    (BINFMT_DIR / "register").write_text(BINFMT_CONF.read_text().strip())
+    LOG.info("binfmt_misc: qemu-aarch64 registered (%s)", BINFMT_CONF)
+
+
+def _source(downloads: Path) -> Path:
+    tarball = downloads / Path(SOURCE_URL).name
+    if not tarball.is_file():
+        downloads.mkdir(parents=True, exist_ok=True)
+        partial = tarball.with_suffix(f".partial-{os.getpid()}")
+        LOG.info("downloading %s", SOURCE_URL)
+        with urllib.request.urlopen(SOURCE_URL, timeout=120) as resp, open(partial, "wb") as fh:
+            shutil.copyfileobj(resp, fh)
+        partial.rename(tarball)
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    if digest != SOURCE_SHA256:
+        tarball.unlink()
+        raise AirgapError(f"{SOURCE_URL}: sha256 {digest}, expected {SOURCE_SHA256} (removed; run again)")
+    return tarball
+
+
+def _build(tarball: Path, work: Path, staging: Path) -> None:
+    """Build CPython for this machine (the cross build needs a build Python of the same version), then for
+    aarch64, installed under ``staging`` + PREFIX. Niced: integration tests run beside it."""
+    src, host, cross = work / "src", work / "host", work / "cross"
+    for d in (src, host, cross):
+        d.mkdir()
+    _sh(["tar", "-xJf", str(tarball), "-C", str(src), "--strip-components=1"], timeout=600)
+    nice, jobs = ["nice", "-n", "10"], ["-j", str(os.cpu_count() or 2)]
+    _sh([*nice, str(src / "configure"), "-q", "--without-ensurepip", "--disable-test-modules"], cwd=str(host),
+        timeout=600)
+    _sh([*nice, "make", "-s", *jobs], cwd=str(host), timeout=1800)
+    site = cross / "config.site"
+    site.write_text("\n".join([*CONFIG_SITE, *(f"py_cv_module_{m}=n/a" for m in LEFT_OUT)]) + "\n")
+    link = f"-Wl,-rpath,{CROSS_LIBC} -Wl,--dynamic-linker={CROSS_LIBC}/ld-linux-aarch64.so.1"
+    _sh([*nice, str(src / "configure"), "-q", "--host=aarch64-linux-gnu", "--build=x86_64-linux-gnu",
+         f"--with-build-python={host / 'python'}", f"--prefix={PREFIX}", "--without-ensurepip",
+         "--disable-test-modules", "CC=aarch64-linux-gnu-gcc", "CXX=aarch64-linux-gnu-g++",
+         "AR=aarch64-linux-gnu-ar", "READELF=aarch64-linux-gnu-readelf", f"LDFLAGS={link}"],
+        cwd=str(cross), env={"CONFIG_SITE": str(site), "PKG_CONFIG": "/bin/false"}, timeout=600)
+    _sh([*nice, "make", "-s", *jobs], cwd=str(cross), timeout=1800)
+    _sh([*nice, "make", "-s", "install", f"DESTDIR={staging}"], cwd=str(cross), timeout=1800)
+
+
+def ensure_python() -> Path:
+    """The aarch64 CPython 3.12, built once per machine; emulation registered. Safe from parallel workers."""
+    python = python_path()
+    if (BINFMT_DIR / "qemu-aarch64").exists() and runs(python):
+        return python
+    _require_root_debian()
+    ensure_packages(APT_PACKAGES)
+    ensure_binfmt()
+    with _cache_lock(PREFIX):
+        if not runs(python):
+            if PREFIX.exists():
+                shutil.rmtree(PREFIX)
+            tarball = _source(LAB_ROOT / "downloads")
+            with tempfile.TemporaryDirectory(prefix="dal-cpython-", dir=LAB_ROOT) as tmp:
+                staging = Path(tmp) / "staging"
+                _build(tarball, Path(tmp), staging)
+                (staging / PREFIX.relative_to("/")).rename(PREFIX)
+            LOG.info("built %s", python)
+    if not runs(python):
+        raise AirgapError(f"{python} does not run as CPython {VERSION} on aarch64 (is qemu-aarch64 registered? "
+                          f"cat {BINFMT_DIR}/qemu-aarch64)")
+    return python
+
+
+def main() -> int:
+    setup_logging()
+    try:
+        print(ensure_python())
+    except AirgapError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
