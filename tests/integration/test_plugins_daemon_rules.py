@@ -21,7 +21,7 @@ from scripts.plugins import wheels as plugin_wheels
 from scripts.plugins.common import TARGET_PYTHON_ENV, OfflineInstallFailed
 from scripts.plugins.daemon import Target
 
-from ..conftest import IN_CI
+from ..conftest import FIXTURE_ROOT, IN_CI
 from ..lab import crosspython
 from .difypkg import make_difypkg
 
@@ -36,6 +36,7 @@ PYPROJECT = ('[project]\nname = "demo-tool"\nversion = "0.0.1"\nrequires-python 
 SHAPES = ("requirements", "pyproject", "pyproject+lock")
 VERSIONS = ("0.5.2", "0.6.1", "0.6.3", "0.6.10")
 ARCHES = ("amd64", "arm64")
+OFFICIAL = FIXTURE_ROOT / "plugins" / "langgenius-agent_0.0.14.difypkg"
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
 # orjson is a C extension: importing it runs the wheel's machine code on the target's CPU (emulated for arm64)
 IMPORTS = "import platform, six, orjson, idna; assert orjson.dumps({'a': 1}) == b'{\"a\":1}'; print(platform.machine())"
@@ -119,7 +120,8 @@ def run_netless(argv: list[str], cwd: Path, env: dict) -> subprocess.CompletedPr
 
 
 def install_like_the_daemon(package: Path, work: Path, argv: list[str], python312: str,
-                            settings_env: dict | None = None, machine: str = "x86_64") -> subprocess.CompletedProcess:
+                            settings_env: dict | None = None, machine: str = "x86_64",
+                            imports: str = IMPORTS) -> subprocess.CompletedProcess:
     """Extract, `uv venv .venv --python 3.12`, then the daemon's command with the daemon's scrubbed env
     (VIRTUAL_ENV, PATH, UV_CACHE_DIR under the working path; no HOME, UV_*, PIP_*), all with no network."""
     plugin = work / "cwd" / "plugin"
@@ -134,7 +136,7 @@ def install_like_the_daemon(package: Path, work: Path, argv: list[str], python31
            **(settings_env or {})}
     proc = run_netless([uv, *argv], plugin, env)
     if proc.returncode == 0:
-        check = run_netless([str(plugin / ".venv/bin/python"), "-c", IMPORTS], plugin, {"PATH": path})
+        check = run_netless([str(plugin / ".venv/bin/python"), "-c", imports], plugin, {"PATH": path})
         assert check.returncode == 0, check.stderr
         assert check.stdout.split() == [machine], check.stdout
     return proc
@@ -183,6 +185,25 @@ def test_shape_installs_offline_with_the_daemon_command(arch, version, shape, ke
     # interpreter, no network; then the wheels' code runs on the target's machine
     proc = install_like_the_daemon(r.path, tmp_path / "daemon", want, python, machine=MACHINE[arch])
     assert proc.returncode == 0, f"{shlex.join(want)}:\n{proc.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_official_agent_plugin_installs_offline_on_both_architectures(arch, tmp_path, wheel_cache, interpreters):
+    """A real plugin as the marketplace ships it (langgenius-agent 0.0.14, signed by Dify, vendored from the
+    daemon's testdata; dify_plugin pulls ~38 packages, several with C/Rust extensions) for Dify 1.16.0's daemon
+    0.6.3: the proof is exact on both architectures, and the hand-written daemon command in a fresh venv of the
+    target's interpreter, with no network, gives a venv where the plugin SDK and tiktoken's Rust core import."""
+    python = interpreters(arch)
+    [r] = plugins.repackage_many([str(OFFICIAL)], tmp_path / "out", python="3.12", arch=arch, daemon_version="0.6.3",
+                                 cache_dir=wheel_cache)
+    assert r.proof.exact and r.proof.mode == "venv" and r.proof.packages == r.wheels >= 30
+    with zipfile.ZipFile(r.path) as zf:
+        binary = [n for n in zf.namelist() if n.startswith("wheels/") and "-cp312-" in n]
+    other = MACHINE["arm64" if arch == "amd64" else "amd64"]
+    assert binary and all(MACHINE[arch] in w and other not in w for w in binary), binary
+    proc = install_like_the_daemon(r.path, tmp_path / "daemon", REQ_CMD, python, machine=MACHINE[arch],
+                                   imports="import platform, dify_plugin, tiktoken; print(platform.machine())")
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_063_with_a_mirror_set_prefers_requirements_and_stays_offline(tmp_path, wheel_cache, pypi_lock, python312):
