@@ -119,9 +119,11 @@ def write_file_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:    # interrupted too: no temporary file left behind
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if not isinstance(exc, OSError):
+            raise
         raise BadInput(f"cannot write {path}: {os_reason(exc)}", hint="free space or fix the permissions, then "
                                                                       "run this again") from None
 

@@ -6,16 +6,15 @@ blocks ``invoke env`` adds at the end; rendering ``.env``, an upgrade merge and 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.core.errors import AirgapError, BadInput
-from scripts.core.inputs import os_reason, output_file, read_text
+from scripts.core.errors import AirgapError
+from scripts.core.files import write_file_atomic
+from scripts.core.inputs import output_file, read_text
 from scripts.dify.envsecrets import is_secret_key
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -197,24 +196,9 @@ def resolve_value(env: Mapping[str, str], key: str, environ: Mapping[str, str] |
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory, chmod, fsync, rename."""
-    path = output_file(path, "env file")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise BadInput(f"cannot write {path}: {os_reason(exc)}; pass a file in a directory you can write to") \
-            from None
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` to ``path`` whole or not at all (``write_file_atomic``), refusing a path that is not a
+    file we may write (``output_file``)."""
+    write_file_atomic(output_file(path, "env file"), text.encode("utf-8"), mode)
 
 
 _PLAIN = re.compile(r"^[^\s'\"#\\`$]*(?:[ ][^\s'\"#\\`$]+)*$")

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 from invoke import Context, Exit
 
-from scripts.core.errors import AirgapError
+from scripts.core import files
+from scripts.core.errors import AirgapError, BadInput
 from scripts.core.resources import TEMPLATES_DIR
 from scripts.dify import envcheck, envfile, envsecrets
 from scripts.dify.envfile import (
@@ -347,11 +348,20 @@ def test_invoke_env_subprocess(fixture_dir, tmp_path):
         assert value not in res.stdout + res.stderr
 
 
-def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+@pytest.mark.parametrize("failure, raised", [(OSError(28, "No space left on device"), BadInput),
+                                             (KeyboardInterrupt(), KeyboardInterrupt)])
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch, failure, raised):
+    """A failure mid-write (disk full: a named error; Ctrl-C: re-raised) keeps the old file and no temp file."""
     target = tmp_path / ".env"
     target.write_text("OLD=1\n")
-    with pytest.raises(TypeError):
-        envfile.write_atomic(target, 42)  # type: ignore[arg-type]  # write() refuses an int mid-way
+
+    def fail(fd):
+        raise failure
+    monkeypatch.setattr(files.os, "fsync", fail)
+    with pytest.raises(raised) as err:
+        envfile.write_atomic(target, "NEW=2\n")
+    if raised is BadInput:
+        assert str(target) in str(err.value) and "No space left" in str(err.value)
     assert target.read_text() == "OLD=1\n"
     assert [p.name for p in tmp_path.iterdir()] == [".env"]
 
