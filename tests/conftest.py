@@ -36,6 +36,19 @@ def require_engine(runtime: str) -> Engine:
     pytest.skip(reason)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker of `--dist loadgroup` (nox -s tests): every test marked xdist_group must carry its group
+    in its node id, or the scheduler spreads a group over workers -- modules whose tests share one costly fixture
+    (wheel caches, the arm64 interpreter) or one host setting then race. pytest 9.2 with pytest-xdist 3.8 loses
+    the group without a word (pytest-dev/pytest-xdist#1386): fail the run instead."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(f"--dist loadgroup is not grouping ({len(lost)} tests, e.g. {lost[0]}): this pytest "
+                                f"and pytest-xdist lose xdist_group (pytest-dev/pytest-xdist#1386); install "
+                                f"pytest<9.2 (pyproject.toml's dev extra)")
+
 @pytest.fixture(params=["docker", "podman"])
 def engine(request) -> Engine:
     """A real engine, parametrized over docker and podman."""

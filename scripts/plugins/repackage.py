@@ -314,7 +314,9 @@ def _offline_pyproject(workdir: Path, rule, daemon_version: str, source_name: st
                      "a lock of dev tools would need their wheels)")
     pyproject.write_text(offline_pyproject(text, source_name, target.python), encoding="utf-8")
     if (workdir / "uv.lock").is_file():
-        locked = relock_offline(workdir, source_name)
+        # an interpreter of the daemon's version for uv to run: this machine's, else the target's (emulated)
+        python = find_target_python(target.python) or find_target_python(target.python, target.machine)
+        locked = relock_offline(workdir, source_name, python)
         notes.append(f"uv.lock re-locked offline against the bundled wheels ({locked} packages, every "
                      f"source ./wheels): `uv sync --frozen` installs it with no network")
 

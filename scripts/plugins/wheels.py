@@ -522,14 +522,17 @@ def lock_remote_sources(lock_text: str) -> list[str]:
     return remote
 
 
-def relock_offline(workdir: Path, source: str) -> int:
+def relock_offline(workdir: Path, source: str, python: str | None = None) -> int:
     """Rewrite uv.lock against ./wheels only, with no network (the pyproject already has our [tool.uv]).
-    Returns the number of locked packages; fails if any source is still remote."""
+    ``python``: an interpreter of the daemon's version for uv to run (the plugin's requires-python is often
+    ">=3.12"; left to uv, it takes the first python3.12 on PATH, and a broken one -- a pyenv shim of a version
+    not enabled -- fails the lock). Returns the number of locked packages; fails if any source is still remote."""
     prefix, _label = isolation_prefix()
     with tempfile.TemporaryDirectory(prefix="dal-lock-") as tmp:
         env = _uv_env(UV_CACHE_DIR=tmp, UV_OFFLINE="1")
         (workdir / "uv.lock").unlink(missing_ok=True)
-        proc = _run(prefix + [uv_bin(), "lock", "--no-build"], cwd=workdir, env=env)  # wheels only, never a build
+        argv = [uv_bin(), "lock", "--no-build", *(["--python", python] if python else [])]  # never a build
+        proc = _run(prefix + argv, cwd=workdir, env=env)
     if proc.returncode != 0:
         raise PluginError(f"{source}: re-locking uv.lock against the bundled wheels failed:\n    "
                           f"{_uv_error(proc.stderr)}")

@@ -206,6 +206,48 @@ def test_the_official_agent_plugin_installs_offline_on_both_architectures(arch, 
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+#: the pyproject.toml of the official SDK plugins (e.g. dify-official-plugins agent-strategies/cot_agent): the
+#: SDK alone, Python 3.12+, an empty dev group; they ship requirements.txt AND pyproject.toml + uv.lock
+SDK_PYPROJECT = ('[project]\nname = "sdk_tool"\nversion = "0.1.0"\nrequires-python = ">=3.12"\n'
+                 'dependencies = [\n    "dify_plugin>=0.5.0",\n]\n\n[dependency-groups]\ndev = []\n')
+
+
+@pytest.fixture(scope="module")
+def sdk_plugin(tmp_path_factory, python312) -> Path:
+    """A package shaped like the official SDK plugins, its uv.lock made online as theirs are (every platform's
+    wheels listed, every source on pypi.org)."""
+    d = tmp_path_factory.mktemp("sdk")
+    (d / "pyproject.toml").write_text(SDK_PYPROJECT)
+    proc = subprocess.run([plugins.uv_bin(), "lock", "--python", python312, "--index-url", plugin_wheels.index_base()],
+                          cwd=d,
+                          capture_output=True, text=True, env=plugin_wheels._uv_env())
+    assert proc.returncode == 0, proc.stderr
+    lock = (d / "uv.lock").read_text()
+    assert plugins.lock_remote_sources(lock) and "aarch64" in lock and "x86_64" in lock
+    return make_difypkg(d / "sdk_tool.difypkg", "dify_plugin>=0.5.0\n",
+                        {"pyproject.toml": SDK_PYPROJECT, "uv.lock": lock})
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_an_sdk_plugin_with_its_lock_syncs_frozen_offline(arch, tmp_path, wheel_cache, interpreters, sdk_plugin):
+    """The official plugins' shape kept for daemon 0.6.10 (Dify 1.19's line): uv.lock re-locked against the
+    bundled wheels of the target's platform only, then the daemon's `uv sync --no-dev --frozen -v` in a fresh
+    venv of the target's interpreter with no network, and the SDK imported there."""
+    python = interpreters(arch)
+    [r] = plugins.repackage_many([str(sdk_plugin)], tmp_path / "out", python="3.12", arch=arch,
+                                 daemon_version="0.6.10", keep_pyproject=True, cache_dir=wheel_cache)
+    want = ["sync", "--no-dev", "--frozen", "-v"]
+    assert r.proof.exact and r.proof.daemon_command == shlex.join(["uv", *want]) and r.proof.packages >= 30
+    with zipfile.ZipFile(r.path) as zf:
+        lock = zf.read("uv.lock").decode()
+    assert plugins.lock_remote_sources(lock) == [] and 'registry = "wheels"' in lock
+    other = MACHINE["arm64" if arch == "amd64" else "amd64"]
+    assert MACHINE[arch] in lock and other not in lock    # the re-lock names the bundled wheels only
+    proc = install_like_the_daemon(r.path, tmp_path / "daemon", want, python, machine=MACHINE[arch],
+                                   imports="import platform, dify_plugin; print(platform.machine())")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_063_with_a_mirror_set_prefers_requirements_and_stays_offline(tmp_path, wheel_cache, pypi_lock, python312):
     """0.6.3+: PIP_MIRROR_URL set (here a dead local port) -> `uv pip install -i MIRROR -r requirements.txt`
     even when pyproject.toml and uv.lock are kept; the file's --no-index wins over -i."""

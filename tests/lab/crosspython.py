@@ -162,15 +162,18 @@ def _build(tarball: Path, work: Path, staging: Path) -> None:
 
 
 def ensure_python() -> Path:
-    """The aarch64 CPython 3.12, built once per machine; emulation registered. Safe from parallel workers."""
+    """The aarch64 CPython 3.12, built once per machine; emulation registered. Callers in parallel processes
+    wait for the first one's setup (one lock around all of it: apt, binfmt_misc, userland, build)."""
     python = python_path()
-    if (BINFMT_DIR / "qemu-aarch64").exists() and GUEST_ROOT.resolve() == USERLAND.resolve() and runs(python):
+    if _ready(python):
         return python
     _require_root_debian()
-    ensure_packages(APT_PACKAGES)
-    ensure_binfmt()
-    ensure_guest_root(ensure_userland())
-    with _cache_lock(PREFIX):
+    with _cache_lock(LAB_ROOT / "python" / "arm64-setup"):
+        if _ready(python):
+            return python
+        ensure_packages(APT_PACKAGES)
+        ensure_binfmt()
+        ensure_guest_root(ensure_userland())
         if not runs(python):
             if PREFIX.exists():
                 shutil.rmtree(PREFIX)
@@ -184,6 +187,11 @@ def ensure_python() -> Path:
         raise AirgapError(f"{python} does not run as CPython {VERSION} on aarch64 (is qemu-aarch64 registered? "
                           f"cat {BINFMT_DIR}/qemu-aarch64; does {GUEST_ROOT} hold the arm64 userland?)")
     return python
+
+
+def _ready(python: Path) -> bool:
+    return ((BINFMT_DIR / "qemu-aarch64").exists() and GUEST_ROOT.resolve() == USERLAND.resolve()
+            and runs(python))
 
 
 def main() -> int:

@@ -40,7 +40,9 @@ REGISTRY_ADDR = os.environ.get("DIFY_AIRGAP_LAB_REGISTRY", "127.0.0.1:5000")
 #: netavark + aardvark-dns are only RECOMMENDS of Debian's podman: without them podman falls back to CNI
 #: and containers of one compose project cannot resolve each other's names (shared/LAB.md).
 APT_PACKAGES = ("docker.io", "podman", "netavark", "aardvark-dns", "docker-registry", "busybox-static",
-                "debootstrap", "zstd", "pigz", "iptables", "uidmap", "iproute2")
+                "debootstrap", "zstd", "pigz", "iptables", "uidmap", "iproute2",
+                # the arm64 plugin daemon's interpreter under emulation (tests/lab/crosspython.py)
+                "qemu-user-static", "gcc-aarch64-linux-gnu", "pkgconf")
 CONTAINERS_CONF = Path("/etc/containers/containers.conf.d/50-dify-airgap-lab.conf")
 #: Written by earlier lab versions (a global docker.io mirror for podman); removed by ``up`` because it
 #: overrode every test's own registries.conf and made podman pulls depend on the lab registry's content.
@@ -88,8 +90,9 @@ def ensure_packages(packages: Sequence[str] = APT_PACKAGES) -> None:
         LOG.info("apt packages present: %s", ", ".join(packages))
         return
     env = {"DEBIAN_FRONTEND": "noninteractive"}
-    _sh(["apt-get", "update", "-q"], env=env, timeout=600)
-    _sh(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env, timeout=1800)
+    wait = ["-o", "DPkg::Lock::Timeout=600"]    # another apt (a test, unattended upgrades) waits its turn
+    _sh(["apt-get", *wait, "update", "-q"], env=env, timeout=900)
+    _sh(["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends", *missing], env=env, timeout=1800)
 
 
 def ensure_python_tools() -> None:
