@@ -30,10 +30,8 @@ from pathlib import Path
 from scripts.core.console import LOG, setup_logging
 from scripts.core.errors import AirgapError
 
-from .host import LAB_ROOT, _cache_lock, _require_root_debian, _sh, ensure_packages
+from .host import ARM64_PACKAGES, LAB_ROOT, _cache_lock, _require_root_debian, _sh, ensure_packages
 
-#: Debian packages: the emulator (with its binfmt_misc description), the aarch64 cross compiler, debootstrap
-APT_PACKAGES = ("qemu-user-static", "gcc-aarch64-linux-gnu", "debootstrap", "pkgconf")
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
 #: Debian's qemu-user: the default QEMU_LD_PREFIX of a binary run through binfmt_misc
@@ -84,27 +82,24 @@ def ensure_binfmt() -> None:
 
 
 def ensure_userland() -> Path:
-    """The Debian arm64 libraries and headers, unpacked by debootstrap's first stage (no emulation needed)."""
+    """The Debian arm64 libraries and headers, unpacked by debootstrap's first stage (no emulation needed).
+    Called under ensure_python's setup lock."""
     if (USERLAND / "usr/lib/aarch64-linux-gnu/libssl.so.3").is_file():
         return USERLAND
-    with _cache_lock(USERLAND):
-        if (USERLAND / "usr/lib/aarch64-linux-gnu/libssl.so.3").is_file():
-            return USERLAND
-        if USERLAND.exists():
-            shutil.rmtree(USERLAND)
-        partial = Path(tempfile.mkdtemp(prefix="dal-arm64-", dir=LAB_ROOT))
-        try:
-            _sh(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase",
-                 f"--include={','.join(USERLAND_PACKAGES)}", "bookworm", str(partial), DEBIAN_MIRROR], timeout=1200)
-            # the first stage unpacks the base system only; the included packages wait in apt's archive
-            archives = partial / "var/cache/apt/archives"
-            for deb in sorted(archives.glob("*.deb")):
-                _sh(["dpkg-deb", "-x", str(deb), str(partial)], timeout=300)
-                deb.unlink()
-            partial.rename(USERLAND)
-        finally:
-            if partial.exists():
-                subprocess.run(["rm", "-rf", "--one-file-system", str(partial)], check=False)
+    if USERLAND.exists():
+        shutil.rmtree(USERLAND)
+    partial = Path(tempfile.mkdtemp(prefix="dal-arm64-", dir=LAB_ROOT))
+    try:
+        _sh(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase",
+             f"--include={','.join(USERLAND_PACKAGES)}", "bookworm", str(partial), DEBIAN_MIRROR], timeout=1200)
+        # the first stage unpacks the base system only; the included packages wait in apt's archive
+        for deb in sorted((partial / "var/cache/apt/archives").glob("*.deb")):
+            _sh(["dpkg-deb", "-x", str(deb), str(partial)], timeout=300)
+            deb.unlink()
+        partial.rename(USERLAND)
+    finally:
+        if partial.exists():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(partial)], check=False)
     return USERLAND
 
 
@@ -171,7 +166,7 @@ def ensure_python() -> Path:
     with _cache_lock(LAB_ROOT / "python" / "arm64-setup"):
         if _ready(python):
             return python
-        ensure_packages(APT_PACKAGES)
+        ensure_packages((*ARM64_PACKAGES, "debootstrap"))
         ensure_binfmt()
         ensure_guest_root(ensure_userland())
         if not runs(python):

@@ -39,10 +39,11 @@ LAB_ROOT = Path(os.environ.get("DIFY_AIRGAP_LAB_ROOT", "/var/lib/dify-airgap-lab
 REGISTRY_ADDR = os.environ.get("DIFY_AIRGAP_LAB_REGISTRY", "127.0.0.1:5000")
 #: netavark + aardvark-dns are only RECOMMENDS of Debian's podman: without them podman falls back to CNI
 #: and containers of one compose project cannot resolve each other's names (shared/LAB.md).
+#: the arm64 plugin daemon's interpreter under emulation (tests/lab/crosspython.py): the emulator with its
+#: binfmt_misc description, the aarch64 cross compiler, pkg-config (debootstrap is in the list below)
+ARM64_PACKAGES = ("qemu-user-static", "gcc-aarch64-linux-gnu", "pkgconf")
 APT_PACKAGES = ("docker.io", "podman", "netavark", "aardvark-dns", "docker-registry", "busybox-static",
-                "debootstrap", "zstd", "pigz", "iptables", "uidmap", "iproute2",
-                # the arm64 plugin daemon's interpreter under emulation (tests/lab/crosspython.py)
-                "qemu-user-static", "gcc-aarch64-linux-gnu", "pkgconf")
+                "debootstrap", "zstd", "pigz", "iptables", "uidmap", "iproute2", *ARM64_PACKAGES)
 CONTAINERS_CONF = Path("/etc/containers/containers.conf.d/50-dify-airgap-lab.conf")
 #: Written by earlier lab versions (a global docker.io mirror for podman); removed by ``up`` because it
 #: overrode every test's own registries.conf and made podman pulls depend on the lab registry's content.
